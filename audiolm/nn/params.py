@@ -1,0 +1,51 @@
+"""Parameter helpers shared by every block: plain (unboxed) params and partitioned initialisers."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+from flax.core import meta
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+
+# Default weight initialiser: truncated normal with variance 1/fan_in (DenseGeneral flattens
+# multi-axis kernels to [fan_in, fan_out] before calling it).
+default_kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+
+
+def partitioned(init, axes: Sequence[str | None]):
+    """`init` whose result carries logical axis names (one per weight dimension)."""
+    return nn.with_logical_partitioning(init, tuple(axes))
+
+
+def init_params(module: nn.Module, rng: Array, *args, **kwargs) -> Any:
+    """Plain params pytree of `module`: `unbox(module.init(rng, *args, **kwargs)["params"])`.
+
+    `module.apply({"params": params}, ...)` accepts the result directly.
+    """
+    variables = module.init(rng, *args, **kwargs)
+    return meta.unbox(variables["params"])
+
+
+def logical_params_axes(module: nn.Module, rng: Array, *args, **kwargs) -> Any:
+    """Pytree of logical axis-name tuples matching `init_params` (None for unnamed params).
+
+    Uses `jax.eval_shape`, so nothing is allocated.
+    """
+    boxed = jax.eval_shape(lambda r: module.init(r, *args, **kwargs)["params"], rng)
+    return jax.tree_util.tree_map(
+        lambda x: tuple(x.names) if isinstance(x, nn.LogicallyPartitioned) else None,
+        boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def constrain(x: Array, axes: Sequence[str | None]) -> Array:
+    """`nn.with_logical_constraint`; a no-op when no mesh / axis rules are active."""
+    return nn.with_logical_constraint(x, tuple(axes))
+
+
+def as_dtype(x: Array, dtype: Dtype) -> Array:
+    return jnp.asarray(x, dtype)
