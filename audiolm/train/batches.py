@@ -1,0 +1,105 @@
+"""Training / evaluation batches for the loop, per family and `config.data.name`.
+
+* `config.data.name == "synthetic"`: `family.example_batch(config.model, batch_size, rng)` with
+  `rng = np.random.default_rng([seed, split, index])`, i.e. batch `index` of a split is a pure
+  function of the seed, so the iterator state is just `{"index": n}` and resume is exact.
+* otherwise the real data path of the family (`thinker_talker` on speech data: audio + text ASR
+  batches through `audiolm.train.asr`).
+
+Every iterator here yields dicts of numpy arrays (the global batch) and exposes
+`get_state() -> JSON-able dict` / `set_state(state)` for checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from audiolm.config import ConfigError
+
+SPLITS = ("train", "validation", "test")
+
+
+class SyntheticBatches:
+    """Deterministic, resumable stream of `family.example_batch` batches.
+
+    Args:
+      family: the family module.
+      model_config: `config.model`.
+      batch_size: rows per batch.
+      seed: `config.seed`.
+      split: "train" | "validation" | "test" (different streams).
+      num_batches: None for an endless stream, else the stream stops after that many.
+    """
+
+    def __init__(self, family: Any, model_config: Any, batch_size: int, seed: int,
+                 split: str = "train", num_batches: int | None = None):
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r}: must be one of {SPLITS}")
+        self.family = family
+        self.model_config = model_config
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.split_id = SPLITS.index(split)
+        self.num_batches = num_batches
+        self.index = 0
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self.num_batches is not None and self.index >= self.num_batches:
+            raise StopIteration
+        rng = np.random.default_rng([self.seed, self.split_id, self.index])
+        self.index += 1
+        return {k: np.asarray(v) for k, v in
+                self.family.example_batch(self.model_config, self.batch_size, rng).items()}
+
+    def get_state(self) -> dict[str, int]:
+        return {"index": self.index}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.index = int(state["index"])
+
+
+def is_synthetic(config: Any) -> bool:
+    return str(config.data.get("name", "")) == "synthetic"
+
+
+def batch_size(config: Any) -> int:
+    size = config.data.get("batch_size", None)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ConfigError(f"data.batch_size={size!r}: must be a positive int")
+    return size
+
+
+def make_batches(config: Any, family: Any, split: str, finite: bool = False):
+    """The batch iterator of `split` (endless for training, one pass when `finite`).
+
+    For synthetic data a finite pass is `train.eval_steps` batches (at least 1).
+    """
+    if is_synthetic(config):
+        num = max(int(config.train.eval_steps), 1) if finite else None
+        return SyntheticBatches(family, config.model, batch_size(config), config.seed, split, num)
+    if config.model.family == "thinker_talker":
+        from audiolm.train import asr
+
+        return asr.make_batches(config, split, finite=finite)
+    raise ConfigError(
+        f"data.name={config.data.get('name')!r}: family {config.model.family!r} has no real "
+        "dataset in audiolm.data yet; use data.name='synthetic' (the family's example_batch)")
+
+
+def count_tokens(batch: dict[str, np.ndarray]) -> int:
+    """Target positions in a batch, for tokens/s: the sum of the first `*mask` field that marks
+    targets, else batch x length of the first 2-d (or more) integer field."""
+    for key in sorted(batch):
+        if "target" in key and "mask" in key:
+            return int(np.asarray(batch[key]).sum())
+    for key in sorted(batch):
+        value = np.asarray(batch[key])
+        if np.issubdtype(value.dtype, np.integer) and value.ndim >= 2:
+            return int(value.shape[0] * value.shape[-1])
+    first = next(iter(batch.values()))
+    return int(np.asarray(first).shape[0])

@@ -1,0 +1,117 @@
+"""Jitted train and eval steps for any family (they call only the family's `loss_fn`).
+
+The family's `loss_fn(module, params, batch, rng, config, train)` already contains every term
+(text / codebook CE, code predictor CE, MoE load-balance and z losses weighted from
+`config.train`); the step only differentiates it, accumulates gradients over
+`train.grad_accum_steps` micro-batches with `lax.scan`, and applies the optimizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from audiolm.train.state import TrainState
+
+LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def split_micro_batches(batch: dict[str, jax.Array], accum: int) -> dict[str, jax.Array]:
+    """[B, ...] -> [accum, B // accum, ...]; micro-batch k holds rows k, k + accum, ...
+
+    Strided (not contiguous) rows keep each micro-batch spread over the same batch shards as the
+    full batch, so no data moves between devices.
+    """
+    def split(x):
+        if x.ndim == 0:
+            return jnp.broadcast_to(x, (accum,))
+        if x.shape[0] % accum:
+            raise ValueError(f"batch rows {x.shape[0]} not divisible by train.grad_accum_steps="
+                             f"{accum}")
+        return jnp.swapaxes(x.reshape((x.shape[0] // accum, accum) + x.shape[1:]), 0, 1)
+
+    return jax.tree_util.tree_map(split, batch)
+
+
+def make_train_step(module: Any, loss_fn: LossFn, tx: optax.GradientTransformation,
+                    config: Any, lr_schedule: Callable[[Any], Any] | None = None):
+    """Returns `train_step(state, batch) -> (state, metrics)` (not yet jitted).
+
+    metrics: the family's metrics averaged over micro-batches, plus `loss`, `grad_norm`,
+    `param_norm` and `learning_rate` (float32 scalars).
+    """
+    accum = int(config.train.grad_accum_steps)
+
+    def loss_and_grad(params, micro, rng):
+        def f(p):
+            loss, metrics = loss_fn(module, p, micro, rng, config, True)
+            return loss, metrics
+
+        (loss, metrics), grads = jax.value_and_grad(f, has_aux=True)(params)
+        metrics = dict(metrics)
+        metrics["loss"] = loss
+        return grads, metrics
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array]):
+        step_rng = jax.random.fold_in(state.rng, state.step)
+        if accum == 1:
+            grads, metrics = loss_and_grad(state.params, batch, step_rng)
+        else:
+            micro = split_micro_batches(batch, accum)
+            rngs = jax.random.split(step_rng, accum)
+            zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+            _, metrics_shape = jax.eval_shape(
+                loss_and_grad, state.params, jax.tree_util.tree_map(lambda x: x[0], micro),
+                rngs[0])
+            metric_zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, jnp.float32),
+                                                  metrics_shape)
+
+            def body(carry, xs):
+                g_sum, m_sum = carry
+                mb, r = xs
+                g, m = loss_and_grad(state.params, mb, r)
+                g_sum = jax.tree_util.tree_map(jnp.add, g_sum, g)
+                m_sum = jax.tree_util.tree_map(lambda a, b: a + b.astype(jnp.float32), m_sum, m)
+                return (g_sum, m_sum), None
+
+            (g_sum, m_sum), _ = jax.lax.scan(body, (zeros, metric_zeros), (micro, rngs))
+            grads = jax.tree_util.tree_map(lambda g: g / accum, g_sum)
+            metrics = jax.tree_util.tree_map(lambda m: m / accum, m_sum)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["param_norm"] = optax.global_norm(params)
+        if lr_schedule is not None:
+            metrics["learning_rate"] = jnp.asarray(lr_schedule(state.step), jnp.float32)
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(module: Any, loss_fn: LossFn, config: Any):
+    """Returns `eval_step(params, batch, rng) -> metrics` (loss_fn with train=False)."""
+
+    def eval_step(params, batch, rng):
+        loss, metrics = loss_fn(module, params, batch, rng, config, False)
+        metrics = dict(metrics)
+        metrics["loss"] = loss
+        return {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+    return eval_step
+
+
+def jit_train_step(train_step, state_shardings: Any, batch_shardings: Any, replicated: Any):
+    """jit with the state donated (updated in place) and explicit in/out shardings."""
+    return jax.jit(train_step, donate_argnums=(0,),
+                   in_shardings=(state_shardings, batch_shardings),
+                   out_shardings=(state_shardings, replicated))
+
+
+def jit_eval_step(eval_step, param_shardings: Any, batch_shardings: Any, replicated: Any):
+    return jax.jit(eval_step, in_shardings=(param_shardings, batch_shardings, replicated),
+                   out_shardings=replicated)
