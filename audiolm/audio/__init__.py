@@ -1,0 +1,1 @@
+"""Audio input/output (`io`) and features (`features`); import the submodules directly."""

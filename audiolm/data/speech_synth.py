@@ -1,0 +1,418 @@
+"""The embedded default dataset: English speech synthesised offline with espeak-ng.
+
+libespeak-ng (shipped with data in the `espeakng-loader` wheel) is driven through ctypes in
+synchronous mode. Speakers are profiles of (accent, voice variant, rate, pitch, pitch range);
+sentences come from a small built-in grammar (`sentences`). Everything is a pure function of the
+generation config (seed, counts, sample rate), so two runs write the same audio bytes.
+
+Layout of the cache directory `<cache_dir>/<hash of generation config>/`:
+    train.jsonl, validation.jsonl, test.jsonl   one JSON object per utterance:
+        {"audio": "train/000000.flac", "text": ..., "speaker": "s017", "duration": 1.82}
+    train/, validation/, test/                  16-bit FLAC at `sample_rate`
+    speakers.json                               the speaker profiles
+    complete.json                               written last; its presence means "done"
+Generation happens in a temporary sibling directory that is renamed into place, so an interrupted
+run never leaves a half-written dataset behind, and a complete one is never regenerated.
+
+Splits have disjoint sentences. libespeak keeps global state (current voice, parameters), so the
+parallel generation uses processes, never threads; each worker sets the voice before every
+utterance.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+SPLITS = ("train", "validation", "test")
+NATIVE_RATE = 22050  # libespeak-ng's output rate
+FORMAT_VERSION = 1  # bump when the generation procedure changes (invalidates caches)
+
+# espeak-ng English accents (espeak voice names) and voice variants that stay intelligible
+# (the robot, whisper and croak variants are left out).
+ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+           "en-029", "en-us-nyc")
+VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "Alex",
+            "Andy", "Annie", "adam", "belinda", "benjamin", "caleb", "david", "ed", "edward",
+            "iven", "john", "linda", "max", "Michael", "norbert", "paul", "quincy", "rob",
+            "robert", "steph", "travis", "victor", "zac")
+
+# ---------------------------------------------------------------------------------------------
+# sentences: a small grammar over built-in word lists (lowercase, no punctuation)
+
+_NAMES = ("anna", "ben", "carla", "david", "emma", "frank", "grace", "henry", "iris", "jack",
+          "kate", "leo", "maria", "nick", "olivia", "peter", "rose", "sam", "tom", "vera")
+_ADJ = ("red", "small", "old", "green", "quiet", "bright", "heavy", "warm", "cold", "new",
+        "dark", "happy", "tall", "soft", "fast", "blue", "empty", "clean", "strange", "little")
+_NOUNS = ("dog", "cat", "car", "house", "river", "book", "table", "garden", "window", "bird",
+          "horse", "boat", "letter", "chair", "apple", "teacher", "doctor", "farmer", "city",
+          "train", "door", "lamp", "tree", "box", "song", "road", "bridge", "cup", "clock", "ship")
+_PLURALS = {"box": "boxes", "city": "cities", "bus": "buses"}
+_VERBS_PAST = ("saw", "found", "liked", "moved", "painted", "opened", "carried", "watched",
+               "cleaned", "sold", "bought", "fixed", "followed", "visited", "closed", "dropped")
+_VERBS_INTR = ("sleeps", "waits", "sings", "runs", "stays", "falls", "shines", "moves", "works",
+               "rests")
+_PLACES = ("the park", "the station", "the market", "the kitchen", "the school", "the beach",
+           "the village", "the office", "the forest", "the harbour", "the hill", "the library")
+_PREPS = ("near", "behind", "inside", "under", "beside", "across")
+_TIMES = ("today", "yesterday", "every morning", "at night", "on monday", "in the evening",
+          "last week", "after lunch", "before dinner", "in winter")
+_NUMBERS = ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "twelve",
+            "twenty")
+_ADVERBS = ("slowly", "quickly", "quietly", "again", "carefully", "early", "late")
+
+
+def _plural(noun: str) -> str:
+    return _PLURALS.get(noun, noun + "s")
+
+
+def _sentence(rng: np.random.Generator) -> str:
+    """One sentence of 3-10 words from one of several templates."""
+    pick = lambda words: words[int(rng.integers(len(words)))]  # noqa: E731
+    template = int(rng.integers(8))
+    if template == 0:
+        words = ["the", pick(_ADJ), pick(_NOUNS), pick(_VERBS_INTR), pick(_PREPS), pick(_PLACES)]
+    elif template == 1:
+        words = [pick(_NAMES), pick(_VERBS_PAST), "the", pick(_ADJ), pick(_NOUNS), pick(_TIMES)]
+    elif template == 2:
+        words = [pick(_NAMES), "has", pick(_NUMBERS), pick(_ADJ), _plural(pick(_NOUNS))]
+    elif template == 3:
+        words = ["the", pick(_NOUNS), pick(_VERBS_INTR), pick(_ADVERBS)]
+    elif template == 4:
+        words = [pick(_NAMES), "and", pick(_NAMES), pick(_VERBS_PAST), "a", pick(_NOUNS),
+                 pick(_PREPS), pick(_PLACES)]
+    elif template == 5:
+        words = ["there are", pick(_NUMBERS), _plural(pick(_NOUNS)), "in", pick(_PLACES)]
+    elif template == 6:
+        words = [pick(_TIMES), pick(_NAMES), pick(_VERBS_PAST), "my", pick(_NOUNS)]
+    else:
+        words = ["is the", pick(_NOUNS), pick(_PREPS), "the", pick(_ADJ), pick(_NOUNS)]
+    return " ".join(words)
+
+
+def sentences(num: int, seed: int) -> list[str]:
+    """`num` distinct sentences, a pure function of (num, seed)."""
+    rng = np.random.default_rng([seed, 0x5E7])
+    out: list[str] = []
+    seen: set[str] = set()
+    tries = 0
+    while len(out) < num:
+        tries += 1
+        if tries > 50 * num + 1000:
+            raise ValueError(f"the sentence grammar cannot produce {num} distinct sentences")
+        text = _sentence(rng)
+        if text not in seen:
+            seen.add(text)
+            out.append(text)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# speakers
+
+
+def speaker_profiles(num_speakers: int, seed: int) -> list[dict[str, Any]]:
+    """`num_speakers` distinct (accent, variant, rate, pitch, range) profiles named s000, s001..."""
+    rng = np.random.default_rng([seed, 0x5BE])
+    profiles, seen = [], set()
+    while len(profiles) < num_speakers:
+        profile = {
+            "accent": ACCENTS[int(rng.integers(len(ACCENTS)))],
+            "variant": VARIANTS[int(rng.integers(len(VARIANTS)))],
+            "rate": int(rng.integers(135, 196)),  # words per minute (espeak default 175)
+            "pitch": int(rng.integers(25, 76)),  # 0-100, default 50
+            "range": int(rng.integers(30, 81)),  # pitch range 0-100, default 50
+        }
+        key = tuple(profile.values())
+        if key in seen:
+            continue
+        seen.add(key)
+        profile["name"] = f"s{len(profiles):03d}"
+        profiles.append(profile)
+    return profiles
+
+
+# ---------------------------------------------------------------------------------------------
+# libespeak-ng through ctypes (one instance per process)
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_ESPEAK_RATE, _ESPEAK_VOLUME, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 2, 3, 4
+_POS_CHARACTER = 1
+_ESPEAK_CHARS_UTF8 = 1
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
+                                   ctypes.c_void_p)
+
+
+class Espeak:
+    """libespeak-ng in synchronous mode; `synth(text, profile)` -> int16 [N] at 22.05 kHz.
+
+    Holds process-global library state: create one per process and never share across threads.
+    """
+
+    def __init__(self) -> None:
+        import espeakng_loader
+
+        self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self.lib.espeak_Initialize.restype = ctypes.c_int
+        self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
+                                               ctypes.c_int]
+        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint,
+                                          ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
+                                          ctypes.c_void_p, ctypes.c_void_p]
+        # The data path is the directory that *contains* espeak-ng-data.
+        data_dir = os.path.dirname(espeakng_loader.get_data_path())
+        rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_dir.encode(), 0)
+        if rate != NATIVE_RATE:
+            raise RuntimeError(f"libespeak-ng initialisation failed (returned {rate}) with "
+                               f"data at {data_dir}")
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SYNTH_CALLBACK(self._collect)  # kept alive on the instance
+        self.lib.espeak_SetSynthCallback(self._callback)
+
+    def _collect(self, wav, num_samples, events) -> int:
+        if num_samples > 0 and wav:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+        return 0  # 0 = continue
+
+    def synth(self, text: str, profile: dict[str, Any]) -> np.ndarray:
+        voice = f"{profile['accent']}+{profile['variant']}".encode()
+        if self.lib.espeak_SetVoiceByName(voice) != 0:
+            raise RuntimeError(f"espeak-ng has no voice {voice.decode()!r}")
+        for param, key in ((_ESPEAK_RATE, "rate"), (_ESPEAK_PITCH, "pitch"),
+                           (_ESPEAK_RANGE, "range")):
+            self.lib.espeak_SetParameter(param, int(profile[key]), 0)
+        self.lib.espeak_SetParameter(_ESPEAK_VOLUME, 100, 0)
+        self._chunks = []
+        buf = ctypes.create_string_buffer(text.encode("utf-8"))
+        status = self.lib.espeak_Synth(buf, len(buf), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8,
+                                       None, None)
+        if status != 0:
+            raise RuntimeError(f"espeak_Synth failed with status {status} on {text!r}")
+        self.lib.espeak_Synchronize()
+        if not self._chunks:
+            return np.zeros((0,), np.int16)
+        return np.concatenate(self._chunks).astype(np.int16)
+
+
+def trim_silence(audio: np.ndarray, sample_rate: int, threshold: float = 1e-3,
+                 margin_s: float = 0.05) -> np.ndarray:
+    """Cuts leading/trailing samples below `threshold` (float audio), keeping `margin_s`."""
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    if loud.size == 0:
+        return audio[:0]
+    margin = int(margin_s * sample_rate)
+    return audio[max(loud[0] - margin, 0):loud[-1] + 1 + margin]
+
+
+_ENGINE: Espeak | None = None
+
+
+def _worker_init() -> None:
+    global _ENGINE
+    _ENGINE = Espeak()
+
+
+def _synth_job(job: tuple[str, list[tuple[str, str, dict[str, Any]]], int]) -> list[float]:
+    """Synthesises [(relpath, text, profile)] into `root`; returns the durations in seconds."""
+    import soundfile as sf
+
+    from audiolm.audio.io import resample_audio
+
+    root, items, sample_rate = job
+    if _ENGINE is None:
+        _worker_init()
+    durations = []
+    for relpath, text, profile in items:
+        pcm = _ENGINE.synth(text, profile)
+        audio = resample_audio(pcm.astype(np.float32) / 32768.0, NATIVE_RATE, sample_rate)
+        audio = trim_silence(audio, sample_rate)
+        if audio.size == 0:
+            raise RuntimeError(f"espeak-ng produced silence for {text!r} ({profile['name']})")
+        sf.write(os.path.join(root, relpath), np.clip(audio, -1.0, 1.0), sample_rate,
+                 subtype="PCM_16", format="FLAC")
+        durations.append(round(audio.shape[0] / sample_rate, 4))
+    return durations
+
+
+# ---------------------------------------------------------------------------------------------
+# the cached dataset
+
+
+def generation_config(num_train: int, num_validation: int, num_test: int, *, seed: int = 0,
+                      sample_rate: int = 16000, num_speakers: int = 64) -> dict[str, Any]:
+    """Everything the generated files depend on; its hash names the cache directory."""
+    import espeakng_loader  # noqa: F401  (fail early with ImportError when missing)
+
+    for name, value in (("num_train", num_train), ("num_validation", num_validation),
+                        ("num_test", num_test), ("num_speakers", num_speakers),
+                        ("sample_rate", sample_rate)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name}={value!r}: must be a non-negative int")
+    if num_speakers < 1 or sample_rate < 1:
+        raise ValueError(f"num_speakers={num_speakers}, sample_rate={sample_rate}: must be >= 1")
+    return {"version": FORMAT_VERSION, "seed": int(seed), "sample_rate": int(sample_rate),
+            "num_speakers": int(num_speakers),
+            "counts": {"train": int(num_train), "validation": int(num_validation),
+                       "test": int(num_test)}}
+
+
+def config_hash(gen_config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(gen_config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def default_cache_dir() -> str:
+    return os.path.join(os.path.expanduser("~"), ".cache", "audiolm", "speech_synth")
+
+
+def dataset_dir(gen_config: dict[str, Any], cache_dir: str = "") -> str:
+    return os.path.join(os.path.expanduser(cache_dir or default_cache_dir()),
+                        config_hash(gen_config))
+
+
+def is_complete(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "complete.json"))
+
+
+def plan(gen_config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The utterances of every split: [{"audio", "text", "speaker", "profile"}], no audio yet.
+
+    Sentences are drawn once for all splits and partitioned, so splits never share a sentence;
+    each utterance gets a speaker drawn with its own seeded stream.
+    """
+    counts = gen_config["counts"]
+    seed = gen_config["seed"]
+    total = sum(counts[s] for s in SPLITS)
+    texts = sentences(total, seed)
+    profiles = speaker_profiles(gen_config["num_speakers"], seed)
+    rng = np.random.default_rng([seed, 0x59E])
+    speaker_of = rng.integers(len(profiles), size=total)
+    out, start = {}, 0
+    for split in SPLITS:
+        rows = []
+        for i in range(counts[split]):
+            profile = profiles[int(speaker_of[start + i])]
+            rows.append({"audio": f"{split}/{i:06d}.flac", "text": texts[start + i],
+                         "speaker": profile["name"], "profile": profile})
+        out[split] = rows
+        start += counts[split]
+    return out
+
+
+def generate(gen_config: dict[str, Any], cache_dir: str = "", num_workers: int = 0,
+             log: Any = None) -> str:
+    """Generates the dataset unless a complete copy exists; returns its directory.
+
+    Args:
+      gen_config: from `generation_config`.
+      cache_dir: parent directory ("" = ~/.cache/audiolm/speech_synth).
+      num_workers: processes (0 = number of CPUs, at most 8). 1 synthesises in this process.
+      log: optional callable(str) for progress messages.
+    """
+    final = dataset_dir(gen_config, cache_dir)
+    if is_complete(final):
+        return final
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    tmp = f"{final}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    start = time.perf_counter()
+    rows = plan(gen_config)
+    for split in SPLITS:
+        os.makedirs(os.path.join(tmp, split), exist_ok=True)
+    flat = [row for split in SPLITS for row in rows[split]]
+    if num_workers <= 0:
+        num_workers = min(os.cpu_count() or 1, 8)
+    chunk = max(1, min(64, -(-len(flat) // (4 * num_workers))))
+    jobs = [(tmp, [(r["audio"], r["text"], r["profile"]) for r in flat[i:i + chunk]],
+             gen_config["sample_rate"]) for i in range(0, len(flat), chunk)]
+    try:
+        if num_workers == 1 or len(jobs) <= 1:
+            results = [_synth_job(job) for job in jobs]
+        else:
+            import concurrent.futures
+            import multiprocessing
+
+            # spawn: the parent may already run jax threads, which fork would copy unsafely.
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx,
+                                                        initializer=_worker_init) as pool:
+                results = list(pool.map(_synth_job, jobs))
+        durations = [d for part in results for d in part]
+        for row, duration in zip(flat, durations):
+            row["duration"] = duration
+        for split in SPLITS:
+            with open(os.path.join(tmp, f"{split}.jsonl"), "w") as f:
+                for row in rows[split]:
+                    f.write(json.dumps({"audio": row["audio"], "text": row["text"],
+                                        "speaker": row["speaker"],
+                                        "duration": row["duration"]}) + "\n")
+        profiles = speaker_profiles(gen_config["num_speakers"], gen_config["seed"])
+        with open(os.path.join(tmp, "speakers.json"), "w") as f:
+            json.dump(profiles, f, indent=1)
+        elapsed = time.perf_counter() - start
+        stats = {"config": gen_config, "utterances": len(flat),
+                 "audio_seconds": round(float(sum(durations)), 2),
+                 "generation_seconds": round(elapsed, 2), "num_workers": num_workers}
+        with open(os.path.join(tmp, "complete.json"), "w") as f:
+            json.dump(stats, f, indent=1)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished first: keep its copy
+            if not is_complete(final):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if log is not None:
+        log(f"speech_synth: {stats['utterances']} utterances, {stats['audio_seconds']:.0f} s of "
+            f"audio in {elapsed:.1f} s ({stats['utterances'] / elapsed:.1f} utt/s, "
+            f"{stats['audio_seconds'] / elapsed:.0f}x real time, {num_workers} processes) "
+            f"-> {final}")
+    return final
+
+
+def read_split(path: str, split: str) -> list[dict[str, Any]]:
+    """The manifest rows of `split` of a generated dataset, with `audio` made absolute."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}: must be one of {SPLITS}")
+    rows = []
+    with open(os.path.join(path, f"{split}.jsonl")) as f:
+        for line in f:
+            row = json.loads(line)
+            row["audio"] = os.path.join(path, row["audio"])
+            rows.append(row)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m audiolm.data.speech_synth --num_train=2000 ...`: generate and print speed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num_train", type=int, default=2000)
+    parser.add_argument("--num_validation", type=int, default=100)
+    parser.add_argument("--num_test", type=int, default=100)
+    parser.add_argument("--num_speakers", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sample_rate", type=int, default=16000)
+    parser.add_argument("--cache_dir", default="")
+    parser.add_argument("--num_workers", type=int, default=0)
+    args = parser.parse_args(argv)
+    gen = generation_config(args.num_train, args.num_validation, args.num_test, seed=args.seed,
+                            sample_rate=args.sample_rate, num_speakers=args.num_speakers)
+    path = generate(gen, args.cache_dir, args.num_workers, log=print)
+    with open(os.path.join(path, "complete.json")) as f:
+        print(f.read())
+
+
+if __name__ == "__main__":
+    main()
