@@ -1,0 +1,565 @@
+"""Pattern LM family (MusicGen / stable-audio-tools audio LM): a causal transformer over
+pattern-interleaved codebooks, with cross-attention, prepend and global conditioning and
+classifier-free guidance.
+
+Model (`PatternLM`): codes are laid out by an `audiolm.patterns` pattern into a sequence
+[B, K, S] (special token = card); per-codebook embeddings (card + 1 rows) are summed; a pre-norm
+causal transformer runs over [prepend tokens; sequence]; one linear head per codebook gives
+logits [B, K, S, card] for the sequence positions (prepend positions are removed).
+
+Conditioning (ids listed in `model.conditioning`, conditioners in `conditioners.py`):
+
+- cross-attention: the conditioners' tokens [B, S_i, C] are concatenated along the sequence
+  (with their masks), optionally projected to the model width, and every layer cross-attends
+  to them;
+- prepend: concatenated along the sequence, projected (Linear-SiLU-Linear) and placed before the
+  code sequence; they take positions 0..P-1 and masked ones are invisible;
+- global: each conditioner's tokens are mean-pooled over their mask, the results concatenated
+  along features, projected (Linear-SiLU-Linear) to the width and ADDED TO EVERY POSITION of
+  the input (prepend tokens included) before the first layer. (stable-audio-tools builds a
+  global condition and its LM backbone then ignores it; here it reaches the residual stream of
+  every layer.)
+
+Classifier-free guidance: the null condition is all-zero condition tensors (after the
+conditioners, before the projections; masks unchanged), as in stable-audio-tools. Training
+drops each type (cross / prepend / global) per sample with probability
+`model.conditioning.cfg_dropout`; sampling uses `guided_logits` = u + (c - u) * scale.
+
+Family contract (notes/FAMILY_API.md): `build`, `init_params`, `describe_params`,
+`example_batch`, `loss_fn`; validation rules registered for "pattern_lm".
+
+Batch: ``codes`` [B, K, T] int32 in [0, card), ``target_mask`` [B, T] bool (True = real frame),
+and the conditioners' arrays ``cond.<id>`` / ``cond.<id>.mask``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audiolm import config as config_lib
+from audiolm import nn as anl
+from audiolm import patterns
+from audiolm.config import ConfigError, check_bool, check_choice, check_float, check_int, \
+    check_keys, get_path, require
+from audiolm.models import conditioners as cond_lib
+from audiolm.models import pretransform as pretransform_lib
+from audiolm.nn.params import default_kernel_init, partitioned
+
+__all__ = ["LMSpec", "PatternLM", "build", "spec_from_config", "init_params", "describe_params",
+           "example_batch", "loss_fn", "pattern_for", "cfg_drop_mask", "guided_logits",
+           "pattern_loss", "rules", "COND_TYPES"]
+
+COND_TYPES = ("cross", "prepend", "global")
+LM_KEYS = ("dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn", "ffn_hidden",
+           "activation", "norm", "norm_eps", "attn_bias", "mlp_bias", "head_bias", "positional",
+           "rope_theta", "scale_embedding", "final_norm")
+CONDITIONING_KEYS = ("cond_dim", "conditioners", "cross_attention_ids", "prepend_ids",
+                     "global_ids", "project_cross_attention", "cfg_dropout")
+CONDITIONER_KEYS = {
+    "number": ("type", "min_val", "max_val"),
+    "lookup": ("type", "num_classes", "min_val", "options"),
+    "text": ("type", "max_length", "num_layers", "num_heads", "ffn_hidden"),
+    "t5": ("type", "path", "dim", "max_length", "project"),
+    "tensor": ("type", "dim", "max_length", "project"),
+}
+CONDITIONER_REQUIRED = {
+    "number": ("type", "min_val", "max_val"),
+    "lookup": ("type", "num_classes"),
+    "text": ("type", "max_length", "num_layers", "num_heads", "ffn_hidden"),
+    "t5": ("type", "path", "dim", "max_length"),
+    "tensor": ("type", "dim", "max_length"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Static description of a model (hashable: a flax module field and a jit static argument).
+
+
+@dataclasses.dataclass(frozen=True)
+class LMSpec:
+    n_q: int
+    card: int
+    dim: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    ffn: str
+    ffn_hidden: int
+    activation: str
+    norm: str
+    norm_eps: float
+    attn_bias: bool
+    mlp_bias: bool
+    head_bias: bool
+    positional: str
+    rope_theta: float
+    scale_embedding: bool
+    final_norm: bool
+    pattern_kind: str
+    pattern_kwargs: tuple[tuple[str, Any], ...]
+    cond_dim: int
+    conditioners: tuple[cond_lib.ConditionerSpec, ...]
+    cross_ids: tuple[str, ...]
+    prepend_ids: tuple[str, ...]
+    global_ids: tuple[str, ...]
+    project_cross: bool
+    cfg_dropout: float
+
+    @property
+    def has_cross(self) -> bool:
+        return bool(self.cross_ids)
+
+    def conditioner(self, cid: str) -> cond_lib.ConditionerSpec:
+        return next(s for s in self.conditioners if s.id == cid)
+
+    def prepend_length(self) -> int:
+        return sum(self.conditioner(c).length() for c in self.prepend_ids)
+
+
+def _tuple(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return tuple(_tuple(x) for x in v)
+    return v
+
+
+def spec_from_config(model_config: Any) -> LMSpec:
+    """LMSpec of a (validated) `config.model`; n_q and card come from the pretransform."""
+    pt = pretransform_lib.build(model_config.pretransform)
+    lm = model_config.lm
+    c = model_config.conditioning
+    kwargs = model_config.pattern.get("kwargs", {}) or {}
+    specs = tuple(cond_lib.ConditionerSpec.from_config(cid, c.conditioners[cid])
+                  for cid in sorted(c.conditioners.keys()))
+    return LMSpec(
+        n_q=int(pt.n_q), card=int(pt.codebook_size), dim=int(lm.dim),
+        num_layers=int(lm.num_layers), num_heads=int(lm.num_heads),
+        num_kv_heads=int(lm.num_kv_heads), head_dim=int(lm.head_dim), ffn=str(lm.ffn),
+        ffn_hidden=int(lm.ffn_hidden), activation=str(lm.activation), norm=str(lm.norm),
+        norm_eps=float(lm.norm_eps), attn_bias=bool(lm.attn_bias), mlp_bias=bool(lm.mlp_bias),
+        head_bias=bool(lm.head_bias), positional=str(lm.positional),
+        rope_theta=float(lm.rope_theta), scale_embedding=bool(lm.scale_embedding),
+        final_norm=bool(lm.final_norm), pattern_kind=str(model_config.pattern.kind),
+        pattern_kwargs=tuple(sorted((k, _tuple(v)) for k, v in dict(kwargs).items())),
+        cond_dim=int(c.cond_dim), conditioners=specs,
+        cross_ids=tuple(c.cross_attention_ids), prepend_ids=tuple(c.prepend_ids),
+        global_ids=tuple(c.global_ids), project_cross=bool(c.project_cross_attention),
+        cfg_dropout=float(c.cfg_dropout))
+
+
+def pattern_for(spec: LMSpec, timesteps: int) -> patterns.Pattern:
+    """The codebook pattern of the model for `timesteps` frames."""
+    return patterns.make(spec.pattern_kind, spec.n_q, timesteps, **dict(spec.pattern_kwargs))
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules.
+
+
+def _norm(spec: LMSpec, name: str) -> nn.Module:
+    if spec.norm == "rms":
+        return anl.RMSNorm(spec.norm_eps, name=name)
+    return anl.LayerNorm(spec.norm_eps, name=name)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm layer: causal self-attention, cross-attention (when the model has cross
+    conditions), feed-forward. Sub-module names follow audiolm.nn.TransformerBlock."""
+    spec: LMSpec
+
+    @nn.compact
+    def __call__(self, x, positions, mask, context, context_mask):
+        s = self.spec
+        attn = dict(num_heads=s.num_heads, num_kv_heads=s.num_kv_heads, head_dim=s.head_dim,
+                    qkv_bias=s.attn_bias, out_bias=s.attn_bias)
+        rope = "rotate_half" if s.positional == "rope" else None
+        h, _ = anl.Attention(**attn, rope_style=rope, rope_theta=s.rope_theta, causal=True,
+                             name="attn")(_norm(s, "attn_norm")(x), positions, mask=mask)
+        x = x + h
+        if s.has_cross:
+            h, _ = anl.Attention(**attn, causal=False, name="cross_attn")(
+                _norm(s, "cross_norm")(x), context=context, context_mask=context_mask)
+            x = x + h
+        h = _norm(s, "ffn_norm")(x)
+        if s.ffn == "gated":
+            h = anl.GatedMLP(s.ffn_hidden, s.activation, use_bias=s.mlp_bias, name="ffn")(h)
+        else:
+            h = anl.MLP(s.ffn_hidden, s.activation, use_bias=s.mlp_bias, name="ffn")(h)
+        return x + h
+
+
+class CodebookHeads(nn.Module):
+    """x [B, S, D] -> logits [B, K, S, V]; params `kernel` [K, D, V] (+ `bias` [K, V])."""
+    num_codebooks: int
+    vocab: int
+    use_bias: bool
+
+    @nn.compact
+    def __call__(self, x):
+        d = x.shape[-1]
+        kernel = self.param("kernel", partitioned(default_kernel_init, ("codebooks", "embed", "vocab")),
+                            (self.num_codebooks, d, self.vocab))
+        logits = jnp.einsum("bsd,kdv->bksv", x, kernel)
+        if self.use_bias:
+            bias = self.param("bias", partitioned(nn.initializers.zeros, ("codebooks", "vocab")),
+                              (self.num_codebooks, self.vocab))
+            logits = logits + bias[None, :, None, :]
+        return logits
+
+
+class PatternLM(nn.Module):
+    """The whole pattern LM.
+
+    `__call__(seq [B, K, S] int, conditions {"cond.<id>": array}, drop=None) -> [B, K, S, card]`
+    where `drop` maps "cross" / "prepend" / "global" to [B] bool (True = use the null
+    condition for that sample). Methods `condition` (raw arrays -> grouped condition tensors)
+    and `decode` (sequence + grouped tensors -> logits) expose the two halves.
+    """
+    spec: LMSpec
+
+    def setup(self):
+        s = self.spec
+        if s.conditioners:
+            self.conditioner_set = cond_lib.ConditionerSet(s.conditioners, s.cond_dim)
+        if s.has_cross and s.project_cross:
+            self.cross_proj = nn.Dense(s.dim, kernel_init=partitioned(default_kernel_init,
+                                                                      (None, "embed")),
+                                       bias_init=partitioned(nn.initializers.zeros, ("embed",)))
+        if s.prepend_ids:
+            self.prepend_proj = anl.MLP(s.dim, "silu", use_bias=False, out_features=s.dim)
+        if s.global_ids:
+            self.global_proj = anl.MLP(s.dim, "silu", use_bias=False, out_features=s.dim)
+        self.embed = anl.MultiCodebookEmbed(s.n_q, s.card + 1, s.dim,
+                                            embedding_init=nn.initializers.normal(1.0))
+        self.layers = [DecoderLayer(s) for _ in range(s.num_layers)]
+        if s.final_norm:
+            self.final_norm = _norm(s, "final_norm")
+        self.heads = CodebookHeads(s.n_q, s.card, s.head_bias)
+
+    def condition(self, conditions: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        """Grouped condition tensors: cross [B, Sc, C] + cross_mask, prepend [B, P, C] +
+        prepend_mask, global [B, G*C] (keys present only for the types in use)."""
+        s = self.spec
+        out: dict[str, jax.Array] = {}
+        if not s.conditioners:
+            return out
+        per_id = self.conditioner_set(conditions)
+        if s.cross_ids:
+            out["cross"] = jnp.concatenate([per_id[i][0] for i in s.cross_ids], axis=1)
+            out["cross_mask"] = jnp.concatenate([per_id[i][1] for i in s.cross_ids], axis=1)
+        if s.prepend_ids:
+            out["prepend"] = jnp.concatenate([per_id[i][0] for i in s.prepend_ids], axis=1)
+            out["prepend_mask"] = jnp.concatenate([per_id[i][1] for i in s.prepend_ids], axis=1)
+        if s.global_ids:
+            pooled = []
+            for i in s.global_ids:
+                emb, mask = per_id[i]
+                m = mask[..., None].astype(emb.dtype)
+                pooled.append(jnp.sum(emb * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0))
+            out["global"] = jnp.concatenate(pooled, axis=-1)
+        return out
+
+    def decode(self, seq: jax.Array, cond: Mapping[str, jax.Array]) -> jax.Array:
+        """seq [B, K, S] int (special = card) + grouped condition tensors -> [B, K, S, card]."""
+        s = self.spec
+        b, k, length = seq.shape
+        if k != s.n_q:
+            raise ValueError(f"PatternLM: seq has K={k} codebooks (axis 1 of [B, K, S]); the "
+                             f"model has n_q={s.n_q}")
+        x = self.embed(seq.astype(jnp.int32))
+        if s.scale_embedding:
+            x = x * jnp.sqrt(jnp.float32(s.dim))
+        p = 0
+        key_valid = jnp.ones((b, length), bool)
+        if s.prepend_ids:
+            pre = self.prepend_proj(cond["prepend"])
+            p = pre.shape[1]
+            x = jnp.concatenate([pre.astype(x.dtype), x], axis=1)
+            key_valid = jnp.concatenate([cond["prepend_mask"].astype(bool), key_valid], axis=1)
+        if s.global_ids:
+            x = x + self.global_proj(cond["global"])[:, None, :]
+        total = p + length
+        if s.positional == "sinusoidal":
+            table = anl.sinusoidal_positions(total, s.dim)
+            half = s.dim // 2  # MusicGen / audiocraft order: [cos, sin]
+            table = jnp.concatenate([table[:, half:], table[:, :half]], axis=1)
+            x = x + table[None]
+        positions = jnp.broadcast_to(jnp.arange(total, dtype=jnp.int32), (b, total))
+        mask = jnp.broadcast_to(key_valid[:, None, None, :], (b, 1, total, total))
+        context = context_mask = None
+        if s.has_cross:
+            context = cond["cross"]
+            if s.project_cross:
+                context = self.cross_proj(context)
+            context_mask = cond["cross_mask"].astype(bool)
+        for layer in self.layers:
+            x = layer(x, positions, mask, context, context_mask)
+        if s.final_norm:
+            x = self.final_norm(x)
+        return self.heads(x[:, p:])
+
+    def __call__(self, seq: jax.Array, conditions: Mapping[str, jax.Array] | None = None,
+                 drop: Mapping[str, jax.Array] | None = None) -> jax.Array:
+        cond = self.condition(conditions or {})
+        if drop is not None:
+            cond = apply_drop(cond, drop)
+        return self.decode(seq, cond)
+
+
+def apply_drop(cond: Mapping[str, jax.Array], drop: Mapping[str, jax.Array]) -> dict:
+    """Replaces the condition tensors of type t by zeros where drop[t] [B] is True (masks are
+    kept). Types absent from `drop` are kept."""
+    out = dict(cond)
+    for t in COND_TYPES:
+        if t in out and t in drop:
+            d = jnp.asarray(drop[t], bool)
+            d = d.reshape(d.shape + (1,) * (out[t].ndim - 1))
+            out[t] = jnp.where(d, jnp.zeros_like(out[t]), out[t])
+    return out
+
+
+def null_condition(cond: Mapping[str, jax.Array]) -> dict:
+    """The null (unconditional) condition: every condition tensor zeroed, masks kept."""
+    return {k: (v if k.endswith("_mask") else jnp.zeros_like(v)) for k, v in cond.items()}
+
+
+def cfg_drop_mask(rng: jax.Array, batch: int, p: float) -> dict[str, jax.Array]:
+    """Per-sample, per-type CFG dropout: {type: [B] bool}, each True with probability p."""
+    keys = jax.random.split(rng, len(COND_TYPES))
+    return {t: jax.random.bernoulli(k, p, (batch,)) for t, k in zip(COND_TYPES, keys)}
+
+
+def guided_logits(module: PatternLM, params: Any, seq: jax.Array,
+                  conditions: Mapping[str, jax.Array], scale: float) -> jax.Array:
+    """Classifier-free guidance: u + (c - u) * scale, conditional and null batches run together
+    (batch doubled). seq [B, K, S] -> [B, K, S, card]."""
+    b = seq.shape[0]
+    both = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x], axis=0), dict(conditions))
+    drop_row = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
+    drop = {t: drop_row for t in COND_TYPES}
+    logits = module.apply({"params": params}, jnp.concatenate([seq, seq], axis=0), both, drop)
+    c, u = logits[:b], logits[b:]
+    return u + (c - u) * scale
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss.
+
+
+def pattern_loss(logits_fn, codes: jax.Array, target_mask: jax.Array, spec: LMSpec):
+    """Cross-entropy of the codes under the pattern.
+
+    Builds the sequence with keep_only_valid_steps and special = card, runs
+    `logits_fn(seq) -> [B, K, S, card]`, reverts the logits to frames, masks with
+    target_mask AND the pattern's mask, and averages the per-codebook CE over K.
+    Returns (loss, metrics {ce_q<k>, accuracy, frames}).
+    """
+    b, k, t = codes.shape
+    pattern = pattern_for(spec, t)
+    seq, _ = patterns.build(pattern, codes, spec.card, keep_only_valid_steps=True)
+    logits = logits_fn(seq)
+    logits, pmask = patterns.revert_logits(pattern, logits, keep_only_valid_steps=True)
+    mask = target_mask.astype(bool)[:, None, :] & pmask[None]  # [B, K, T]
+    logits = jnp.where(mask[..., None], logits, 0.0).astype(jnp.float32)  # NaN-free gradients
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, codes[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    m = mask.astype(jnp.float32)
+    per_q = jnp.sum(nll * m, axis=(0, 2)) / jnp.maximum(jnp.sum(m, axis=(0, 2)), 1.0)
+    loss = jnp.mean(per_q)
+    correct = (jnp.argmax(logits, axis=-1) == codes).astype(jnp.float32)
+    metrics = {f"ce_q{q}": per_q[q] for q in range(k)}
+    metrics["accuracy"] = jnp.sum(correct * m) / jnp.maximum(jnp.sum(m), 1.0)
+    metrics["frames"] = jnp.sum(target_mask.astype(jnp.float32))
+    return loss, metrics
+
+
+def loss_fn(module: PatternLM, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array,
+            config: Any, train: bool):
+    """Family loss (FAMILY_API.md): pattern CE with CFG condition dropout when training."""
+    spec = module.spec
+    codes = jnp.asarray(batch["codes"])
+    target_mask = batch.get("target_mask")
+    if target_mask is None:
+        target_mask = jnp.ones((codes.shape[0], codes.shape[2]), bool)
+    conditions = {k: v for k, v in batch.items() if k.startswith("cond.")}
+    drop = None
+    if train and spec.cfg_dropout > 0:
+        drop = cfg_drop_mask(rng, codes.shape[0], spec.cfg_dropout)
+
+    def logits_fn(seq):
+        return module.apply({"params": params}, seq, conditions, drop)
+
+    return pattern_loss(logits_fn, codes, jnp.asarray(target_mask), spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Family contract.
+
+
+def build(model_config: Any) -> PatternLM:
+    return PatternLM(spec_from_config(model_config))
+
+
+def _example_inputs(spec: LMSpec, batch: int, frames: int):
+    pattern = pattern_for(spec, frames)
+    s = patterns.num_steps(pattern, True)
+    seq = jnp.full((batch, spec.n_q, s), spec.card, jnp.int32)
+    conds = cond_lib.example_inputs(spec.conditioners, batch, np.random.default_rng(0))
+    return seq, {k: jnp.asarray(v) for k, v in conds.items()}
+
+
+def init_params(model_config: Any, rng: jax.Array) -> Any:
+    spec = spec_from_config(model_config)
+    seq, conds = _example_inputs(spec, 1, min(int(model_config.max_frames), 8))
+    return anl.init_params(PatternLM(spec), rng, seq, conds)
+
+
+def describe_params(model_config: Any) -> dict[str, dict[str, int]]:
+    shapes = jax.eval_shape(lambda r: init_params(model_config, r), jax.random.PRNGKey(0))
+    groups: dict[str, dict] = {"conditioning": {}, "transformer": {}}
+    for name, sub in shapes.items():
+        is_cond = name.startswith(("conditioner_set", "cross_proj", "prepend_proj", "global_proj"))
+        groups["conditioning" if is_cond else "transformer"][name] = sub
+    emb = lambda path: path[0] == "embed" or (len(path) > 1 and path[-1] == "embedding")
+    return {k: config_lib.count_params(v, embedding=emb) for k, v in groups.items() if v}
+
+
+def example_batch(model_config: Any, batch_size: int, rng: np.random.Generator) -> dict:
+    """Random codes [B, K, max_frames], a target mask with random right padding (at least half
+    of each row real) and random conditioner inputs."""
+    spec = spec_from_config(model_config)
+    t = int(model_config.max_frames)
+    codes = rng.integers(0, spec.card, (batch_size, spec.n_q, t)).astype(np.int32)
+    lengths = rng.integers((t + 1) // 2, t + 1, (batch_size,))
+    out = {"codes": codes, "target_mask": np.arange(t)[None, :] < lengths[:, None]}
+    out.update(cond_lib.example_inputs(spec.conditioners, batch_size, rng))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation rules.
+
+
+def _check_ids(config, path, ids, known, types_of):
+    require(isinstance(ids, (list, tuple)), path, ids, "must be a list of conditioner ids")
+    for j, cid in enumerate(ids):
+        require(cid in known, f"{path}[{j}]", cid,
+                f"no conditioner provides this id; model.conditioning.conditioners has "
+                f"{sorted(known)}")
+    require(len(set(ids)) == len(ids), path, list(ids), "ids must not repeat")
+
+
+def rules(config: Any) -> None:
+    """Checks every field of config.model for the pattern_lm family (ConfigError)."""
+    check_keys(config, "model", ("family", "max_frames", "pretransform", "pattern", "lm",
+                                 "conditioning"),
+               required=("family", "max_frames", "pretransform", "pattern", "lm", "conditioning"))
+    check_int(config, "model.max_frames", lo=1)
+    pretransform_lib.validate(config, "model.pretransform")
+    n_q = get_path(config, "model.pretransform.n_q")
+
+    check_keys(config, "model.pattern", ("kind", "kwargs"), required=("kind",))
+    kind = check_choice(config, "model.pattern.kind",
+                        ("parallel", "delay", "unroll", "coarse_first", "musiclm"))
+    kwargs = config.model.pattern.get("kwargs", None) or {}
+    require(hasattr(kwargs, "keys"), "model.pattern.kwargs", kwargs, "must be a section")
+    try:
+        patterns.make(kind, n_q, int(get_path(config, "model.max_frames")),
+                      **{k: _tuple(v) for k, v in dict(kwargs).items()})
+    except ValueError as e:
+        raise ConfigError(f"model.pattern.kwargs={dict(kwargs)!r}: {e} (kind={kind!r}, "
+                          f"n_q={n_q} from model.pretransform.n_q)") from None
+
+    check_keys(config, "model.lm", LM_KEYS, required=LM_KEYS)
+    dim = check_int(config, "model.lm.dim", lo=1)
+    check_int(config, "model.lm.num_layers", lo=0)
+    heads = check_int(config, "model.lm.num_heads", lo=1)
+    kv = check_int(config, "model.lm.num_kv_heads", lo=1)
+    require(heads % kv == 0, "model.lm.num_kv_heads", kv,
+            f"must divide model.lm.num_heads={heads}")
+    check_int(config, "model.lm.head_dim", lo=1)
+    check_choice(config, "model.lm.ffn", ("plain", "gated"))
+    check_int(config, "model.lm.ffn_hidden", lo=1)
+    check_choice(config, "model.lm.activation", sorted(anl.ACTIVATIONS))
+    check_choice(config, "model.lm.norm", ("layer", "rms"))
+    check_float(config, "model.lm.norm_eps", lo=0.0, lo_open=True)
+    for key in ("attn_bias", "mlp_bias", "head_bias", "scale_embedding", "final_norm"):
+        check_bool(config, f"model.lm.{key}")
+    pos = check_choice(config, "model.lm.positional", ("sinusoidal", "rope", "none"))
+    check_float(config, "model.lm.rope_theta", lo=0.0, lo_open=True)
+    if pos == "sinusoidal":
+        require(dim % 2 == 0 and dim >= 4, "model.lm.dim", dim,
+                "must be even and >= 4 with model.lm.positional='sinusoidal'")
+    if pos == "rope":
+        hd = get_path(config, "model.lm.head_dim")
+        require(hd % 2 == 0, "model.lm.head_dim", hd, "must be even with positional='rope'")
+
+    c = "model.conditioning"
+    check_keys(config, c, CONDITIONING_KEYS, required=CONDITIONING_KEYS)
+    cond_dim = check_int(config, f"{c}.cond_dim", lo=1)
+    check_bool(config, f"{c}.project_cross_attention")
+    check_float(config, f"{c}.cfg_dropout", lo=0.0, hi=1.0)
+    conds = get_path(config, f"{c}.conditioners")
+    require(hasattr(conds, "keys"), f"{c}.conditioners", conds,
+            "must be a section {id: {type: ..., ...}}")
+    for cid in conds.keys():
+        p = f"{c}.conditioners.{cid}"
+        require(isinstance(cid, str) and cid and "." not in cid, p, cid,
+                "conditioner ids must be non-empty strings without '.'")
+        ctype = get_path(config, f"{p}.type")
+        require(ctype in cond_lib.TYPES, f"{p}.type", ctype,
+                f"unknown conditioner type; expected one of {list(cond_lib.TYPES)}")
+        check_keys(config, p, CONDITIONER_KEYS[ctype], required=CONDITIONER_REQUIRED[ctype])
+        _conditioner_rules(config, p, ctype, cond_dim)
+    known = set(conds.keys())
+    for key in ("cross_attention_ids", "prepend_ids", "global_ids"):
+        _check_ids(config, f"{c}.{key}", get_path(config, f"{c}.{key}"), known, None)
+    cross = list(get_path(config, f"{c}.cross_attention_ids"))
+    if get_path(config, f"{c}.project_cross_attention"):
+        require(bool(cross), f"{c}.project_cross_attention", True,
+                f"needs at least one id in {c}.cross_attention_ids")
+
+
+def _conditioner_rules(config, p, ctype, cond_dim):
+    if ctype == "number":
+        lo = check_float(config, f"{p}.min_val")
+        hi = check_float(config, f"{p}.max_val")
+        require(hi > lo, f"{p}.max_val", hi, f"must be > {p}.min_val={lo}")
+    elif ctype == "lookup":
+        n = check_int(config, f"{p}.num_classes", lo=1)
+        section = get_path(config, p)
+        if "min_val" in section:
+            check_int(config, f"{p}.min_val")
+        options = section.get("options", None)
+        if options:
+            require(isinstance(options, (list, tuple)), f"{p}.options", options,
+                    "must be a list of strings")
+            require(n == len(options) + 1, f"{p}.num_classes", n,
+                    f"must be len({p}.options) + 1 = {len(options) + 1} (id 0 = unknown option)")
+    elif ctype == "text":
+        check_int(config, f"{p}.max_length", lo=1)
+        check_int(config, f"{p}.num_layers", lo=0)
+        h = check_int(config, f"{p}.num_heads", lo=1)
+        check_int(config, f"{p}.ffn_hidden", lo=1)
+        require(cond_dim % h == 0, f"{p}.num_heads", h,
+                f"must divide model.conditioning.cond_dim={cond_dim}")
+        require(cond_dim % 2 == 0 and cond_dim >= 4, "model.conditioning.cond_dim", cond_dim,
+                f"must be even and >= 4 for the text conditioner {p}")
+    else:  # t5 / tensor
+        check_int(config, f"{p}.dim", lo=1)
+        check_int(config, f"{p}.max_length", lo=1)
+        section = get_path(config, p)
+        if "project" in section:
+            check_bool(config, f"{p}.project")
+        if ctype == "t5":
+            check_str = config_lib.check_str
+            check_str(config, f"{p}.path", allow_empty=False)
+
+
+config_lib.register_rules("pattern_lm", rules)
