@@ -6,13 +6,14 @@ logical names; `init_params` returns plain (unboxed) params.
 
 from audiolm.nn.attention import Attention, attention_mask, dot_product_attention
 from audiolm.nn.embed import Embed, MultiCodebookEmbed
+from audiolm.nn.moe import MoE
 from audiolm.nn.mlp import ACTIVATIONS, MLP, GatedMLP, get_activation
 from audiolm.nn.norms import LayerNorm, RMSNorm
 from audiolm.nn.params import init_params, logical_params_axes
 from audiolm.nn.rope import apply_rope, sinusoidal_positions
 
 __all__ = [
-    "ACTIVATIONS", "Attention", "Embed", "GatedMLP", "LayerNorm", "MLP", "MultiCodebookEmbed",
+    "ACTIVATIONS", "Attention", "Embed", "GatedMLP", "LayerNorm", "MLP", "MoE", "MultiCodebookEmbed",
     "RMSNorm", "apply_rope", "attention_mask", "dot_product_attention", "get_activation",
     "init_params", "logical_params_axes", "sinusoidal_positions",
 ]

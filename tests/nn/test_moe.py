@@ -1,0 +1,115 @@
+"""MoE: both dispatches vs a per-token numpy computation of the same math, aux losses, drops."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from audiolm import nn as ann
+from audiolm.nn.moe import capacity
+
+TOL = dict(rtol=1e-5, atol=1e-5)  # fp32
+
+
+def _silu(x):
+    return x / (1 + np.exp(-x))
+
+
+def _np_moe(p, x, top_k, norm_topk_prob, shared):
+    """Per-token loop: softmax router, top-k, renormalise, SwiGLU experts, shared expert."""
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), p)
+    b, t, d = x.shape
+    xs = np.asarray(x, np.float64).reshape(-1, d)
+    y = np.zeros_like(xs)
+    all_probs, picks = [], []
+    for n, xt in enumerate(xs):
+        logits = xt @ p["router"]["kernel"]
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        top = np.argsort(-probs, kind="stable")[:top_k]
+        w = probs[top]
+        if norm_topk_prob:
+            w = w / w.sum()
+        for e, we in zip(top, w):
+            hid = _silu(xt @ p["wi_gate"][e]) * (xt @ p["wi_up"][e])
+            y[n] += we * (hid @ p["wo"][e])
+        if shared:
+            s = p["shared_expert"]
+            out = (_silu(xt @ s["gate_proj"]["kernel"]) * (xt @ s["up_proj"]["kernel"])) \
+                @ s["down_proj"]["kernel"]
+            gate = 1 / (1 + np.exp(-(xt @ p["shared_expert_gate"]["kernel"])))
+            y[n] += gate * out
+        all_probs.append(probs)
+        picks.append(top)
+    num_e = p["router"]["kernel"].shape[1]
+    f = np.zeros(num_e)
+    for top in picks:
+        f[top] += 1.0 / len(picks)
+    logits = xs @ p["router"]["kernel"]
+    lse = np.log(np.exp(logits).sum(-1))
+    aux = {"load_balance_loss": num_e * np.sum(f * np.mean(all_probs, 0)),
+           "router_z_loss": np.mean(lse ** 2)}
+    return y.reshape(b, t, d), aux
+
+
+@pytest.mark.parametrize("dispatch", ["dropless", "capacity"])
+@pytest.mark.parametrize("norm,shared", [(True, 0), (False, 6)])
+def test_moe_matches_per_token_numpy(dispatch, norm, shared):
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 7, 8)), jnp.float32)
+    m = ann.MoE(num_experts=6, top_k=2, expert_hidden=5, norm_topk_prob=norm,
+                shared_expert_hidden=shared, dispatch=dispatch, capacity_factor=3.0)
+    p = ann.init_params(m, jax.random.PRNGKey(0), x)
+    y, aux = jax.jit(lambda p, x: m.apply({"params": p}, x))(p, x)
+    ref, ref_aux = _np_moe(p, x, 2, norm, shared)
+    np.testing.assert_allclose(y, ref, **TOL)
+    for key in ("load_balance_loss", "router_z_loss"):
+        np.testing.assert_allclose(aux[key], ref_aux[key], **TOL)
+
+
+def test_param_shapes_and_dispatches_agree_when_capacity_ample():
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 5, 8)), jnp.float32)
+    m = ann.MoE(num_experts=4, top_k=3, expert_hidden=6, shared_expert_hidden=3)
+    p = ann.init_params(m, jax.random.PRNGKey(3), x)
+    assert p["router"]["kernel"].shape == (8, 4) and "bias" not in p["router"]
+    assert p["wi_gate"].shape == p["wi_up"].shape == (4, 8, 6) and p["wo"].shape == (4, 6, 8)
+    assert p["shared_expert_gate"]["kernel"].shape == (8, 1)
+    y_drop, aux_drop = m.apply({"params": p}, x)
+    # capacity_factor = E / k gives C = N slots: nothing can be dropped.
+    y_cap, aux_cap = m.clone(dispatch="capacity", capacity_factor=4 / 3).apply({"params": p}, x)
+    assert capacity(15, 3, 4, 4 / 3) == 15
+    np.testing.assert_allclose(y_cap, y_drop, **TOL)
+    np.testing.assert_allclose(aux_cap["load_balance_loss"], aux_drop["load_balance_loss"])
+
+
+def test_capacity_drops_overflow_assignments():
+    # Router that sends every token to expert 0 (top-1): capacity C keeps the first C tokens.
+    n_tok, d = 6, 4
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(1, n_tok, d)), jnp.float32)
+    m = ann.MoE(num_experts=3, top_k=1, expert_hidden=5, dispatch="capacity",
+                capacity_factor=1.0)  # C = ceil(6 / 3) = 2
+    p = ann.init_params(m, jax.random.PRNGKey(0), x)
+    kernel = np.zeros((d, 3), np.float32)
+    p["router"]["kernel"] = jnp.asarray(kernel)
+    x = x.at[..., 0].set(1.0)  # with zero logits top_k picks expert 0 for every token
+    y, _ = m.apply({"params": p}, x)
+    full, _ = m.clone(dispatch="dropless").apply({"params": p}, x)
+    np.testing.assert_allclose(y[0, :2], full[0, :2], **TOL)
+    np.testing.assert_array_equal(np.asarray(y[0, 2:]), 0.0)
+
+
+def test_moe_gradients_finite_and_bad_config():
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 4, 8)), jnp.float32)
+    m = ann.MoE(num_experts=4, top_k=2, expert_hidden=4)
+    p = ann.init_params(m, jax.random.PRNGKey(0), x)
+
+    def loss(p):
+        y, aux = m.apply({"params": p}, x)
+        return jnp.sum(y ** 2) + aux["load_balance_loss"] + aux["router_z_loss"]
+
+    g = jax.grad(loss)(p)
+    assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree_util.tree_leaves(g))
+    assert float(jnp.abs(g["wi_gate"]).sum()) > 0 and float(jnp.abs(g["router"]["kernel"]).sum()) > 0
+    with pytest.raises(ValueError, match="top_k=5"):
+        ann.init_params(m.clone(top_k=5), jax.random.PRNGKey(0), x)
+    with pytest.raises(ValueError, match="dispatch='sparse'"):
+        ann.init_params(m.clone(dispatch="sparse"), jax.random.PRNGKey(0), x)
