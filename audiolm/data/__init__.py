@@ -1,0 +1,162 @@
+"""Datasets: the embedded espeak-ng speech set, user manifests, tokenizers, bucketed batches.
+
+Entry points:
+  make_dataset(data_config, split) -> AudioTextDataset    (utterances in memory)
+  make_iterator(data_config, split, train=...) -> BatchIterator  (padded, bucketed, resumable)
+  DEFAULTS: the `config.data` section with every field this package reads.
+
+`data.name`:
+  "speech_synth"  English speech synthesised with espeak-ng, generated once into
+                  `data.cache_dir` (`audiolm.data.speech_synth`);
+  "manifest"      user audio + transcripts from `data.manifest` (`audiolm.data.manifest`);
+  "synthetic"     no audio: the family's `example_batch` random batches (`audiolm.train`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ml_collections
+
+NAMES = ("speech_synth", "manifest", "synthetic")
+SPLITS = ("train", "validation", "test")
+
+DEFAULTS = ml_collections.ConfigDict({
+    "name": "speech_synth",  # speech_synth | manifest | synthetic (see module docstring)
+    "cache_dir": "",  # speech_synth cache parent; "" = ~/.cache/audiolm/speech_synth
+    "num_train": 2000,  # speech_synth utterances in the train split
+    "num_validation": 100,  # speech_synth utterances in the validation split
+    "num_test": 100,  # speech_synth utterances in the test split
+    "num_speakers": 64,  # speech_synth speaker profiles (accent, variant, rate, pitch, range)
+    "num_workers": 0,  # speech_synth generation processes; 0 = one per CPU (at most 8)
+    "manifest": "",  # manifest: JSONL file or audio+.txt directory; may contain "{split}"
+    "holdout_fraction": 0.05,  # manifest without per-split files: validation and test share each
+    "on_bad_file": "skip",  # skip | error: bad lines/files are reported by name either way
+    "resample": True,  # resample other rates with soxr; False: other rates are bad files
+    "sample_rate": 16000,  # Hz of every waveform the model sees
+    "seed": 0,  # speech_synth generation (sentences, speakers) and the shuffle order
+    "batch_size": 16,  # utterances per global batch
+    "bucket_seconds": (1.5, 2.0, 2.5, 3.0, 4.0),  # padded audio lengths; doubled up to the max
+    "max_audio_seconds": 30.0,  # longer utterances are dropped (reported); also the last bucket
+    "max_text_len": 64,  # text tokens incl. bos/eos (fixed L; speech_synth needs <= 58 as bytes);
+    # longer transcripts are dropped (reported)
+    "tokenizer": "bytes",  # bytes | chars | sentencepiece
+    "alphabet": "",  # chars tokenizer alphabet; "" = lowercase a-z, digits, space, .,?!'-
+    "spm_path": "",  # sentencepiece .model file for tokenizer=sentencepiece
+    "shuffle": True,  # shuffle training data each epoch (evaluation is never shuffled)
+})
+
+log = logging.getLogger("audiolm.data")
+
+
+def validate_config(config: Any) -> None:
+    """Ranges and choices of `config.data` (types are checked against DEFAULTS by the caller)."""
+    from audiolm import config as cfg
+    from audiolm.data.manifest import ON_BAD_FILE
+    from audiolm.data.tokenizer import TOKENIZERS
+
+    data = config.data
+    cfg.require(data.name in NAMES, "data.name", data.name, f"must be one of {list(NAMES)}")
+    cfg.check_int(config, "data.batch_size", lo=1)
+    for key in ("num_train", "num_validation", "num_test", "num_workers"):
+        cfg.check_int(config, f"data.{key}", lo=0)
+    cfg.check_int(config, "data.num_speakers", lo=1)
+    cfg.check_int(config, "data.sample_rate", lo=1)
+    cfg.check_int(config, "data.seed", lo=0)
+    cfg.check_int(config, "data.max_text_len", lo=3)
+    cfg.require(data.on_bad_file in ON_BAD_FILE, "data.on_bad_file", data.on_bad_file,
+                f"must be one of {list(ON_BAD_FILE)}")
+    cfg.require(data.tokenizer in TOKENIZERS, "data.tokenizer", data.tokenizer,
+                f"must be one of {list(TOKENIZERS)}")
+    cfg.require(data.tokenizer != "sentencepiece" or bool(data.spm_path), "data.spm_path",
+                data.spm_path, "must name a sentencepiece .model file when "
+                "data.tokenizer='sentencepiece'")
+    cfg.require(data.name != "manifest" or bool(data.manifest), "data.manifest", data.manifest,
+                "must name a JSONL manifest or an audio directory when data.name='manifest'")
+    cfg.require(0.0 <= data.holdout_fraction < 0.5, "data.holdout_fraction",
+                data.holdout_fraction, "must be in [0, 0.5)")
+    cfg.require(data.max_audio_seconds > 0, "data.max_audio_seconds", data.max_audio_seconds,
+                "must be > 0")
+    cfg.require(all(isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0
+                    for b in data.bucket_seconds), "data.bucket_seconds",
+                data.bucket_seconds, "must be positive numbers of seconds")
+
+
+def _resolve(data_config: Any) -> ml_collections.ConfigDict:
+    """DEFAULTS overridden by `data_config` (a ConfigDict/dict, possibly partial)."""
+    merged = ml_collections.ConfigDict(DEFAULTS.to_dict())
+    items = data_config.items() if hasattr(data_config, "items") else dict(data_config).items()
+    for key, value in items:
+        if key not in DEFAULTS:
+            from audiolm.config import ConfigError
+
+            raise ConfigError(f"data.{key}={value!r}: unknown field; expected one of "
+                              f"{sorted(DEFAULTS)}")
+        merged[key] = value
+    return merged
+
+
+def make_dataset(data_config: Any, split: str):
+    """The `AudioTextDataset` of `split` ("train" | "validation" | "test") of `config.data`.
+
+    speech_synth generates the set on first use (cached); manifest data is read, resampled and
+    checked file by file (bad files reported, skipped or raised per `data.on_bad_file`).
+    """
+    from audiolm.config import ConfigError
+    from audiolm.data.batching import AudioTextDataset
+    from audiolm.data.tokenizer import make_tokenizer
+
+    data = _resolve(data_config)
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}: must be one of {SPLITS}")
+    tokenizer = make_tokenizer(data)
+    common = dict(max_audio_seconds=float(data.max_audio_seconds),
+                  max_text_len=int(data.max_text_len))
+    if data.name == "speech_synth":
+        import json
+        import os
+
+        import soundfile as sf
+
+        from audiolm.data import speech_synth
+
+        gen = speech_synth.generation_config(
+            data.num_train, data.num_validation, data.num_test, seed=data.seed,
+            sample_rate=data.sample_rate, num_speakers=data.num_speakers)
+        path = speech_synth.generate(gen, data.cache_dir, data.num_workers, log=log.info)
+        rows = speech_synth.read_split(path, split)
+        clips = [sf.read(row["audio"], dtype="int16")[0] for row in rows]
+        with open(os.path.join(path, "speakers.json")) as f:
+            speakers = [p["name"] for p in json.load(f)]
+        return AudioTextDataset(rows, clips, tokenizer, data.sample_rate, speakers=speakers,
+                                **common)
+    if data.name == "manifest":
+        from audiolm.data.manifest import load_manifest
+
+        entries, clips, report = load_manifest(
+            data.manifest, split, data.sample_rate, resample=data.resample,
+            on_bad_file=data.on_bad_file, holdout_fraction=float(data.holdout_fraction))
+        return AudioTextDataset(entries, clips, tokenizer, data.sample_rate, report=report,
+                                **common)
+    raise ConfigError(f"data.name={data.name!r}: make_dataset reads audio datasets "
+                      f"{['speech_synth', 'manifest']}; 'synthetic' batches come from the "
+                      "model family's example_batch")
+
+
+def make_iterator(data_config: Any, split: str, *, train: bool | None = None,
+                  dataset: Any = None):
+    """A `BatchIterator` over `split`: endless, shuffled (per `data.shuffle`) and with full
+    batches when `train` (default: split == "train"); otherwise one ordered pass with the last
+    batches padded."""
+    from audiolm.data.batching import BatchIterator, bucket_lengths
+
+    data = _resolve(data_config)
+    if dataset is None:
+        dataset = make_dataset(data, split)
+    train = split == "train" if train is None else bool(train)
+    buckets = bucket_lengths(data.bucket_seconds, float(data.max_audio_seconds),
+                             int(data.sample_rate))
+    return BatchIterator(dataset, int(data.batch_size), buckets, int(data.max_text_len),
+                         seed=int(data.seed), shuffle=bool(data.shuffle) and train,
+                         repeat=train, drop_remainder=train)

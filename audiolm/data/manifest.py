@@ -1,0 +1,210 @@
+"""User data: a JSONL manifest or a directory of audio files with same-stem `.txt` transcripts.
+
+Manifest lines are JSON objects `{"audio": path, "text": str, "speaker": str (optional)}`;
+relative audio paths are relative to the manifest's directory. A directory source pairs every
+audio file (.wav .flac .ogg .mp3, searched recursively) with the `.txt` file of the same stem.
+
+Audio is read with soundfile, averaged to mono and resampled with soxr to the target rate.
+Problems never stop a load midway: each bad line or file is reported by name with its reason and
+then skipped (`on_bad_file="skip"`), or, with `on_bad_file="error"`, all of them are collected and
+raised together as one `BadDataError` after the scan. A bad file is one that is missing,
+unreadable/corrupt, empty, NaN/inf, silent only (peak below `SILENT_PEAK`), or at another rate
+when resampling is disabled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Iterable
+
+import numpy as np
+
+from audiolm.audio.io import AudioError, read_audio
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+SILENT_PEAK = 1e-4  # -80 dBFS: below this everywhere the file carries no speech
+ON_BAD_FILE = ("skip", "error")
+
+log = logging.getLogger("audiolm.data")
+
+
+class BadDataError(ValueError):
+    """Raised with `on_bad_file="error"`; the message lists every bad line/file by name."""
+
+
+@dataclasses.dataclass
+class Report:
+    """Bad lines/files found while loading one source: [(name, reason)]."""
+
+    source: str
+    bad: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    kept: int = 0
+
+    def add(self, name: str, reason: str) -> None:
+        self.bad.append((name, reason))
+        log.warning("data: skipping %s: %s", name, reason)
+
+    def summary(self) -> str:
+        head = f"{self.source}: kept {self.kept}, skipped {len(self.bad)}"
+        return "\n".join([head] + [f"  {name}: {reason}" for name, reason in self.bad])
+
+
+def _check_policy(on_bad_file: str) -> None:
+    if on_bad_file not in ON_BAD_FILE:
+        from audiolm.config import ConfigError
+
+        raise ConfigError(f"data.on_bad_file={on_bad_file!r}: must be one of {list(ON_BAD_FILE)}")
+
+
+def read_jsonl(path: str, report: Report) -> list[dict[str, Any]]:
+    """Entries {"audio" (absolute), "text", "speaker"} of a JSONL manifest; bad lines reported."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data.manifest={path!r}: no such manifest file")
+    root = os.path.dirname(os.path.abspath(path))
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            name = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                report.add(name, f"not valid JSON ({e.msg})")
+                continue
+            if not isinstance(row, dict):
+                report.add(name, f"expected a JSON object, got {type(row).__name__}")
+                continue
+            audio, text = row.get("audio"), row.get("text")
+            speaker = row.get("speaker", "")
+            if not isinstance(audio, str) or not audio:
+                report.add(name, f"'audio' must be a non-empty path string, got {audio!r}")
+                continue
+            if not isinstance(text, str):
+                report.add(name, f"'text' must be a string, got {text!r}")
+                continue
+            if speaker is None:
+                speaker = ""
+            if not isinstance(speaker, (str, int)):
+                report.add(name, f"'speaker' must be a string, got {speaker!r}")
+                continue
+            entries.append({"audio": os.path.join(root, os.path.expanduser(audio)),
+                            "text": text, "speaker": str(speaker)})
+    return entries
+
+
+def scan_directory(path: str, report: Report) -> list[dict[str, Any]]:
+    """Entries of every audio file under `path` that has a same-stem `.txt` transcript."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            stem, ext = os.path.splitext(filename)
+            if ext.lower() not in AUDIO_EXTENSIONS:
+                continue
+            audio = os.path.join(dirpath, filename)
+            transcript = os.path.join(dirpath, stem + ".txt")
+            if not os.path.isfile(transcript):
+                report.add(audio, f"no transcript {stem}.txt beside it")
+                continue
+            try:
+                with open(transcript, encoding="utf-8") as f:
+                    text = f.read().strip()
+            except (OSError, UnicodeDecodeError) as e:
+                report.add(transcript, f"unreadable transcript ({e})")
+                continue
+            speaker = os.path.relpath(dirpath, path)
+            entries.append({"audio": audio, "text": text,
+                            "speaker": "" if speaker == "." else speaker})
+    return entries
+
+
+def load_audio_entries(entries: Iterable[dict[str, Any]], sample_rate: int, *,
+                       resample: bool = True, report: Report
+                       ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """Reads every entry's audio (mono float32 at `sample_rate`); bad files reported and dropped.
+
+    Returns (kept entries with "duration" added, clips [N] float32 aligned with them).
+    """
+    kept, clips = [], []
+    for entry in entries:
+        name = entry["audio"]
+        try:
+            audio, _ = read_audio(name, sample_rate, mono=True, resample=resample)
+        except AudioError as e:
+            report.add(name, str(e).removeprefix(f"{name}: "))
+            continue
+        if audio.size == 0:
+            report.add(name, "empty after resampling")
+            continue
+        peak = float(np.max(np.abs(audio)))
+        if peak < SILENT_PEAK:
+            report.add(name, f"silent only (peak {peak:.2e} < {SILENT_PEAK:g})")
+            continue
+        kept.append({**entry, "duration": audio.shape[0] / sample_rate})
+        clips.append(audio)
+    return kept, clips
+
+
+def split_of(text: str, holdout_fraction: float) -> str:
+    """Deterministic split of a sentence by its hash: equal texts always share a split."""
+    u = int(hashlib.sha1(text.encode("utf-8")).hexdigest()[:12], 16) / float(1 << 48)
+    if u < holdout_fraction:
+        return "validation"
+    if u < 2 * holdout_fraction:
+        return "test"
+    return "train"
+
+
+def source_entries(source: str, split: str, holdout_fraction: float,
+                   report: Report) -> list[dict[str, Any]]:
+    """The entries of `split` from `data.manifest`.
+
+    * a path containing "{split}" is formatted with the split name (file or directory);
+    * a directory holding `<split>.jsonl` uses that manifest, one holding a `<split>/`
+      directory scans it;
+    * otherwise the one manifest/directory is split by sentence hash (`split_of`): a fraction
+      `holdout_fraction` each for validation and test, sentences never shared between splits.
+    """
+    source = os.path.expanduser(source)
+    if "{split}" in source:
+        path = source.format(split=split)
+        return scan_directory(path, report) if os.path.isdir(path) else read_jsonl(path, report)
+    if os.path.isdir(source):
+        if os.path.isfile(os.path.join(source, f"{split}.jsonl")):
+            return read_jsonl(os.path.join(source, f"{split}.jsonl"), report)
+        if os.path.isdir(os.path.join(source, split)):
+            return scan_directory(os.path.join(source, split), report)
+        entries = scan_directory(source, report)
+    else:
+        entries = read_jsonl(source, report)
+    return [e for e in entries if split_of(e["text"], holdout_fraction) == split]
+
+
+def load_manifest(source: str, split: str, sample_rate: int, *, resample: bool = True,
+                  on_bad_file: str = "skip", holdout_fraction: float = 0.05
+                  ) -> tuple[list[dict[str, Any]], list[np.ndarray], Report]:
+    """Entries, clips and the report of `split` of a user manifest or directory.
+
+    Raises BadDataError (listing every bad item) after the full scan when `on_bad_file="error"`
+    and anything was bad; FileNotFoundError when the source itself is missing.
+    """
+    _check_policy(on_bad_file)
+    if not source:
+        from audiolm.config import ConfigError
+
+        raise ConfigError("data.manifest='': data.name='manifest' needs a JSONL manifest or a "
+                          "directory of audio files with .txt transcripts")
+    report = Report(source=f"{source} [{split}]")
+    entries = source_entries(source, split, holdout_fraction, report)
+    entries, clips = load_audio_entries(entries, sample_rate, resample=resample, report=report)
+    report.kept = len(entries)
+    if report.bad and on_bad_file == "error":
+        raise BadDataError(f"data.on_bad_file='error' and bad data was found:\n{report.summary()}")
+    if report.bad:
+        log.warning("data: %s", report.summary())
+    return entries, clips, report
