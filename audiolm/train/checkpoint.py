@@ -123,13 +123,9 @@ class Checkpointer:
         `abstract_state` is the TrainState of ShapeDtypeStructs with shardings (the target).
         """
         step = self.latest_step() if step is None else step
-        meta = self.manager.item_metadata(step)
-        state_meta = meta["state"] if meta is not None and "state" in meta else None
         target = abstract_state.as_dict()
-        if state_meta is not None:
-            saved_params = state_meta["params"] if "params" in state_meta else {}
-            check_params_match(target["params"], saved_params,
-                               f"{self.directory}/{step}")
+        check_params_match(target["params"], saved_params_metadata(self.directory, step),
+                           f"{self.directory}/{step}")
         restored = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                           data=ocp.args.JsonRestore()))
@@ -141,6 +137,15 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def saved_params_metadata(directory: str, step: int) -> Any:
+    """Tree of the saved params' metadata (with `.shape`) of checkpoint `directory/step`."""
+    meta = ocp.StandardCheckpointer().metadata(os.path.join(directory, str(step), "state"))
+    tree = getattr(meta, "item_metadata", meta)
+    if tree is None or "params" not in tree:
+        raise CheckpointMismatchError(f"checkpoint {directory}/{step} has no params")
+    return tree["params"]
 
 
 def _find_checkpoint_dir(path: str) -> tuple[str, int | None] | None:
@@ -168,8 +173,8 @@ def load_init_params(init_from: str, abstract_params: Any, shardings: Any) -> An
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"init_from={init_from!r}: no finished checkpoint in it")
-        meta = manager.item_metadata(step)["state"]
-        check_params_match(abstract_params, meta["params"], f"init_from={init_from}/{step}")
+        check_params_match(abstract_params, saved_params_metadata(directory, step),
+                           f"init_from={init_from}/{step}")
         # Restore the params only, straight into their shards.
         target = jax.tree_util.tree_map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),

@@ -82,8 +82,8 @@ def make_train_step(module: Any, loss_fn: LossFn, tx: optax.GradientTransformati
             metrics = jax.tree_util.tree_map(lambda m: m / accum, m_sum)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        metrics["param_norm"] = optax.global_norm(params)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        metrics["param_norm"] = optax.tree.norm(params)
         if lr_schedule is not None:
             metrics["learning_rate"] = jnp.asarray(lr_schedule(state.step), jnp.float32)
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}

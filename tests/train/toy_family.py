@@ -86,7 +86,7 @@ def get_config(**train_overrides):
     register()
     try:
         config = common.base_config()
-    except ImportError:  # audiolm.data not importable: build the shared sections by hand
+    except (ImportError, AttributeError):  # audiolm.data not (yet) complete: build the shared sections by hand
         config = _base_without_data()
     config.model = ml_collections.ConfigDict(
         {"family": "toy", "vocab": 16, "width": 16, "length": 8})
@@ -113,5 +113,8 @@ def _base_without_data():
 
     stub = types.ModuleType("audiolm.data")
     stub.DEFAULTS = ml_collections.ConfigDict({"name": "synthetic", "batch_size": 8})
-    sys.modules.setdefault("audiolm.data", stub)
+    sys.modules["audiolm.data"] = stub
+    import audiolm
+
+    audiolm.data = stub
     return common.base_config()
