@@ -1,0 +1,153 @@
+"""AuT: the Qwen3-Omni audio encoder (Whisper-style log-mel -> Thinker-width embeddings).
+
+features [B, F, n_mels] (from `audiolm.audio.features`), frame_lengths [B]
+  -> cut into chunks of `chunk_frames` frames (zero-padded; frames past a row's length are zero)
+  -> per chunk: three Conv2d 3x3 stride 2 (+ exact GELU) over (time, mel), channels
+     1 -> conv_channels -> conv_channels -> conv_channels; flatten (channel-major, then mel) ->
+     Linear (no bias) -> hidden_size; + sinusoidal positions restarting at 0 in every chunk
+  -> pre-LayerNorm encoder layers (non-causal MHA with biases, fc1-GELU-fc2), attention
+     block-diagonal over windows of `attention_window_frames // chunk_frames` chunks
+  -> ln_post -> proj1 -> GELU -> proj2 -> output_dim (= Thinker width).
+Output: embeddings [B, C * tokens_per_chunk, output_dim] and their valid mask; the valid tokens
+of a row are a prefix of length `num_audio_tokens(frame_length)` (only a row's last chunk is
+partial), which is how the Thinker places them at its audio-token positions.
+
+A partial last chunk is zero-padded to the full chunk length before the conv stem, as the
+reference does whenever its batch holds at least one full chunk (1 s of audio).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audiolm import nn as blocks
+from audiolm.nn.mlp import dense
+from audiolm.nn.params import Dtype, default_kernel_init, partitioned
+
+
+def conv_out_len(n):
+    """Length after one 3-wide, stride-2, pad-1 convolution (works on ints and arrays)."""
+    return (n - 1) // 2 + 1
+
+
+def stem_out_len(n):
+    """Length after the three stride-2 convolutions of the stem."""
+    return conv_out_len(conv_out_len(conv_out_len(n)))
+
+
+def tokens_per_chunk(chunk_frames: int) -> int:
+    return int(stem_out_len(chunk_frames))
+
+
+def num_audio_tokens(frame_lengths, chunk_frames: int):
+    """AuT output tokens of clips with `frame_lengths` mel frames (ints or int arrays).
+
+    Full chunks give `tokens_per_chunk` each; a remainder of r frames gives stem_out_len(r).
+    """
+    xp = jnp if isinstance(frame_lengths, jax.Array) else np
+    fl = xp.asarray(frame_lengths)
+    rem = fl % chunk_frames
+    out = (fl // chunk_frames) * tokens_per_chunk(chunk_frames) + xp.where(
+        rem > 0, stem_out_len(xp.maximum(rem, 1)), 0)
+    return int(out) if xp is np and out.ndim == 0 else out
+
+
+class AuT(nn.Module):
+    """Audio encoder. Fields mirror `model.aut` plus `n_mels` from `model.audio`.
+
+    `__call__(features [B, F, n_mels], frame_lengths [B] int | None)
+      -> (embeds [B, C * tpc, output_dim], mask [B, C * tpc] bool)` with C = ceil(F / chunk_frames)
+    and tpc = tokens_per_chunk(chunk_frames).
+    """
+    n_mels: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    ffn_hidden: int
+    conv_channels: int
+    chunk_frames: int
+    attention_window_frames: int
+    output_dim: int
+    layer_norm_eps: float = 1e-5
+    use_dot_product_attention: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def _conv(self, name: str) -> nn.Conv:
+        return nn.Conv(self.conv_channels, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                       dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+                       kernel_init=partitioned(default_kernel_init,
+                                               (None, None, "conv_in", "conv_out")),
+                       bias_init=partitioned(nn.initializers.zeros, ("conv_out",)))
+
+    @nn.compact
+    def __call__(self, features: jax.Array, frame_lengths: jax.Array | None = None):
+        if features.ndim != 3 or features.shape[-1] != self.n_mels:
+            raise ValueError(f"AuT: features must be [B, frames, n_mels={self.n_mels}], got shape "
+                             f"{features.shape}")
+        b, f, _ = features.shape
+        chunk = self.chunk_frames
+        n_chunks = -(-f // chunk)
+        tpc = tokens_per_chunk(chunk)
+        if frame_lengths is None:
+            frame_lengths = jnp.full((b,), f, jnp.int32)
+        frame_lengths = jnp.asarray(frame_lengths, jnp.int32)
+        if frame_lengths.shape != (b,):
+            raise ValueError(f"AuT: frame_lengths shape {frame_lengths.shape} must be ({b},)")
+
+        x = features.astype(self.dtype)
+        x = jnp.where(jnp.arange(f)[None, :, None] < frame_lengths[:, None, None], x, 0)
+        x = jnp.pad(x, ((0, 0), (0, n_chunks * chunk - f), (0, 0)))
+        x = x.reshape(b * n_chunks, chunk, self.n_mels, 1)  # NHWC, spatial = (time, mel)
+        for i in range(3):
+            x = nn.gelu(self._conv(f"conv{i + 1}")(x), approximate=False)
+        n, t, m, c = x.shape  # t == tpc
+        x = jnp.transpose(x, (0, 1, 3, 2)).reshape(n, t, c * m)  # channel-major flatten
+        x = dense(self.hidden_size, "conv_out", ("conv_in", "embed"), use_bias=False,
+                  dtype=self.dtype, param_dtype=self.param_dtype)(x)
+        x = x + blocks.sinusoidal_positions(tpc, self.hidden_size).astype(x.dtype)[None]
+        x = x.reshape(b, n_chunks * tpc, self.hidden_size)
+
+        # Valid tokens: a prefix of num_audio_tokens(frame_length) per row.
+        n_valid = num_audio_tokens(frame_lengths, chunk)
+        tok = jnp.arange(n_chunks * tpc)
+        valid = tok[None, :] < n_valid[:, None]  # [B, N]
+        window = (tok // tpc) // (self.attention_window_frames // chunk)
+        same = window[:, None] == window[None, :]
+        mask = same[None] & valid[:, None, :]
+        mask = mask | jnp.eye(tok.shape[0], dtype=bool)[None]  # padded queries see themselves
+        mask = mask[:, None]  # [B, 1, N, N]
+
+        head_dim = self.hidden_size // self.num_heads
+        for i in range(self.num_layers):
+            x, _, _ = blocks.TransformerBlock(
+                norm="layer", norm_eps=self.layer_norm_eps, num_heads=self.num_heads,
+                num_kv_heads=self.num_heads, head_dim=head_dim, qkv_bias=True, out_bias=True,
+                qk_norm=False, rope_style=None, causal=False,
+                use_dot_product_attention=self.use_dot_product_attention,
+                ffn="plain", ffn_hidden=self.ffn_hidden, activation="gelu",
+                dtype=self.dtype, param_dtype=self.param_dtype, name=f"layers_{i}")(x, mask=mask)
+        x = blocks.LayerNorm(eps=self.layer_norm_eps, dtype=self.dtype,
+                             param_dtype=self.param_dtype, name="ln_post")(x)
+        x = dense(self.hidden_size, "proj1", ("embed", "mlp"), use_bias=True, dtype=self.dtype,
+                  param_dtype=self.param_dtype)(x)
+        x = nn.gelu(x, approximate=False)
+        x = dense(self.output_dim, "proj2", ("mlp", "embed"), use_bias=True, dtype=self.dtype,
+                  param_dtype=self.param_dtype)(x)
+        x = jnp.where(valid[..., None], x, 0)
+        return x, valid
+
+
+def from_config(model_cfg: Any, dtype: Dtype = jnp.float32) -> AuT:
+    """AuT from the `model` section (reads `model.aut` and `model.audio.n_mels`)."""
+    a = model_cfg.aut
+    return AuT(n_mels=model_cfg.audio.n_mels, hidden_size=a.hidden_size, num_layers=a.num_layers,
+               num_heads=a.num_heads, ffn_hidden=a.ffn_hidden, conv_channels=a.conv_channels,
+               chunk_frames=a.chunk_frames, attention_window_frames=a.attention_window_frames,
+               output_dim=a.output_dim, layer_norm_eps=a.layer_norm_eps,
+               use_dot_product_attention=a.use_dot_product_attention, dtype=dtype)

@@ -1,0 +1,180 @@
+"""Thinker: the Qwen3-Omni MoE text decoder with audio embeddings merged at audio-token positions.
+
+tokens [B, T] -> embed (audio_token_id positions replaced, in order, by the AuT embeddings of
+the row) -> num_layers x [x += attn(RMSNorm x); x += FFN(RMSNorm x)] -> RMSNorm -> lm_head.
+Attention: causal GQA, no biases, per-head RMSNorm on q and k before rotate-half RoPE (for
+audio + text the reference's M-RoPE positions are equal on all axes, i.e. plain 1-D RoPE).
+FFN of layer i is MoE (router softmax -> top-k -> optional renormalisation, SwiGLU experts, no
+shared expert) iff i is not in `mlp_only_layers`, num_experts > 0 and (i + 1) is a multiple of
+`decoder_sparse_step`; otherwise a dense SwiGLU of width `ffn_hidden`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audiolm import nn as blocks
+from audiolm.nn.mlp import dense
+from audiolm.nn.params import Dtype
+
+
+def is_moe_layer(i: int, num_experts: int, decoder_sparse_step: int,
+                 mlp_only_layers: Sequence[int]) -> bool:
+    """Whether Thinker layer `i` (0-based) has a routed-expert FFN (the reference's rule)."""
+    return (i not in tuple(mlp_only_layers)) and num_experts > 0 and (
+        (i + 1) % decoder_sparse_step == 0)
+
+
+def merge_audio(embeds: jax.Array, tokens: jax.Array, audio_embeds: jax.Array,
+                audio_token_id: int) -> jax.Array:
+    """Puts the k-th audio embedding of row b at the k-th `audio_token_id` position of row b.
+
+    embeds [B, T, D], tokens [B, T], audio_embeds [B, N, D] (valid embeddings first) -> [B, T, D].
+    """
+    is_audio = tokens == audio_token_id
+    k = jnp.clip(jnp.cumsum(is_audio, axis=1) - 1, 0, audio_embeds.shape[1] - 1)
+    picked = jnp.take_along_axis(audio_embeds, k[..., None], axis=1).astype(embeds.dtype)
+    return jnp.where(is_audio[..., None], picked, embeds)
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+class Thinker(nn.Module):
+    """The Thinker decoder. Fields mirror `model.thinker`.
+
+    `__call__(tokens [B, T] int, positions [B, T] | None, *, audio_embeds [B, N, D] | None,
+    audio_lengths [B] | None, return_hidden_states=False) -> dict` with
+      logits [B, T, vocab_size] (float32),
+      aux: {"load_balance_loss", "router_z_loss"} averaged over MoE layers (0 if none),
+      hidden_states (only if asked): tuple of num_layers + 1 arrays [B, T, D]: the input
+        embeddings (audio merged), then the residual stream after each layer (before the final
+        norm); the Talker reads entry `accept_hidden_layer`.
+    """
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    ffn_hidden: int
+    moe_hidden: int
+    num_experts: int
+    num_experts_per_tok: int
+    norm_topk_prob: bool
+    decoder_sparse_step: int
+    mlp_only_layers: tuple[int, ...]
+    rope_theta: float
+    rms_norm_eps: float
+    tie_embeddings: bool
+    audio_token_id: int
+    moe_dispatch: str = "dropless"
+    moe_capacity_factor: float = 2.0
+    use_dot_product_attention: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def moe_layers(self) -> list[int]:
+        return [i for i in range(self.num_layers) if is_moe_layer(
+            i, self.num_experts, self.decoder_sparse_step, self.mlp_only_layers)]
+
+    def _check_tokens(self, tokens, audio_embeds, audio_lengths):
+        if tokens.ndim != 2:
+            raise ValueError(f"Thinker: tokens must be [B, T] ints, got shape {tokens.shape}")
+        if not jnp.issubdtype(tokens.dtype, jnp.integer):
+            raise ValueError(f"Thinker: tokens must be integers, got {tokens.dtype}")
+        if audio_embeds is not None and (audio_embeds.ndim != 3 or audio_embeds.shape[0] !=
+                                         tokens.shape[0] or
+                                         audio_embeds.shape[2] != self.hidden_size):
+            raise ValueError(f"Thinker: audio_embeds must be [B={tokens.shape[0]}, N, "
+                             f"hidden_size={self.hidden_size}], got {audio_embeds.shape}")
+        if _is_concrete(tokens):  # value checks only when the ids are known (outside jit)
+            t = np.asarray(tokens)
+            if t.size and (t.min() < 0 or t.max() >= self.vocab_size):
+                bad = t[(t < 0) | (t >= self.vocab_size)]
+                raise ValueError(f"Thinker: token ids must be in [0, vocab_size="
+                                 f"{self.vocab_size}); got {bad[:8].tolist()}")
+            if audio_embeds is not None and audio_lengths is not None and _is_concrete(
+                    audio_lengths):
+                count = (t == self.audio_token_id).sum(axis=1)
+                lens = np.asarray(audio_lengths)
+                if not np.array_equal(count, lens):
+                    raise ValueError(
+                        f"Thinker: rows have {count.tolist()} audio_token_id="
+                        f"{self.audio_token_id} placeholders but their audio gives "
+                        f"{lens.tolist()} AuT tokens; they must be equal")
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, positions: jax.Array | None = None, *,
+                 audio_embeds: jax.Array | None = None, audio_lengths: jax.Array | None = None,
+                 return_hidden_states: bool = False) -> dict[str, Any]:
+        self._check_tokens(tokens, audio_embeds, audio_lengths)
+        b, t = tokens.shape
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        embed = blocks.Embed(self.vocab_size, self.hidden_size, dtype=self.dtype,
+                             param_dtype=self.param_dtype, name="embed_tokens")
+        x = embed(tokens)
+        if audio_embeds is not None:
+            x = merge_audio(x, tokens, audio_embeds, self.audio_token_id)
+        hidden = [x]
+        lb, z = [], []
+        for i in range(self.num_layers):
+            moe = is_moe_layer(i, self.num_experts, self.decoder_sparse_step,
+                               self.mlp_only_layers)
+            block = blocks.TransformerBlock(
+                norm="rms", norm_eps=self.rms_norm_eps, num_heads=self.num_heads,
+                num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, qkv_bias=False,
+                out_bias=False, qk_norm=True, qk_norm_eps=self.rms_norm_eps,
+                rope_style="rotate_half", rope_theta=self.rope_theta, causal=True,
+                use_dot_product_attention=self.use_dot_product_attention,
+                ffn="moe" if moe else "gated",
+                ffn_hidden=self.moe_hidden if moe else self.ffn_hidden, activation="silu",
+                num_experts=self.num_experts if moe else 0,
+                top_k=self.num_experts_per_tok if moe else 0,
+                norm_topk_prob=self.norm_topk_prob, dispatch=self.moe_dispatch,
+                capacity_factor=self.moe_capacity_factor,
+                dtype=self.dtype, param_dtype=self.param_dtype, name=f"layers_{i}")
+            x, _, aux = block(x, positions)
+            if moe:
+                lb.append(aux["load_balance_loss"])
+                z.append(aux["router_z_loss"])
+            if return_hidden_states:
+                hidden.append(x)
+        x = blocks.RMSNorm(eps=self.rms_norm_eps, dtype=self.dtype,
+                           param_dtype=self.param_dtype, name="norm")(x)
+        if self.tie_embeddings:
+            logits = embed.attend(x)
+        else:
+            logits = dense(self.vocab_size, "lm_head", ("embed", "vocab"), use_bias=False,
+                           dtype=self.dtype, param_dtype=self.param_dtype)(x)
+        zero = jnp.zeros((), jnp.float32)
+        out = {
+            "logits": logits.astype(jnp.float32),
+            "aux": {"load_balance_loss": jnp.mean(jnp.stack(lb)) if lb else zero,
+                    "router_z_loss": jnp.mean(jnp.stack(z)) if z else zero},
+        }
+        if return_hidden_states:
+            out["hidden_states"] = tuple(hidden)
+        return out
+
+
+def from_config(model_cfg: Any, dtype: Dtype = jnp.float32) -> Thinker:
+    """Thinker from the `model` section (reads `model.thinker`)."""
+    c = model_cfg.thinker
+    return Thinker(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_layers=c.num_layers,
+        num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
+        ffn_hidden=c.ffn_hidden, moe_hidden=c.moe_hidden, num_experts=c.num_experts,
+        num_experts_per_tok=c.num_experts_per_tok, norm_topk_prob=c.norm_topk_prob,
+        decoder_sparse_step=c.decoder_sparse_step, mlp_only_layers=tuple(c.mlp_only_layers),
+        rope_theta=c.rope_theta, rms_norm_eps=c.rms_norm_eps, tie_embeddings=c.tie_embeddings,
+        audio_token_id=c.audio_token_id, moe_dispatch=c.moe_dispatch,
+        moe_capacity_factor=c.moe_capacity_factor,
+        use_dot_product_attention=c.use_dot_product_attention, dtype=dtype)

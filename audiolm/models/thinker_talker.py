@@ -1,0 +1,432 @@
+"""Thinker-Talker family (Qwen3-Omni): AuT + Thinker, and the Talker + Code2Wav speech output.
+
+Family contract (notes/FAMILY_API.md): `build`, `init_params`, `describe_params`,
+`example_batch`, `loss_fn`, and `rules` registered with `audiolm.config.register_rules`.
+
+Params tree: {"aut": ..., "thinker": ..., "talker": ..., "code2wav": ...} (the last two only
+with `model.enable_audio_output`), the layout `audiolm.checkpoints.qwen3_omni.load_pretrained`
+returns.
+
+Training batch (numpy, static shapes from the config):
+  audio          f32 [B, S]   waveform at model.audio.sample_rate, S = aut.max_frames * hop_length
+  audio_lengths  i32 [B]      valid samples per row
+  tokens         i32 [B, T]   T = thinker.max_seq_len: the prompt with exactly
+                              `audio_token_count(model, audio_lengths)` audio_token_id
+                              placeholders per row, then the target text, eos, then pad_token_id
+  target_mask    f32 [B, T]   1 where tokens[:, t] is a training target (predicted from < t)
+The loss is the Thinker's next-token cross-entropy over `target_mask` (times
+train.loss.text_weight) plus the MoE load-balancing / z losses (train.moe_aux_weight /
+train.moe_z_weight). `make_asr_example` builds one row of the speech-recognition layout
+[audio_start, audio x n, audio_end, text..., eos].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audiolm import config as config_lib
+from audiolm.audio import features as features_lib
+from audiolm.config import (check_bool, check_choice, check_float, check_int, check_keys,
+                            check_schema, get_path, require)
+from audiolm.models import aut as aut_lib
+from audiolm.models import code2wav as code2wav_lib
+from audiolm.models import talker as talker_lib
+from audiolm.models import thinker as thinker_lib
+
+FAMILY = "thinker_talker"
+
+AUDIO_SCHEMA = dict(sample_rate=0, n_fft=0, hop_length=0, n_mels=0, f_min=0.0, f_max=0.0)
+AUT_SCHEMA = dict(hidden_size=0, num_layers=0, num_heads=0, ffn_hidden=0, conv_channels=0,
+                  chunk_frames=0, attention_window_frames=0, output_dim=0, layer_norm_eps=0.0,
+                  max_frames=0, use_dot_product_attention=False)
+THINKER_SCHEMA = dict(
+    vocab_size=0, hidden_size=0, num_layers=0, num_heads=0, num_kv_heads=0, head_dim=0,
+    ffn_hidden=0, moe_hidden=0, num_experts=0, num_experts_per_tok=0, norm_topk_prob=False,
+    decoder_sparse_step=0, mlp_only_layers=(), rope_theta=0.0, rms_norm_eps=0.0,
+    tie_embeddings=False, max_seq_len=0, audio_token_id=0, audio_start_token_id=0,
+    audio_end_token_id=0, eos_token_id=0, pad_token_id=0, moe_dispatch="",
+    moe_capacity_factor=0.0, use_dot_product_attention=False)
+THINKER_TOKEN_IDS = ("audio_token_id", "audio_start_token_id", "audio_end_token_id",
+                     "eos_token_id", "pad_token_id")
+MODEL_KEYS = ("family", "enable_audio_output", "codec_frame_rate", "audio", "aut", "thinker",
+              "talker", "code2wav")
+LOSS_SCHEMA = dict(text_weight=0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules.
+
+
+def _validate_audio(config: Any) -> None:
+    check_schema(config, "model.audio", AUDIO_SCHEMA)
+    sr = check_int(config, "model.audio.sample_rate", lo=1)
+    n_fft = check_int(config, "model.audio.n_fft", lo=2)
+    check_int(config, "model.audio.hop_length", lo=1, hi=n_fft)
+    check_int(config, "model.audio.n_mels", lo=1)
+    f_min = check_float(config, "model.audio.f_min", lo=0.0)
+    check_float(config, "model.audio.f_max", lo=f_min, lo_open=True, hi=sr / 2)
+
+
+def _validate_aut(config: Any) -> None:
+    p = "model.aut"
+    check_schema(config, p, AUT_SCHEMA)
+    width = check_int(config, f"{p}.hidden_size", lo=4)
+    require(width % 2 == 0, f"{p}.hidden_size", width,
+            "must be even (sinusoidal positions are [sin, cos] halves)")
+    check_int(config, f"{p}.num_layers", lo=0)
+    heads = check_int(config, f"{p}.num_heads", lo=1)
+    require(width % heads == 0, f"{p}.num_heads", heads,
+            f"must divide {p}.hidden_size={width}")
+    check_int(config, f"{p}.ffn_hidden", lo=1)
+    check_int(config, f"{p}.conv_channels", lo=1)
+    chunk = check_int(config, f"{p}.chunk_frames", lo=1)
+    window = check_int(config, f"{p}.attention_window_frames", lo=1)
+    require(window % chunk == 0, f"{p}.attention_window_frames", window,
+            f"must be a multiple of {p}.chunk_frames={chunk} (windows are whole chunks)")
+    check_float(config, f"{p}.layer_norm_eps", lo=0.0, lo_open=True)
+    check_int(config, f"{p}.max_frames", lo=1)
+    check_bool(config, f"{p}.use_dot_product_attention")
+    out = check_int(config, f"{p}.output_dim", lo=1)
+    thinker_width = get_path(config, "model.thinker.hidden_size")
+    require(out == thinker_width, f"{p}.output_dim", out,
+            f"must equal model.thinker.hidden_size={thinker_width}: AuT embeddings replace "
+            "Thinker token embeddings")
+
+
+def _validate_thinker(config: Any) -> None:
+    p = "model.thinker"
+    check_schema(config, p, THINKER_SCHEMA)
+    vocab = check_int(config, f"{p}.vocab_size", lo=1)
+    check_int(config, f"{p}.hidden_size", lo=1)
+    layers = check_int(config, f"{p}.num_layers", lo=1)
+    heads = check_int(config, f"{p}.num_heads", lo=1)
+    kv = check_int(config, f"{p}.num_kv_heads", lo=1)
+    require(heads % kv == 0, f"{p}.num_kv_heads", kv,
+            f"must divide {p}.num_heads={heads} (each kv head serves a group of q heads)")
+    head_dim = check_int(config, f"{p}.head_dim", lo=2)
+    require(head_dim % 2 == 0, f"{p}.head_dim", head_dim, "must be even (RoPE rotates pairs)")
+    check_int(config, f"{p}.ffn_hidden", lo=1)
+    check_int(config, f"{p}.moe_hidden", lo=1)
+    experts = check_int(config, f"{p}.num_experts", lo=0)
+    if experts > 0:
+        check_int(config, f"{p}.num_experts_per_tok", lo=1)
+        top_k = get_path(config, f"{p}.num_experts_per_tok")
+        require(top_k <= experts, f"{p}.num_experts_per_tok", top_k,
+                f"must be <= {p}.num_experts={experts}")
+    else:
+        check_int(config, f"{p}.num_experts_per_tok", lo=0)
+    check_bool(config, f"{p}.norm_topk_prob")
+    check_int(config, f"{p}.decoder_sparse_step", lo=1)
+    only = get_path(config, f"{p}.mlp_only_layers")
+    for i, layer in enumerate(only):
+        require(isinstance(layer, int) and not isinstance(layer, bool) and 0 <= layer < layers,
+                f"{p}.mlp_only_layers[{i}]", layer,
+                f"must be a layer index in [0, {p}.num_layers={layers})")
+    require(len(set(only)) == len(only), f"{p}.mlp_only_layers", tuple(only),
+            "must not repeat a layer")
+    check_float(config, f"{p}.rope_theta", lo=1.0, lo_open=True)
+    check_float(config, f"{p}.rms_norm_eps", lo=0.0, lo_open=True)
+    check_bool(config, f"{p}.tie_embeddings")
+    seen: dict[int, str] = {}
+    for key in THINKER_TOKEN_IDS:
+        value = check_int(config, f"{p}.{key}", lo=0, hi=vocab - 1)
+        # pad may reuse eos (pad positions are never targets); the others must be distinct.
+        clash = seen.get(value)
+        require(clash is None or {clash, key} == {"eos_token_id", "pad_token_id"},
+                f"{p}.{key}", value,
+                f"must differ from {p}.{clash} (special token ids are distinct)")
+        seen.setdefault(value, key)
+    check_choice(config, f"{p}.moe_dispatch", ("dropless", "capacity"))
+    check_float(config, f"{p}.moe_capacity_factor", lo=0.0, lo_open=True)
+    check_bool(config, f"{p}.use_dot_product_attention")
+    check_int(config, f"{p}.max_seq_len", lo=2)
+
+
+def _validate_sequence(config: Any) -> None:
+    """The static batch layout: every audio token of aut.max_frames fits in max_seq_len."""
+    max_len = get_path(config, "model.thinker.max_seq_len")
+    n_audio = aut_lib.num_audio_tokens(get_path(config, "model.aut.max_frames"),
+                                       get_path(config, "model.aut.chunk_frames"))
+    require(max_len >= n_audio + 4, "model.thinker.max_seq_len", max_len,
+            f"must hold the {n_audio} audio tokens of model.aut.max_frames plus "
+            "audio_start, audio_end, one text token and eos")
+
+
+def _validate_speech_output(config: Any) -> None:
+    talker_lib.validate_talker(config, "model.talker")
+    code2wav_lib.validate_code2wav(config, "model.code2wav")
+    code2wav_lib.validate_codebook_sync(config, "model.talker", "model.code2wav")
+    thinker_width = get_path(config, "model.thinker.hidden_size")
+    tw = get_path(config, "model.talker.thinker_hidden_size")
+    require(tw == thinker_width, "model.talker.thinker_hidden_size", tw,
+            f"must equal model.thinker.hidden_size={thinker_width}: the Talker projections "
+            "read Thinker embeddings and hidden states")
+    layers = get_path(config, "model.thinker.num_layers")
+    accept = get_path(config, "model.talker.accept_hidden_layer")
+    require(accept <= layers, "model.talker.accept_hidden_layer", accept,
+            f"must be <= model.thinker.num_layers={layers} (0 = the Thinker input embeddings)")
+    rate = check_float(config, "model.codec_frame_rate", lo=0.0, lo_open=True)
+    c2w = get_path(config, "model.code2wav")
+    hop = code2wav_lib.total_upsampling(c2w)
+    expected = c2w.sample_rate / rate
+    require(abs(hop - expected) < 1e-6 * max(1.0, expected), "model.code2wav.upsample_rates",
+            tuple(c2w.upsample_rates),
+            f"total upsampling prod(upsampling_ratios={tuple(c2w.upsampling_ratios)}) * "
+            f"prod(upsample_rates) = {hop} must equal model.code2wav.sample_rate / "
+            f"model.codec_frame_rate = {c2w.sample_rate} / {rate} = {expected:g} samples per "
+            "codec frame")
+
+
+def rules(config: Any) -> None:
+    """Every field of `config.model` for the thinker_talker family (and train.loss)."""
+    model = get_path(config, "model")
+    required = ["family", "enable_audio_output", "audio", "aut", "thinker"]
+    enabled = model.get("enable_audio_output", None)
+    if enabled:
+        required += ["talker", "code2wav", "codec_frame_rate"]
+    check_keys(config, "model", MODEL_KEYS, required=required)
+    check_bool(config, "model.enable_audio_output")
+    _validate_audio(config)
+    _validate_thinker(config)
+    _validate_aut(config)
+    _validate_sequence(config)
+    if enabled or "talker" in model or "code2wav" in model:
+        # Speech-output sections present but disabled are still checked: they must stay loadable.
+        if "talker" in model and "code2wav" in model and "codec_frame_rate" in model:
+            _validate_speech_output(config)
+        else:
+            for key in ("talker", "code2wav", "codec_frame_rate"):
+                require(key in model, f"model.{key}", None,
+                        "is missing: model.talker, model.code2wav and model.codec_frame_rate "
+                        "come together")
+    if "train" in config and "loss" in get_path(config, "train"):
+        check_schema(config, "train.loss", LOSS_SCHEMA)
+        for key in LOSS_SCHEMA:
+            check_float(config, f"train.loss.{key}", lo=0.0)
+
+
+config_lib.register_rules(FAMILY, rules)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model.
+
+
+class ThinkerTalker(nn.Module):
+    """AuT + Thinker (+ Talker + Code2Wav). Submodules: `aut`, `thinker`, `talker`, `code2wav`.
+
+    `__call__(tokens [B, T], features [B, F, n_mels] | None, frame_lengths [B] | None,
+    positions [B, T] | None, return_hidden_states=False)` runs AuT and the Thinker and returns
+    the Thinker's output dict (logits, aux, optional hidden_states) plus "audio_embeds" and
+    "audio_mask" when features are given. The speech-output parts run through their own
+    methods (`talker_forward`, `code2wav_forward`).
+    """
+    aut: aut_lib.AuT
+    thinker: thinker_lib.Thinker
+    talker: Any = None
+    code2wav: Any = None
+
+    def __call__(self, tokens, features=None, frame_lengths=None, positions=None,
+                 return_hidden_states: bool = False):
+        audio_embeds = audio_mask = audio_lengths = None
+        if features is not None:
+            audio_embeds, audio_mask = self.aut(features, frame_lengths)
+            audio_lengths = None if frame_lengths is None or isinstance(
+                frame_lengths, jax.core.Tracer) else aut_lib.num_audio_tokens(
+                    np.asarray(frame_lengths), self.aut.chunk_frames)
+        out = self.thinker(tokens, positions, audio_embeds=audio_embeds,
+                           audio_lengths=audio_lengths,
+                           return_hidden_states=return_hidden_states)
+        if features is not None:
+            out["audio_embeds"] = audio_embeds
+            out["audio_mask"] = audio_mask
+        return out
+
+    def talker_forward(self, *args, **kwargs):
+        return self.talker(*args, **kwargs)
+
+    def code2wav_forward(self, *args, **kwargs):
+        return self.code2wav(*args, **kwargs)
+
+
+def build(model_config: Any, dtype: Any = jnp.float32) -> ThinkerTalker:
+    """The family's flax module (validate the experiment config first)."""
+    talker = code2wav = None
+    if model_config.enable_audio_output:
+        talker = talker_lib.build(model_config.talker, dtype=dtype)
+        code2wav = code2wav_lib.build(model_config.code2wav, dtype=dtype)
+    return ThinkerTalker(aut=aut_lib.from_config(model_config, dtype),
+                         thinker=thinker_lib.from_config(model_config, dtype),
+                         talker=talker, code2wav=code2wav)
+
+
+def _init_inputs(model_config: Any, batch_size: int = 1):
+    a = model_config.aut
+    frames = a.chunk_frames + 1  # one full chunk and a remainder: every code path
+    n_audio = aut_lib.num_audio_tokens(frames, a.chunk_frames)
+    tokens = np.zeros((batch_size, n_audio + 2), np.int32)
+    tokens[:, 1:1 + n_audio] = model_config.thinker.audio_token_id
+    feats = np.zeros((batch_size, frames, model_config.audio.n_mels), np.float32)
+    return jnp.asarray(tokens), jnp.asarray(feats), jnp.full((batch_size,), frames, jnp.int32)
+
+
+def init_params(model_config: Any, rng: jax.Array) -> Any:
+    """Plain params pytree {"aut", "thinker"[, "talker", "code2wav"]} for `model_config`.
+
+    The Talker and Code2Wav are initialised by their own modules' `init_params`; their trees
+    sit under the names of the `talker` / `code2wav` submodules of `ThinkerTalker`.
+    """
+    from flax.core import meta
+
+    rng_main, rng_talker, rng_c2w = jax.random.split(rng, 3)
+    module = ThinkerTalker(aut=aut_lib.from_config(model_config),
+                           thinker=thinker_lib.from_config(model_config))
+    tokens, feats, lengths = _init_inputs(model_config)
+    params = dict(meta.unbox(module.init(rng_main, tokens, feats, lengths)["params"]))
+    if model_config.enable_audio_output:
+        params["talker"] = talker_lib.init_params(model_config.talker, rng_talker)
+        params["code2wav"] = code2wav_lib.init_params(model_config.code2wav, rng_c2w)
+    return params
+
+
+# ---------------------------------------------------------------------------------------------
+# describe
+
+
+_ROUTED = ("wi_gate", "wi_up", "wo")
+
+
+def _counts(shapes: Any, top_k: int, experts: int) -> dict[str, int]:
+    def routed(path):
+        return top_k / experts if experts and path and path[-1] in _ROUTED else 1.0
+
+    def embedding(path):
+        return "embed_tokens" in path or any("embedding" in p for p in path)
+
+    return config_lib.count_params(shapes, routed=routed, embedding=embedding)
+
+
+def describe_params(model_config: Any) -> dict[str, dict[str, int]]:
+    """Per-component parameter counts via `jax.eval_shape` (nothing allocated).
+
+    Components: aut, thinker (embeddings + decoder + lm_head); with speech output also talker
+    (projections + MoE decoder + codec_head), talker_code_predictor, code2wav.
+    """
+    shapes = jax.eval_shape(lambda r: init_params(model_config, r), jax.random.PRNGKey(0))
+    th = model_config.thinker
+    out = {
+        "aut": _counts(shapes["aut"], 0, 0),
+        "thinker": _counts(shapes["thinker"], th.num_experts_per_tok, th.num_experts),
+    }
+    if model_config.enable_audio_output:
+        tk = model_config.talker
+        talker = dict(shapes["talker"])
+        cp = talker.pop("code_predictor")
+        out["talker"] = _counts(talker, tk.num_experts_per_tok, tk.num_experts)
+        out["talker_code_predictor"] = _counts(cp, 0, 0)
+        out["code2wav"] = _counts(shapes["code2wav"], 0, 0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches and loss.
+
+
+def audio_token_count(model_config: Any, audio_lengths) -> Any:
+    """AuT tokens (= audio_token_id placeholders) for clips of `audio_lengths` samples."""
+    frames = features_lib.num_frames(audio_lengths, model_config.audio.hop_length)
+    return aut_lib.num_audio_tokens(frames, model_config.aut.chunk_frames)
+
+
+def make_asr_example(model_config: Any, num_samples: int, text_ids) -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+    """One ASR row: tokens [T] and target_mask [T] for a clip of `num_samples` samples.
+
+    Layout: audio_start, audio_token_id x n, audio_end, text_ids..., eos, pad... (T =
+    thinker.max_seq_len); the text and eos are the targets. Text that does not fit is cut.
+    """
+    th = model_config.thinker
+    n = int(audio_token_count(model_config, int(num_samples)))
+    t_len = th.max_seq_len
+    text = list(np.asarray(text_ids, np.int64).tolist())[:max(0, t_len - n - 3)]
+    if any(i < 0 or i >= th.vocab_size for i in text):
+        raise ValueError(f"make_asr_example: text ids must be in [0, "
+                         f"model.thinker.vocab_size={th.vocab_size})")
+    row = [th.audio_start_token_id] + [th.audio_token_id] * n + [th.audio_end_token_id]
+    start = len(row)
+    row += text + [th.eos_token_id]
+    if len(row) > t_len:
+        raise ValueError(f"make_asr_example: {n} audio tokens leave no room for text in "
+                         f"model.thinker.max_seq_len={t_len}")
+    tokens = np.full((t_len,), th.pad_token_id, np.int32)
+    tokens[:len(row)] = row
+    mask = np.zeros((t_len,), np.float32)
+    mask[start:len(row)] = 1.0
+    return tokens, mask
+
+
+def example_batch(model_config: Any, batch_size: int, rng: np.random.Generator) -> dict:
+    """A valid random ASR batch: noise-like audio of random length and random byte text."""
+    a, th = model_config.aut, model_config.thinker
+    hop = model_config.audio.hop_length
+    samples = a.max_frames * hop
+    lengths = rng.integers(max(hop * 2, samples // 2), samples + 1, size=batch_size)
+    t = np.arange(samples) / model_config.audio.sample_rate
+    audio = np.zeros((batch_size, samples), np.float32)
+    tokens = np.zeros((batch_size, th.max_seq_len), np.int32)
+    mask = np.zeros((batch_size, th.max_seq_len), np.float32)
+    text_vocab = min(th.vocab_size, *(getattr(th, k) for k in THINKER_TOKEN_IDS))
+    for b in range(batch_size):
+        freq = rng.uniform(100.0, 1000.0)
+        wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(samples)
+        audio[b, :lengths[b]] = wave[:lengths[b]]
+        room = th.max_seq_len - int(audio_token_count(model_config, int(lengths[b]))) - 3
+        text = rng.integers(0, max(1, text_vocab), size=rng.integers(1, max(2, room + 1)))
+        tokens[b], mask[b] = make_asr_example(model_config, int(lengths[b]), text)
+    return {"audio": audio, "audio_lengths": lengths.astype(np.int32), "tokens": tokens,
+            "target_mask": mask}
+
+
+def features_from_batch(model_config: Any, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """Log-mel features [B, F, n_mels] and frame lengths [B] of a batch's audio (in jnp)."""
+    return features_lib.log_mel_from_config(batch["audio"], model_config.audio,
+                                            lengths=batch["audio_lengths"])
+
+
+def text_cross_entropy(logits: jax.Array, tokens: jax.Array,
+                       target_mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Next-token CE: logits[:, t] predicts tokens[:, t + 1] where target_mask[:, t + 1].
+
+    Returns (mean CE over targets, accuracy, number of targets).
+    """
+    logits = logits[:, :-1].astype(jnp.float32)
+    targets = tokens[:, 1:]
+    w = target_mask[:, 1:].astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    n = jnp.maximum(w.sum(), 1.0)
+    acc = ((jnp.argmax(logits, -1) == targets) * w).sum() / n
+    return (nll * w).sum() / n, acc, w.sum()
+
+
+def loss_fn(module: ThinkerTalker, params: Any, batch: dict, rng: jax.Array, config: Any,
+            train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Thinker next-token CE + MoE aux losses (see the module docstring for the batch)."""
+    del rng, train  # no dropout in this family
+    model_config = config.model
+    feats, frame_lengths = features_from_batch(model_config, batch)
+    tokens = jnp.asarray(batch["tokens"])
+    out = module.apply({"params": params}, tokens, feats, frame_lengths)
+    ce, acc, n = text_cross_entropy(out["logits"], tokens, jnp.asarray(batch["target_mask"]))
+    lw = config.train.loss
+    lb, z = out["aux"]["load_balance_loss"], out["aux"]["router_z_loss"]
+    loss = lw.text_weight * ce + config.train.moe_aux_weight * lb + config.train.moe_z_weight * z
+    metrics = {"loss": loss, "text_ce": ce, "text_accuracy": acc, "text_targets": n,
+               "load_balance_loss": lb, "router_z_loss": z}
+    return loss, metrics
