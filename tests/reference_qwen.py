@@ -322,3 +322,38 @@ def meta_counts(cfg) -> dict[str, int]:
         counts["talker_codec_head"] = _numel(tk.codec_head)
         counts["code2wav"] = _numel(model.code2wav)
     return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# A saved tiny checkpoint shared by the tests of one pytest process.
+
+_CHECKPOINTS: dict = {}
+
+
+def tiny_checkpoint(seed: int = 0, **overrides: Any):
+    """(reference model, directory written by save_pretrained) of the tiny config, cached per
+    (seed, overrides) for the whole test session."""
+    import json
+    import tempfile
+
+    key = (seed, json.dumps(overrides, sort_keys=True, default=str))
+    if key not in _CHECKPOINTS:
+        model = build_model(hf_config(tiny_config_dict(**overrides)), seed=seed)
+        path = tempfile.mkdtemp(prefix="qwen3_omni_tiny_")
+        save_model(model, path)
+        _CHECKPOINTS[key] = (model, path)
+    return _CHECKPOINTS[key]
+
+
+def speechlike(num_samples: int, seed: int = 0, sample_rate: int = 16000) -> np.ndarray:
+    """A deterministic test waveform: gliding harmonics with syllable-rate amplitude modulation,
+    a little noise and a pause (float32 in [-1, 1])."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_samples) / sample_rate
+    f0 = 120 + 40 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    x = sum(np.sin(k * phase) / k for k in range(1, 6))
+    x *= 0.5 * (1 + np.sin(2 * np.pi * 4 * t)) * 0.2
+    x += 0.005 * rng.standard_normal(num_samples)
+    x[num_samples // 2: num_samples // 2 + num_samples // 10] *= 0.01
+    return x.astype(np.float32)
