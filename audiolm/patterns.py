@@ -40,6 +40,7 @@ import functools
 import operator
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -403,13 +404,17 @@ def build(pattern: Pattern, codes, special, keep_only_valid_steps: bool = False)
     if not 1 <= T <= pattern.timesteps:
         raise ValueError(f"codes has T={T} frames (axis 2): it must be in [1, "
                          f"pattern.timesteps={pattern.timesteps}]")
-    src, mask = _build_index(pattern, T, bool(keep_only_valid_steps))
-    codes = jnp.asarray(codes)
-    flat = codes.reshape(B, K * T)
-    out = jnp.take(flat, src.reshape(-1), axis=1, mode="promise_in_bounds")
+    keep = bool(keep_only_valid_steps)
+    return _build(pattern, keep, jnp.asarray(codes), special), jnp.asarray(_build_index(pattern, T, keep)[1])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _build(pattern, keep, codes, special):
+    B, K, T = codes.shape
+    src, mask = _build_index(pattern, T, keep)
+    out = jnp.take(codes.reshape(B, K * T), src.reshape(-1), axis=1, mode="clip")
     out = out.reshape(B, K, src.shape[1])
-    fill = jnp.asarray(special, dtype=codes.dtype)
-    return jnp.where(mask, out, fill), jnp.asarray(mask)
+    return jnp.where(mask, out, jnp.asarray(special, dtype=codes.dtype))
 
 
 def revert(pattern: Pattern, seq, special, keep_only_valid_steps: bool = False):
@@ -423,12 +428,18 @@ def revert(pattern: Pattern, seq, special, keep_only_valid_steps: bool = False):
     if not 1 <= S <= L:
         raise ValueError(f"seq has S={S} steps (axis 2): it must be in [1, num_steps={L}] "
                          f"(keep_only_valid_steps={bool(keep_only_valid_steps)})")
-    src, mask = _revert_index(pattern, S, bool(keep_only_valid_steps), False)
-    seq = jnp.asarray(seq)
-    out = jnp.take(seq.reshape(B, K * S), src.reshape(-1), axis=1, mode="promise_in_bounds")
+    keep = bool(keep_only_valid_steps)
+    mask = _revert_index(pattern, S, keep, False)[1]
+    return _revert(pattern, keep, jnp.asarray(seq), special), jnp.asarray(mask)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _revert(pattern, keep, seq, special):
+    B, K, S = seq.shape
+    src, mask = _revert_index(pattern, S, keep, False)
+    out = jnp.take(seq.reshape(B, K * S), src.reshape(-1), axis=1, mode="clip")
     out = out.reshape(B, K, pattern.timesteps)
-    fill = jnp.asarray(special, dtype=seq.dtype)
-    return jnp.where(mask, out, fill), jnp.asarray(mask)
+    return jnp.where(mask, out, jnp.asarray(special, dtype=seq.dtype))
 
 
 def revert_logits(pattern: Pattern, logits, keep_only_valid_steps: bool = False):
@@ -446,10 +457,18 @@ def revert_logits(pattern: Pattern, logits, keep_only_valid_steps: bool = False)
     logits = jnp.asarray(logits)
     if not jnp.issubdtype(logits.dtype, jnp.floating):
         raise ValueError(f"logits must be floating point (invalid entries are NaN), got {logits.dtype}")
-    src, mask = _revert_index(pattern, S, bool(keep_only_valid_steps), True)
-    out = jnp.take(logits.reshape(B, K * S, V), src.reshape(-1), axis=1, mode="promise_in_bounds")
+    keep = bool(keep_only_valid_steps)
+    mask = _revert_index(pattern, S, keep, True)[1]
+    return _revert_logits(pattern, keep, logits), jnp.asarray(mask)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _revert_logits(pattern, keep, logits):
+    B, K, S, V = logits.shape
+    src, mask = _revert_index(pattern, S, keep, True)
+    out = jnp.take(logits.reshape(B, K * S, V), src.reshape(-1), axis=1, mode="clip")
     out = out.reshape(B, K, pattern.timesteps, V)
-    return jnp.where(mask[None, :, :, None], out, jnp.nan), jnp.asarray(mask)
+    return jnp.where(mask[None, :, :, None], out, jnp.nan)
 
 
 # --------------------------------------------------------------------------------------------
