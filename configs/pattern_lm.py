@@ -36,6 +36,14 @@ import ml_collections
 
 from configs import common
 
+# Widths of the public T5 encoders stable-audio-tools names (its T5Conditioner.T5_MODEL_DIMS).
+T5_DIMS = {
+    "t5-small": 512, "t5-base": 768, "t5-large": 1024, "t5-3b": 1024, "t5-11b": 1024,
+    "google/flan-t5-small": 512, "google/flan-t5-base": 768, "google/flan-t5-large": 1024,
+    "google/flan-t5-xl": 2048, "google/flan-t5-xxl": 4096, "google/t5-v1_1-xl": 2048,
+    "google/t5-v1_1-xxl": 4096,
+}
+
 
 def pretransform(type_="mulaw_rvq", n_q=4, codebook_size=16, sample_rate=16000,
                  frame_rate=50.0, mu=255.0, name=""):
