@@ -14,9 +14,10 @@ Layout of the cache directory `<cache_dir>/<hash of generation config>/`:
 Generation happens in a temporary sibling directory that is renamed into place, so an interrupted
 run never leaves a half-written dataset behind, and a complete one is never regenerated.
 
-Splits have disjoint sentences. libespeak keeps global state (current voice, parameters), so the
-parallel generation uses processes, never threads; each worker sets the voice before every
-utterance.
+Splits have disjoint sentences. libespeak keeps global state (current voice, parameters, and
+hidden synthesis state that leaks between utterances), so the parallel generation uses processes,
+never threads, and every utterance is spoken by a freshly loaded library with its voice set first
+(`synthesize`): the audio of an utterance depends only on its text and speaker profile.
 """
 
 from __future__ import annotations
@@ -35,14 +36,15 @@ SPLITS = ("train", "validation", "test")
 NATIVE_RATE = 22050  # libespeak-ng's output rate
 FORMAT_VERSION = 1  # bump when the generation procedure changes (invalidates caches)
 
-# espeak-ng English accents (espeak voice names) and voice variants that stay intelligible
-# (the robot, whisper and croak variants are left out).
+# espeak-ng English accents (espeak voice names) and voice variants that stay intelligible (the
+# robot, whisper and croak variants are left out) and are deterministic: variants with a "breath"
+# setting (f2, f3, f5, victor, Alicia) add noise that differs from process to process.
 ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
            "en-029", "en-us-nyc")
-VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "Alex",
-            "Andy", "Annie", "adam", "belinda", "benjamin", "caleb", "david", "ed", "edward",
-            "iven", "john", "linda", "max", "Michael", "norbert", "paul", "quincy", "rob",
-            "robert", "steph", "travis", "victor", "zac")
+VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f4", "Andrea", "anika", "aunty",
+            "steph2", "Alex", "Andy", "Annie", "adam", "belinda", "benjamin", "caleb", "david",
+            "ed", "edward", "iven", "john", "linda", "max", "Michael", "norbert", "paul",
+            "quincy", "rob", "robert", "steph", "travis", "zac")
 
 # ---------------------------------------------------------------------------------------------
 # sentences: a small grammar over built-in word lists (lowercase, no punctuation)
@@ -153,13 +155,17 @@ _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short),
 class Espeak:
     """libespeak-ng in synchronous mode; `synth(text, profile)` -> int16 [N] at 22.05 kHz.
 
-    Holds process-global library state: create one per process and never share across threads.
+    Holds process-global library state: never share an instance across threads. libespeak-ng
+    carries hidden state from one utterance to the next (the same text comes out a few samples
+    different the second time, even after espeak_Terminate), so deterministic output needs a
+    freshly loaded library per utterance: `synthesize` loads a private copy, speaks once, and
+    unloads it again (`close`), ~2 ms per utterance.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lib_path: str | None = None) -> None:
         import espeakng_loader
 
-        self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self.lib = ctypes.CDLL(lib_path or espeakng_loader.get_library_path())
         self.lib.espeak_Initialize.restype = ctypes.c_int
         self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
                                                ctypes.c_int]
@@ -202,6 +208,44 @@ class Espeak:
             return np.zeros((0,), np.int16)
         return np.concatenate(self._chunks).astype(np.int16)
 
+    def close(self) -> None:
+        """Frees the library's buffers and unloads it (the next load starts from clean state)."""
+        import _ctypes
+
+        self.lib.espeak_Terminate()
+        _ctypes.dlclose(self.lib._handle)
+        self.lib = None
+
+
+_PRIVATE_LIB: str | None = None
+
+
+def _private_library() -> str:
+    """A per-process copy of libespeak-ng, so no other loader in this process (phonemizer,
+    espeakng_loader.load_library) keeps it mapped and dlclose really unloads it."""
+    global _PRIVATE_LIB
+    if _PRIVATE_LIB is None or not os.path.isfile(_PRIVATE_LIB):
+        import atexit
+        import tempfile
+
+        import espeakng_loader
+
+        fd, path = tempfile.mkstemp(prefix=f"audiolm-espeak-{os.getpid()}-", suffix=".so")
+        os.close(fd)
+        shutil.copyfile(espeakng_loader.get_library_path(), path)
+        atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+        _PRIVATE_LIB = path
+    return _PRIVATE_LIB
+
+
+def synthesize(text: str, profile: dict[str, Any]) -> np.ndarray:
+    """int16 [N] at 22.05 kHz; a pure function of (text, profile) (fresh library state)."""
+    engine = Espeak(_private_library())
+    try:
+        return engine.synth(text, profile)
+    finally:
+        engine.close()
+
 
 def trim_silence(audio: np.ndarray, sample_rate: int, threshold: float = 1e-3,
                  margin_s: float = 0.05) -> np.ndarray:
@@ -213,14 +257,6 @@ def trim_silence(audio: np.ndarray, sample_rate: int, threshold: float = 1e-3,
     return audio[max(loud[0] - margin, 0):loud[-1] + 1 + margin]
 
 
-_ENGINE: Espeak | None = None
-
-
-def _worker_init() -> None:
-    global _ENGINE
-    _ENGINE = Espeak()
-
-
 def _synth_job(job: tuple[str, list[tuple[str, str, dict[str, Any]]], int]) -> list[float]:
     """Synthesises [(relpath, text, profile)] into `root`; returns the durations in seconds."""
     import soundfile as sf
@@ -228,11 +264,9 @@ def _synth_job(job: tuple[str, list[tuple[str, str, dict[str, Any]]], int]) -> l
     from audiolm.audio.io import resample_audio
 
     root, items, sample_rate = job
-    if _ENGINE is None:
-        _worker_init()
     durations = []
     for relpath, text, profile in items:
-        pcm = _ENGINE.synth(text, profile)
+        pcm = synthesize(text, profile)
         audio = resample_audio(pcm.astype(np.float32) / 32768.0, NATIVE_RATE, sample_rate)
         audio = trim_silence(audio, sample_rate)
         if audio.size == 0:
@@ -342,8 +376,7 @@ def generate(gen_config: dict[str, Any], cache_dir: str = "", num_workers: int =
 
             # spawn: the parent may already run jax threads, which fork would copy unsafely.
             ctx = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx,
-                                                        initializer=_worker_init) as pool:
+            with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx) as pool:
                 results = list(pool.map(_synth_job, jobs))
         durations = [d for part in results for d in part]
         for row, duration in zip(flat, durations):

@@ -1,0 +1,114 @@
+"""The espeak-ng speech set: manifests, durations, disjoint splits, determinism, FLAC files."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("espeakng_loader")
+
+from audiolm.data import speech_synth  # noqa: E402
+
+COUNTS = (6, 3, 3)
+
+
+def _digest(path):
+    out = {}
+    for split in speech_synth.SPLITS:
+        for row in speech_synth.read_split(path, split):
+            with open(row["audio"], "rb") as f:
+                out[os.path.relpath(row["audio"], path)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    gen = speech_synth.generation_config(*COUNTS, seed=3, num_speakers=5)
+    root_a = str(tmp_path_factory.mktemp("synth_a"))
+    root_b = str(tmp_path_factory.mktemp("synth_b"))
+    path_a = speech_synth.generate(gen, root_a, num_workers=2)  # process pool
+    path_b = speech_synth.generate(gen, root_b, num_workers=1)  # in-process
+    return gen, path_a, path_b
+
+
+def test_manifest_rows_and_durations(generated):
+    gen, path, _ = generated
+    assert os.path.basename(path) == speech_synth.config_hash(gen)
+    assert speech_synth.is_complete(path)
+    speakers = {p["name"] for p in json.load(open(os.path.join(path, "speakers.json")))}
+    for split, count in zip(speech_synth.SPLITS, COUNTS):
+        rows = speech_synth.read_split(path, split)
+        assert len(rows) == count
+        for row in rows:
+            assert set(row) == {"audio", "text", "speaker", "duration"}
+            assert row["speaker"] in speakers
+            audio, rate = sf.read(row["audio"], dtype="float32")
+            assert rate == 16000 and audio.ndim == 1
+            assert row["duration"] == pytest.approx(audio.shape[0] / 16000, abs=1e-4)
+            assert 0.5 < row["duration"] < 5.0  # short sentences, silence trimmed
+            assert np.abs(audio).max() > 0.05  # speech, not silence
+            assert row["text"] == row["text"].lower() and row["text"].strip() == row["text"]
+
+
+def test_splits_have_disjoint_sentences(generated):
+    _, path, _ = generated
+    texts = {s: {r["text"] for r in speech_synth.read_split(path, s)}
+             for s in speech_synth.SPLITS}
+    assert not texts["train"] & texts["validation"]
+    assert not texts["train"] & texts["test"]
+    assert not texts["validation"] & texts["test"]
+    # And at scale the plan (no audio) stays disjoint.
+    plan = speech_synth.plan(speech_synth.generation_config(500, 50, 50))
+    sets = [{r["text"] for r in plan[s]} for s in speech_synth.SPLITS]
+    assert sum(map(len, sets)) == 600 and len(set.union(*sets)) == 600
+
+
+def test_deterministic_across_runs_and_pool_sizes(generated):
+    _, path_a, path_b = generated
+    assert _digest(path_a) == _digest(path_b)
+    for split in speech_synth.SPLITS:
+        assert open(os.path.join(path_a, f"{split}.jsonl")).read() == \
+            open(os.path.join(path_b, f"{split}.jsonl")).read()
+
+
+def test_complete_set_is_not_regenerated(generated):
+    gen, path, _ = generated
+    marker = os.path.join(path, "train", "000000.flac")
+    before = os.stat(marker).st_mtime_ns
+    assert speech_synth.generate(gen, os.path.dirname(path)) == path
+    assert os.stat(marker).st_mtime_ns == before
+
+
+def test_speakers_vary_and_voices_exist():
+    import espeakng_loader
+
+    variants = set(os.listdir(os.path.join(espeakng_loader.get_data_path(), "voices", "!v")))
+    assert set(speech_synth.VARIANTS) <= variants
+    profiles = speech_synth.speaker_profiles(64, 0)
+    assert len({p["accent"] for p in profiles}) == len(speech_synth.ACCENTS)
+    assert len({p["variant"] for p in profiles}) > 20
+    assert len({tuple(sorted(p.items())) for p in profiles}) == 64
+    assert profiles == speech_synth.speaker_profiles(64, 0)
+    assert profiles != speech_synth.speaker_profiles(64, 1)
+
+
+def test_voices_sound_different():
+    base = {"accent": "en-us", "variant": "m1", "rate": 175, "pitch": 50, "range": 50}
+    a = speech_synth.synthesize("the red dog sleeps", base)
+    slow = speech_synth.synthesize("the red dog sleeps", {**base, "rate": 135})
+    other = speech_synth.synthesize("the red dog sleeps", {**base, "variant": "f4"})
+    assert a.dtype == np.int16 and a.shape[0] > 0.5 * speech_synth.NATIVE_RATE
+    assert slow.shape[0] > 1.15 * a.shape[0]  # slower speech is longer
+    n = min(a.shape[0], other.shape[0])
+    assert not np.array_equal(a[:n], other[:n])
+    assert np.array_equal(a, speech_synth.synthesize("the red dog sleeps", base))  # voice reset each call
+
+
+def test_bad_generation_config():
+    with pytest.raises(ValueError, match="num_train"):
+        speech_synth.generation_config(-1, 1, 1)
+    with pytest.raises(ValueError, match="num_speakers"):
+        speech_synth.generation_config(1, 1, 1, num_speakers=0)
