@@ -1,5 +1,5 @@
 """Metrics: `metrics.jsonl` (one JSON object per write, read by tests and notebooks),
-TensorBoard event files (tensorboardX) and an absl log line with steps/s, tokens/s and ETA.
+TensorBoard event files (`tb_events`, readable by TensorBoard / tensorboardX) and an absl log line with steps/s, tokens/s and ETA.
 
 Each jsonl record is `{"step": int, "split": "train" | "eval" | "test", "time": float, <metric>:
 float, ...}`. Only process 0 writes.
@@ -16,6 +16,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 from absl import logging
+
+from audiolm.train.tb_events import EventWriter
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -79,9 +81,7 @@ class MetricsWriter:
         if self.active:
             os.makedirs(workdir, exist_ok=True)
             if tensorboard:
-                from tensorboardX import SummaryWriter
-
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+                self._tb = EventWriter(os.path.join(workdir, "tensorboard"))
 
     def start(self, step: int) -> None:
         """Marks the clock at `step` (after compilation) for rates and ETA."""
@@ -120,9 +120,10 @@ class MetricsWriter:
             with open(os.path.join(self.workdir, METRICS_FILE), "a") as f:
                 f.write(json.dumps(record) + "\n")
             if self._tb is not None:
-                for key, value in record.items():
-                    if key not in ("step", "split", "time") and isinstance(value, float):
-                        self._tb.add_scalar(f"{split}/{key}", value, int(step))
+                self._tb.scalars(int(step), {
+                    f"{split}/{k}": v for k, v in record.items()
+                    if k not in ("step", "split", "time") and isinstance(v, float)})
+                self._tb.flush()
         return record
 
     def flush(self) -> None:

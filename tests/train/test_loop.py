@@ -59,7 +59,7 @@ def test_loss_decreases_and_metrics_file(reference_run):
                   if d.isdigit()) == [2, 4, 6]
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["model"]["family"] == "toy"
-    assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    _check_tensorboard(os.path.join(workdir, "tensorboard"))
 
 
 def test_resume_after_exception_is_exact(reference_run, tmp_path):
@@ -164,3 +164,25 @@ def test_eval_mode_reads_latest_checkpoint(reference_run):
     last_eval = metrics_lib.read_metrics(workdir, "eval")[-2]
     assert last_eval["step"] == 6
     np.testing.assert_allclose(metrics["loss"], last_eval["loss"], rtol=1e-6)
+
+
+def _check_tensorboard(logdir):
+    """Event files parse as TensorBoard Event protos with the train scalars."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    from audiolm.train.tb_events import crc32c
+
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    (name,) = [f for f in os.listdir(logdir) if f.startswith("events.out.tfevents")]
+    data = open(os.path.join(logdir, name), "rb").read()
+    tags, i = {}, 0
+    while i < len(data):
+        (n,) = struct.unpack("<Q", data[i:i + 8])
+        event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+        for value in event.summary.value:
+            tags.setdefault(value.tag, []).append((event.step, value.simple_value))
+        i += 12 + n + 4
+    assert [s for s, _ in tags["train/loss"]] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, _ in tags["eval/loss"]] == [3, 6]
