@@ -97,8 +97,9 @@ def logical_param_specs(init_fn: Callable[[jax.Array], Any], rng: jax.Array) -> 
     `init_fn` is a family's `init_params` (it unboxes). Its top-level `Module.init` call is
     intercepted to read the boxed (`nn.LogicallyPartitioned`) variables before they are
     unboxed. Weights without logical names get `PartitionSpec()` (replicated). If the family
-    assembles its params from several separate `init` calls, the captured trees are merged by
-    key; a tree that still does not match falls back to fully replicated specs (logged).
+    assembles its params from several separate `init` calls, each top-level part is matched to
+    the captured tree of the same structure; if none matches, the specs fall back to fully
+    replicated (logged).
     """
     captured: list[Any] = []
 
@@ -114,28 +115,40 @@ def logical_param_specs(init_fn: Callable[[jax.Array], Any], rng: jax.Array) -> 
 
     with nn.intercept_methods(interceptor):
         shapes = jax.eval_shape(init_fn, rng)
-    structure = jax.tree_util.tree_structure(shapes)
-
-    def matches(tree):
-        try:
-            return jax.tree_util.tree_structure(
-                tree, is_leaf=lambda x: isinstance(x, P)) == structure
-        except Exception:  # noqa: BLE001 - any mismatch means "not this tree"
-            return False
-
-    for tree in reversed(captured):  # the last root call is the complete init
-        if matches(tree):
-            return shapes, tree
-    merged: dict[str, Any] = {}
-    for tree in captured:
-        if isinstance(tree, dict):
-            merged.update(tree)
-    if isinstance(shapes, dict):
-        merged = {k: merged[k] for k in shapes if k in merged}
-        if matches(merged):
-            return shapes, merged
+    found = _match(shapes, captured)
+    if found is not None:
+        return shapes, found
     logging.warning("could not read logical axis names of the params; replicating them")
     return shapes, jax.tree_util.tree_map(lambda _: P(), shapes)
+
+
+def _same_structure(tree: Any, shapes: Any) -> bool:
+    try:
+        return (jax.tree_util.tree_structure(tree, is_leaf=lambda x: isinstance(x, P))
+                == jax.tree_util.tree_structure(shapes))
+    except Exception:  # noqa: BLE001 - any failure means "not this tree"
+        return False
+
+
+def _match(shapes: Any, captured: list[Any]) -> Any:
+    """The captured spec tree shaped like `shapes`; for a dict of separately initialised parts
+    ({"aut": ..., "thinker": ..., "talker": ...}) each part is matched on its own."""
+    for tree in reversed(captured):  # the last root call is the complete init
+        if _same_structure(tree, shapes):
+            return tree
+    if not isinstance(shapes, dict):
+        return None
+    out = {}
+    for key, sub in shapes.items():
+        candidates = [t[key] for t in reversed(captured) if isinstance(t, dict) and key in t]
+        candidates += list(reversed(captured))
+        match = next((c for c in candidates if _same_structure(c, sub)), None)
+        if match is None:
+            match = _match(sub, [c for c in candidates if isinstance(c, dict)])
+        if match is None:
+            return None
+        out[key] = match
+    return out
 
 
 def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:

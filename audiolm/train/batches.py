@@ -92,10 +92,10 @@ def make_batches(config: Any, family: Any, split: str, finite: bool = False):
 
 
 def count_tokens(batch: dict[str, np.ndarray]) -> int:
-    """Target positions in a batch, for tokens/s: the sum of the first `*mask` field that marks
-    targets, else batch x length of the first 2-d (or more) integer field."""
-    for key in sorted(batch):
-        if "target" in key and "mask" in key:
+    """Target positions in a batch, for tokens/s: the sum of `target_mask` / `text_mask` when
+    present, else batch x length of the first 2-d (or more) integer field."""
+    for key in ("target_mask", "text_mask"):
+        if key in batch:
             return int(np.asarray(batch[key]).sum())
     for key in sorted(batch):
         value = np.asarray(batch[key])
