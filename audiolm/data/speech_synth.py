@@ -257,13 +257,16 @@ def trim_silence(audio: np.ndarray, sample_rate: int, threshold: float = 1e-3,
     return audio[max(loud[0] - margin, 0):loud[-1] + 1 + margin]
 
 
-def _synth_job(job: tuple[str, list[tuple[str, str, dict[str, Any]]], int]) -> list[float]:
-    """Synthesises [(relpath, text, profile)] into `root`; returns the durations in seconds."""
+def _synth_job(job: tuple[str, list[tuple[str, str, dict[str, Any]]], int]
+               ) -> tuple[list[float], float]:
+    """Synthesises [(relpath, text, profile)] into `root`; returns the durations in seconds and
+    the CPU seconds this took."""
     import soundfile as sf
 
     from audiolm.audio.io import resample_audio
 
     root, items, sample_rate = job
+    cpu_start = time.process_time()
     durations = []
     for relpath, text, profile in items:
         pcm = synthesize(text, profile)
@@ -274,7 +277,7 @@ def _synth_job(job: tuple[str, list[tuple[str, str, dict[str, Any]]], int]) -> l
         sf.write(os.path.join(root, relpath), np.clip(audio, -1.0, 1.0), sample_rate,
                  subtype="PCM_16", format="FLAC")
         durations.append(round(audio.shape[0] / sample_rate, 4))
-    return durations
+    return durations, time.process_time() - cpu_start
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,7 +381,8 @@ def generate(gen_config: dict[str, Any], cache_dir: str = "", num_workers: int =
             ctx = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx) as pool:
                 results = list(pool.map(_synth_job, jobs))
-        durations = [d for part in results for d in part]
+        durations = [d for part, _ in results for d in part]
+        cpu_seconds = sum(cpu for _, cpu in results)
         for row, duration in zip(flat, durations):
             row["duration"] = duration
         for split in SPLITS:
@@ -393,7 +397,8 @@ def generate(gen_config: dict[str, Any], cache_dir: str = "", num_workers: int =
         elapsed = time.perf_counter() - start
         stats = {"config": gen_config, "utterances": len(flat),
                  "audio_seconds": round(float(sum(durations)), 2),
-                 "generation_seconds": round(elapsed, 2), "num_workers": num_workers}
+                 "generation_seconds": round(elapsed, 2), "cpu_seconds": round(cpu_seconds, 2),
+                 "num_workers": num_workers}
         with open(os.path.join(tmp, "complete.json"), "w") as f:
             json.dump(stats, f, indent=1)
         try:
@@ -408,7 +413,8 @@ def generate(gen_config: dict[str, Any], cache_dir: str = "", num_workers: int =
     if log is not None:
         log(f"speech_synth: {stats['utterances']} utterances, {stats['audio_seconds']:.0f} s of "
             f"audio in {elapsed:.1f} s ({stats['utterances'] / elapsed:.1f} utt/s, "
-            f"{stats['audio_seconds'] / elapsed:.0f}x real time, {num_workers} processes) "
+            f"{stats['audio_seconds'] / elapsed:.0f}x real time, {num_workers} processes; "
+            f"{cpu_seconds:.1f} CPU s = {len(flat) / max(cpu_seconds, 1e-9):.0f} utt/s per core) "
             f"-> {final}")
     return final
 
