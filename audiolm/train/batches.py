@@ -1,8 +1,11 @@
 """Training / evaluation batches for the loop, per family and `config.data.name`.
 
-* `config.data.name == "synthetic"`: `family.example_batch(config.model, batch_size, rng)` with
-  `rng = np.random.default_rng([seed, split, index])`, i.e. batch `index` of a split is a pure
-  function of the seed, so the iterator state is just `{"index": n}` and resume is exact.
+* `config.data.name == "synthetic"`: a synthetic dataset of `data.num_<split>` examples, i.e.
+  ceil(num / batch_size) distinct batches `family.example_batch(config.model, batch_size, rng)`
+  with `rng = np.random.default_rng([data.seed, split, k])`. Training cycles through them
+  (`data.num_train == data.batch_size` trains on one fixed batch); evaluation makes one pass.
+  Batch k is a pure function of the seed, so the iterator state is `{"index": n}` and resume is
+  exact.
 * otherwise the real data path of the family (`thinker_talker` on speech data: audio + text ASR
   batches through `audiolm.train.asr`).
 
@@ -30,11 +33,12 @@ class SyntheticBatches:
       batch_size: rows per batch.
       seed: `config.seed`.
       split: "train" | "validation" | "test" (different streams).
-      num_batches: None for an endless stream, else the stream stops after that many.
+      num_batches: distinct batches of the split.
+      repeat: cycle through them endlessly (training) or stop after one pass.
     """
 
     def __init__(self, family: Any, model_config: Any, batch_size: int, seed: int,
-                 split: str = "train", num_batches: int | None = None):
+                 split: str = "train", num_batches: int = 1, repeat: bool = True):
         if split not in SPLITS:
             raise ValueError(f"split={split!r}: must be one of {SPLITS}")
         self.family = family
@@ -42,16 +46,17 @@ class SyntheticBatches:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.split_id = SPLITS.index(split)
-        self.num_batches = num_batches
+        self.num_batches = max(int(num_batches), 1)
+        self.repeat = bool(repeat)
         self.index = 0
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        if self.num_batches is not None and self.index >= self.num_batches:
+        if not self.repeat and self.index >= self.num_batches:
             raise StopIteration
-        rng = np.random.default_rng([self.seed, self.split_id, self.index])
+        rng = np.random.default_rng([self.seed, self.split_id, self.index % self.num_batches])
         self.index += 1
         return {k: np.asarray(v) for k, v in
                 self.family.example_batch(self.model_config, self.batch_size, rng).items()}
@@ -77,11 +82,13 @@ def batch_size(config: Any) -> int:
 def make_batches(config: Any, family: Any, split: str, finite: bool = False):
     """The batch iterator of `split` (endless for training, one pass when `finite`).
 
-    For synthetic data a finite pass is `train.eval_steps` batches (at least 1).
+    For synthetic data the split has `data.num_<split>` examples (see the module docstring).
     """
     if is_synthetic(config):
-        num = max(int(config.train.eval_steps), 1) if finite else None
-        return SyntheticBatches(family, config.model, batch_size(config), config.seed, split, num)
+        size = batch_size(config)
+        examples = int(config.data.get(f"num_{split}", size))
+        return SyntheticBatches(family, config.model, size, int(config.data.get("seed", 0)),
+                                split, -(-examples // size), repeat=not finite)
     if config.model.family == "thinker_talker":
         from audiolm.train import asr
 
