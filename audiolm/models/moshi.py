@@ -325,8 +325,9 @@ class MoshiLM(nn.Module):
             if c.fuse == "sum":
                 total = out if total is None else total + out
             else:
+                # Kyutai attends to every source position: absent ones hold the learnt padding.
                 cross.append(out)
-                cross_mask.append(valid)
+                cross_mask.append(jnp.ones(valid.shape, bool))
         if not cross:
             return total, None, None
         src = jnp.concatenate(cross, axis=1)
@@ -878,6 +879,9 @@ def rules(config) -> None:
             require(m.temporal.cross_attention, f"{cp}.fuse", fuse,
                     "needs model.temporal.cross_attention=True")
     if m.temporal.cross_attention:
+        require(m.temporal.num_kv_heads == m.temporal.num_heads, "model.temporal.num_kv_heads",
+                m.temporal.num_kv_heads, "must equal model.temporal.num_heads with "
+                "cross_attention (Kyutai's cross-attention projection has no kv_repeat)")
         require(has_cross, "model.temporal.cross_attention", True,
                 "needs a cross-attention source: a conditioner with fuse='cross' or "
                 "model.fusion='cross_attention'")
