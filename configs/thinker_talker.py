@@ -39,10 +39,11 @@ import ml_collections
 
 from configs import common
 
-# Token ids of the tiny byte-level vocabulary: bytes 0..255, then these specials.
-TINY_SPECIALS = dict(audio_token_id=256, audio_start_token_id=257, audio_end_token_id=258,
-                     eos_token_id=259, pad_token_id=260)
-TINY_VOCAB = 264  # 256 bytes + 5 specials, rounded up to a multiple of 8
+# Token ids of the tiny vocabularies: the data tokenizers' ids (audiolm.data.tokenizer: pad 0,
+# bos 1, eos 2, bytes at 3..258 or alphabet characters from 4), then the three audio markers.
+TINY_SPECIALS = dict(audio_token_id=259, audio_start_token_id=260, audio_end_token_id=261,
+                     eos_token_id=2, pad_token_id=0)
+TINY_VOCAB = 264  # 259 byte-tokenizer ids + 3 audio markers, rounded up to a multiple of 8
 
 
 def audio_section(sample_rate=16000, n_fft=400, hop_length=160, n_mels=128, f_min=0.0,

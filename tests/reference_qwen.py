@@ -100,7 +100,8 @@ TINY_CODE2WAV = dict(
 
 # Token ids of the tiny config (all < the tiny vocabularies).
 TINY_IDS = dict(audio_token_id=150, image_token_id=151, video_token_id=152,
-                audio_start_token_id=153, vision_start_token_id=154, user_token_id=155)
+                audio_start_token_id=153, vision_start_token_id=154, user_token_id=155,
+                audio_end_token_id=156, vision_end_token_id=157)
 
 
 def tiny_config_dict(**overrides: Any) -> dict:
@@ -114,6 +115,9 @@ def tiny_config_dict(**overrides: Any) -> dict:
             "image_token_id": TINY_IDS["image_token_id"],
             "video_token_id": TINY_IDS["video_token_id"],
             "audio_start_token_id": TINY_IDS["audio_start_token_id"],
+            "audio_end_token_id": TINY_IDS["audio_end_token_id"],
+            "vision_start_token_id": TINY_IDS["vision_start_token_id"],
+            "vision_end_token_id": TINY_IDS["vision_end_token_id"],
             "user_token_id": TINY_IDS["user_token_id"],
             "position_id_per_seconds": 13,
             "tie_word_embeddings": False,
@@ -170,8 +174,9 @@ PUBLISHED_CONFIG = {
             num_experts_per_tok=8, num_experts=128, norm_topk_prob=True,
             router_aux_loss_coef=0.001, mlp_only_layers=[], tie_word_embeddings=False),
         "audio_token_id": 151675, "image_token_id": 151655, "video_token_id": 151656,
-        "audio_start_token_id": 151669, "user_token_id": 872, "position_id_per_seconds": 13,
-        "tie_word_embeddings": False,
+        "audio_start_token_id": 151669, "audio_end_token_id": 151670,
+        "vision_start_token_id": 151652, "vision_end_token_id": 151653, "user_token_id": 872,
+        "position_id_per_seconds": 13, "tie_word_embeddings": False,
     },
     "talker_config": {
         "text_config": dict(

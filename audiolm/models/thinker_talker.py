@@ -7,17 +7,13 @@ Params tree: {"aut": ..., "thinker": ..., "talker": ..., "code2wav": ...} (the l
 with `model.enable_audio_output`), the layout `audiolm.checkpoints.qwen3_omni.load_pretrained`
 returns.
 
-Training batch (numpy, static shapes from the config):
-  audio          f32 [B, S]   waveform at model.audio.sample_rate, S = aut.max_frames * hop_length
-  audio_lengths  i32 [B]      valid samples per row
-  tokens         i32 [B, T]   T = thinker.max_seq_len: the prompt with exactly
-                              `audio_token_count(model, audio_lengths)` audio_token_id
-                              placeholders per row, then the target text, eos, then pad_token_id
-  target_mask    f32 [B, T]   1 where tokens[:, t] is a training target (predicted from < t)
-The loss is the Thinker's next-token cross-entropy over `target_mask` (times
-train.loss.text_weight) plus the MoE load-balancing / z losses (train.moe_aux_weight /
-train.moe_z_weight). `make_asr_example` builds one row of the speech-recognition layout
-[audio_start, audio x n, audio_end, text..., eos].
+Training batch: the data pipeline's (`audiolm.data.batching`): audio [B, N] f32, audio_mask
+[B, N] bool, text [B, L] i32 ([bos, ids..., eos] then pad), text_mask [B, L] bool. `loss_fn`
+builds the speech-recognition sequence [audio_start, audio x n, audio_end, text] in jnp
+(`asr_sequence`; n AuT tokens per clip) and returns the Thinker's next-token cross-entropy over
+the transcript (times train.loss.text_weight) plus the MoE load-balancing / z losses
+(train.moe_aux_weight / train.moe_z_weight). Text ids and the Thinker's eos / pad ids are the
+tokenizer's; audio_token_id, audio_start_token_id and audio_end_token_id sit above them.
 """
 
 from __future__ import annotations
@@ -344,59 +340,79 @@ def audio_token_count(model_config: Any, audio_lengths) -> Any:
     return aut_lib.num_audio_tokens(frames, model_config.aut.chunk_frames)
 
 
-def make_asr_example(model_config: Any, num_samples: int, text_ids) -> tuple[np.ndarray,
-                                                                               np.ndarray]:
-    """One ASR row: tokens [T] and target_mask [T] for a clip of `num_samples` samples.
+def asr_sequence(model_config: Any, audio_lengths: jax.Array, text: jax.Array,
+                 text_mask: jax.Array, num_samples: int) -> tuple[jax.Array, jax.Array]:
+    """Thinker input of the speech-recognition task (jnp, static shapes).
 
-    Layout: audio_start, audio_token_id x n, audio_end, text_ids..., eos, pad... (T =
-    thinker.max_seq_len); the text and eos are the targets. Text that does not fit is cut.
+    Row b: [audio_start, audio_token_id x n_b, audio_end, text_b (bos ... eos), pad ...] with
+    n_b = audio_token_count(audio_lengths[b]). `text` [B, L] / `text_mask` [B, L] are the data
+    pipeline's ([bos, ids..., eos] then pad). Returns tokens [B, T] int32 and target_mask
+    [B, T] float32 (1 on the text after bos, eos included), T = n_max + 2 + L with n_max the
+    token count of `num_samples` samples (the padded audio length).
     """
     th = model_config.thinker
+    b, l_text = text.shape
+    n_max = int(audio_token_count(model_config, int(num_samples)))
+    t_len = n_max + 2 + l_text
+    n = audio_token_count(model_config, jnp.asarray(audio_lengths, jnp.int32))[:, None]
+    idx = jnp.arange(t_len)[None, :]
+    j = idx - (n + 2)  # index into the text
+    in_text = (j >= 0) & (j < l_text)
+    jc = jnp.clip(j, 0, l_text - 1)
+    text_tok = jnp.take_along_axis(jnp.asarray(text, jnp.int32), jc, axis=1)
+    text_ok = jnp.take_along_axis(jnp.asarray(text_mask, bool), jc, axis=1) & in_text
+    tokens = jnp.full((b, t_len), th.pad_token_id, jnp.int32)
+    tokens = jnp.where(text_ok, text_tok, tokens)
+    tokens = jnp.where((idx >= 1) & (idx <= n), th.audio_token_id, tokens)
+    tokens = jnp.where(idx == 0, th.audio_start_token_id, tokens)
+    tokens = jnp.where(idx == n + 1, th.audio_end_token_id, tokens)
+    target = (text_ok & (j >= 1)).astype(jnp.float32)
+    return tokens, target
+
+
+def asr_prompt(model_config: Any, num_samples: int, bos_id: int) -> np.ndarray:
+    """Decoding prompt for one clip: [audio_start, audio x n, audio_end, bos] (numpy int32)."""
+    th = model_config.thinker
     n = int(audio_token_count(model_config, int(num_samples)))
-    t_len = th.max_seq_len
-    text = list(np.asarray(text_ids, np.int64).tolist())[:max(0, t_len - n - 3)]
-    if any(i < 0 or i >= th.vocab_size for i in text):
-        raise ValueError(f"make_asr_example: text ids must be in [0, "
-                         f"model.thinker.vocab_size={th.vocab_size})")
-    row = [th.audio_start_token_id] + [th.audio_token_id] * n + [th.audio_end_token_id]
-    start = len(row)
-    row += text + [th.eos_token_id]
-    if len(row) > t_len:
-        raise ValueError(f"make_asr_example: {n} audio tokens leave no room for text in "
-                         f"model.thinker.max_seq_len={t_len}")
-    tokens = np.full((t_len,), th.pad_token_id, np.int32)
-    tokens[:len(row)] = row
-    mask = np.zeros((t_len,), np.float32)
-    mask[start:len(row)] = 1.0
-    return tokens, mask
+    return np.asarray([th.audio_start_token_id] + [th.audio_token_id] * n
+                      + [th.audio_end_token_id, bos_id], np.int32)
 
 
 def example_batch(model_config: Any, batch_size: int, rng: np.random.Generator) -> dict:
-    """A valid random ASR batch: noise-like audio of random length and random byte text."""
+    """A random batch in the data pipeline's layout (`audiolm.data.batching`):
+    audio [B, S] f32 (S = aut.max_frames * hop_length), audio_mask [B, S] bool,
+    text [B, L] i32 ([bos, ids..., eos] then pad; L fills thinker.max_seq_len), text_mask [B, L].
+    bos is eos_token_id - 1 when that is free, else 1 (the data tokenizers' convention)."""
     a, th = model_config.aut, model_config.thinker
     hop = model_config.audio.hop_length
     samples = a.max_frames * hop
+    l_text = th.max_seq_len - int(audio_token_count(model_config, samples)) - 2
     lengths = rng.integers(max(hop * 2, samples // 2), samples + 1, size=batch_size)
     t = np.arange(samples) / model_config.audio.sample_rate
-    audio = np.zeros((batch_size, samples), np.float32)
-    tokens = np.zeros((batch_size, th.max_seq_len), np.int32)
-    mask = np.zeros((batch_size, th.max_seq_len), np.float32)
-    text_vocab = min(th.vocab_size, *(getattr(th, k) for k in THINKER_TOKEN_IDS))
+    specials = {getattr(th, k) for k in THINKER_TOKEN_IDS}
+    bos = th.eos_token_id - 1 if th.eos_token_id >= 1 and th.eos_token_id - 1 not in specials \
+        else 1
+    ordinary = np.array([i for i in range(th.vocab_size) if i not in specials | {bos}])
+    batch = {"audio": np.zeros((batch_size, samples), np.float32),
+             "audio_mask": np.zeros((batch_size, samples), bool),
+             "text": np.full((batch_size, l_text), th.pad_token_id, np.int32),
+             "text_mask": np.zeros((batch_size, l_text), bool)}
     for b in range(batch_size):
         freq = rng.uniform(100.0, 1000.0)
         wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(samples)
-        audio[b, :lengths[b]] = wave[:lengths[b]]
-        room = th.max_seq_len - int(audio_token_count(model_config, int(lengths[b]))) - 3
-        text = rng.integers(0, max(1, text_vocab), size=rng.integers(1, max(2, room + 1)))
-        tokens[b], mask[b] = make_asr_example(model_config, int(lengths[b]), text)
-    return {"audio": audio, "audio_lengths": lengths.astype(np.int32), "tokens": tokens,
-            "target_mask": mask}
+        batch["audio"][b, :lengths[b]] = wave[:lengths[b]]
+        batch["audio_mask"][b, :lengths[b]] = True
+        n = int(rng.integers(1, max(2, l_text - 1)))
+        ids = [bos] + rng.choice(ordinary, size=n).tolist() + [th.eos_token_id]
+        batch["text"][b, :len(ids)] = ids
+        batch["text_mask"][b, :len(ids)] = True
+    return batch
 
 
 def features_from_batch(model_config: Any, batch: dict) -> tuple[jax.Array, jax.Array]:
     """Log-mel features [B, F, n_mels] and frame lengths [B] of a batch's audio (in jnp)."""
-    return features_lib.log_mel_from_config(batch["audio"], model_config.audio,
-                                            lengths=batch["audio_lengths"])
+    lengths = jnp.sum(jnp.asarray(batch["audio_mask"]), axis=1).astype(jnp.int32)
+    return features_lib.log_mel_from_config(batch["audio"], model_config.audio, lengths=lengths)
 
 
 def text_cross_entropy(logits: jax.Array, tokens: jax.Array,
@@ -417,16 +433,19 @@ def text_cross_entropy(logits: jax.Array, tokens: jax.Array,
 
 def loss_fn(module: ThinkerTalker, params: Any, batch: dict, rng: jax.Array, config: Any,
             train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Thinker next-token CE + MoE aux losses (see the module docstring for the batch)."""
+    """Speech recognition: Thinker next-token CE on the transcript given the audio, plus the MoE
+    aux losses. `batch` is the data pipeline's (see `example_batch`)."""
     del rng, train  # no dropout in this family
     model_config = config.model
     feats, frame_lengths = features_from_batch(model_config, batch)
-    tokens = jnp.asarray(batch["tokens"])
+    audio_lengths = jnp.sum(jnp.asarray(batch["audio_mask"]), axis=1)
+    tokens, target = asr_sequence(model_config, audio_lengths, batch["text"], batch["text_mask"],
+                                  batch["audio"].shape[1])
     out = module.apply({"params": params}, tokens, feats, frame_lengths)
-    ce, acc, n = text_cross_entropy(out["logits"], tokens, jnp.asarray(batch["target_mask"]))
-    lw = config.train.loss
+    ce, acc, n = text_cross_entropy(out["logits"], tokens, target)
     lb, z = out["aux"]["load_balance_loss"], out["aux"]["router_z_loss"]
-    loss = lw.text_weight * ce + config.train.moe_aux_weight * lb + config.train.moe_z_weight * z
+    loss = (config.train.loss.text_weight * ce + config.train.moe_aux_weight * lb
+            + config.train.moe_z_weight * z)
     metrics = {"loss": loss, "text_ce": ce, "text_accuracy": acc, "text_targets": n,
                "load_balance_loss": lb, "router_z_loss": z}
     return loss, metrics
