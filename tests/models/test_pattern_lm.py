@@ -1,0 +1,219 @@
+"""Pattern LM: conditioning (cross / prepend / global), CFG, causality and the pattern loss.
+
+Random params are drawn in numpy from `jax.eval_shape` shapes (compiling the initialisers of
+every layer costs more than the tests). Tolerances: fp32, 1e-5 unless stated.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from audiolm import patterns
+from audiolm.models import conditioners as cond_lib
+from audiolm.models import pattern_lm
+from configs import pattern_lm as presets
+
+B = 2
+
+
+def random_params(model_config, seed=0, scale=0.3):
+    shapes = jax.eval_shape(lambda r: pattern_lm.init_params(model_config, r),
+                            jax.random.PRNGKey(0))
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(
+        lambda s: jnp.asarray(rng.normal(0.0, scale, s.shape).astype(np.float32)), shapes)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model_config = presets.tiny()
+    pattern_lm.rules(ml_collections.ConfigDict({"model": model_config}))
+    module = pattern_lm.build(model_config)
+    params = random_params(model_config)
+    apply = jax.jit(lambda p, seq, conds, drop: module.apply({"params": p}, seq, conds, drop))
+    batch = pattern_lm.example_batch(model_config, B, np.random.default_rng(0))
+    conds = {k: jnp.asarray(v) for k, v in batch.items() if k.startswith("cond.")}
+    spec = module.spec
+    seq, _ = patterns.build(pattern_lm.pattern_for(spec, model_config.max_frames),
+                            jnp.asarray(batch["codes"]), spec.card, keep_only_valid_steps=True)
+    none = {t: jnp.zeros((B,), bool) for t in pattern_lm.COND_TYPES}
+    return dict(config=model_config, module=module, params=params, apply=apply, batch=batch,
+                conds=conds, seq=seq, none=none)
+
+
+def _run(s, conds=None, drop=None, seq=None):
+    return np.asarray(s["apply"](s["params"], s["seq"] if seq is None else seq,
+                                 s["conds"] if conds is None else conds,
+                                 s["none"] if drop is None else drop))
+
+
+def _other_conditions(s):
+    """Every conditioner's input replaced by a different valid value."""
+    other = pattern_lm.example_batch(s["config"], B, np.random.default_rng(7))
+    return {k: jnp.asarray(v) for k, v in other.items() if k.startswith("cond.")}
+
+
+def test_shapes_and_spec(setup):
+    s = setup
+    spec = s["module"].spec
+    assert (spec.n_q, spec.card) == (4, 16)  # from the pretransform
+    logits = _run(s)
+    # prepend tokens are removed from the output
+    assert logits.shape == (B, spec.n_q, s["seq"].shape[-1], spec.card)
+    assert np.all(np.isfinite(logits))
+    assert spec.cross_ids == ("prompt", "style") and spec.prepend_ids == ("genre",)
+    assert spec.global_ids == ("bpm",)
+
+
+@pytest.mark.parametrize("cid,kind", [("prompt", "cross"), ("style", "cross"),
+                                      ("genre", "prepend"), ("bpm", "global")])
+def test_each_condition_changes_logits(setup, cid, kind):
+    s = setup
+    base = _run(s)
+    other = _other_conditions(s)
+    conds = dict(s["conds"])
+    for key in cond_lib.batch_keys(s["module"].spec.conditioner(cid)):
+        conds[key] = other[key]
+    changed = _run(s, conds)
+    diff = np.abs(changed - base).max(axis=(1, 2, 3))
+    assert np.all(diff > 1e-3), (cid, kind, diff)
+    # Dropping that type removes the effect of the change.
+    drop = dict(s["none"])
+    drop[kind] = jnp.ones((B,), bool)
+    np.testing.assert_allclose(_run(s, conds, drop), _run(s, s["conds"], drop), atol=1e-5)
+
+
+def test_masked_condition_tokens_are_ignored(setup):
+    s = setup
+    conds = dict(s["conds"])
+    mask = np.asarray(conds["cond.style.mask"])
+    emb = np.asarray(conds["cond.style"]).copy()
+    emb[~mask] = 100.0  # garbage behind the mask
+    conds["cond.style"] = jnp.asarray(emb)
+    np.testing.assert_allclose(_run(s, conds), _run(s), atol=1e-5)
+
+
+def test_drop_all_equals_null_condition(setup):
+    s = setup
+    module, params = s["module"], s["params"]
+    all_ = {t: jnp.ones((B,), bool) for t in pattern_lm.COND_TYPES}
+    dropped = _run(s, drop=all_)
+    # independent of the conditions given ...
+    np.testing.assert_allclose(_run(s, _other_conditions(s), drop=all_), dropped, atol=1e-5)
+    # ... and equal to decoding with the null (all-zero) condition tensors.
+    cond = module.apply({"params": params}, s["conds"], method=module.condition)
+    null = pattern_lm.null_condition(cond)
+    assert set(null) == {"cross", "cross_mask", "prepend", "prepend_mask", "global"}
+    ref = module.apply({"params": params}, s["seq"], null, method=module.decode)
+    np.testing.assert_allclose(dropped, np.asarray(ref), atol=1e-5)
+    assert np.abs(dropped - _run(s)).max() > 1e-3
+
+
+def test_per_sample_drop(setup):
+    s = setup
+    drop = {t: jnp.array([True, False]) for t in pattern_lm.COND_TYPES}
+    mixed = _run(s, drop=drop)
+    all_ = _run(s, drop={t: jnp.ones((B,), bool) for t in pattern_lm.COND_TYPES})
+    np.testing.assert_allclose(mixed[0], all_[0], atol=1e-5)
+    np.testing.assert_allclose(mixed[1], _run(s)[1], atol=1e-5)
+
+
+def test_cfg(setup):
+    s = setup
+    module, params = s["module"], s["params"]
+    cond = _run(s)
+    uncond = _run(s, drop={t: jnp.ones((B,), bool) for t in pattern_lm.COND_TYPES})
+    guided = jax.jit(pattern_lm.guided_logits, static_argnums=(0,))
+    g1 = np.asarray(guided(module, params, s["seq"], s["conds"], 1.0))
+    np.testing.assert_allclose(g1, cond, atol=1e-5)
+    g0 = np.asarray(guided(module, params, s["seq"], s["conds"], 0.0))
+    np.testing.assert_allclose(g0, uncond, atol=1e-5)
+    g3 = np.asarray(guided(module, params, s["seq"], s["conds"], 3.0))
+    np.testing.assert_allclose(g3, uncond + 3.0 * (cond - uncond), atol=1e-4)
+
+
+def test_causal(setup):
+    s = setup
+    seq = np.asarray(s["seq"]).copy()
+    cut = seq.shape[-1] // 2
+    seq[:, :, cut:] = (seq[:, :, cut:] + 1) % s["module"].spec.card
+    changed = _run(s, seq=jnp.asarray(seq))
+    base = _run(s)
+    np.testing.assert_allclose(changed[:, :, :cut], base[:, :, :cut], atol=1e-5)
+    assert np.abs(changed[:, :, cut:] - base[:, :, cut:]).max() > 1e-3
+
+
+def test_cfg_dropout_mask_statistics():
+    drop = pattern_lm.cfg_drop_mask(jax.random.PRNGKey(0), 4000, 0.25)
+    rates = {t: float(np.mean(np.asarray(d))) for t, d in drop.items()}
+    assert all(abs(r - 0.25) < 0.03 for r in rates.values()), rates
+    # independent per type
+    both = np.mean(np.asarray(drop["cross"]) & np.asarray(drop["prepend"]))
+    assert abs(both - 0.25 ** 2) < 0.02
+
+
+def test_loss_matches_manual_delay_cross_entropy(setup):
+    """loss_fn (eval) = mean over codebooks of the CE of code (t, q) read at output position
+    t + q (delay pattern, leading special step), over real frames whose prediction exists."""
+    s = setup
+    batch = {k: jnp.asarray(v) for k, v in s["batch"].items()}
+    exp = ml_collections.ConfigDict({"model": s["config"]})
+    loss, metrics = pattern_lm.loss_fn(s["module"], s["params"], batch, jax.random.PRNGKey(0),
+                                       exp, False)
+    logits = _run(s)  # [B, K, S, V] on the valid-steps sequence
+    codes = np.asarray(s["batch"]["codes"])
+    tmask = np.asarray(s["batch"]["target_mask"])
+    _, k, t = codes.shape
+    per_q = []
+    for q in range(k):
+        nll, n = 0.0, 0
+        for b in range(B):
+            for f in range(t):
+                pos = f + q
+                if pos >= logits.shape[2] or not tmask[b, f]:
+                    continue
+                row = logits[b, q, pos].astype(np.float64)
+                lse = np.log(np.sum(np.exp(row - row.max()))) + row.max()
+                nll += lse - row[codes[b, q, f]]
+                n += 1
+        per_q.append(nll / n)
+    np.testing.assert_allclose(float(loss), np.mean(per_q), rtol=1e-5)
+    for q in range(k):
+        np.testing.assert_allclose(float(metrics[f"ce_q{q}"]), per_q[q], rtol=1e-5)
+    # Training applies CFG dropout: a different (still finite) loss.
+    loss_train, _ = pattern_lm.loss_fn(s["module"], s["params"], batch, jax.random.PRNGKey(3),
+                                       exp, True)
+    assert np.isfinite(float(loss_train))
+
+
+def test_loss_decreases_with_sgd(setup):
+    s = setup
+    exp = ml_collections.ConfigDict({"model": s["config"]})
+    batch = {k: jnp.asarray(v) for k, v in s["batch"].items()}
+    module = s["module"]
+
+    @jax.jit
+    def step(params):
+        (loss, _), grads = jax.value_and_grad(pattern_lm.loss_fn, argnums=1, has_aux=True)(
+            module, params, batch, jax.random.PRNGKey(0), exp, False)
+        return jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, grads), loss
+
+    params = s["params"]
+    losses = []
+    for _ in range(4):
+        params, loss = step(params)
+        losses.append(float(loss))
+    assert losses[-1] < losses[0] - 0.1, losses
+
+
+def test_describe_musicgen_small_counts():
+    desc = pattern_lm.describe_params(presets.musicgen_small())
+    # 24 layers x (self 4M + cross 4M + FFN 8M + 3 LayerNorms) + 4 embeddings (2049 rows) +
+    # 4 heads + final LayerNorm; the T5 projection (enc_to_dec_proj) 768 x 1024 + 1024.
+    d, f, v, k, n = 1024, 4096, 2048, 4, 24
+    layer = 8 * d * d + 2 * d * f + 6 * d
+    assert desc["transformer"]["total"] == n * layer + k * (v + 1) * d + k * d * v + 2 * d
+    assert desc["transformer"]["embedding"] == k * (v + 1) * d
+    assert desc["conditioning"]["total"] == 768 * d + d
