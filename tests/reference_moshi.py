@@ -57,7 +57,7 @@ def lm_kwargs(m) -> dict:
         kw.update(gating="none", hidden_scale=t.ffn_hidden / t.dim)
     if d.num_slices:
         kw.update(
-            depformer_dim=d.dim, depformer_num_heads=d.num_heads,
+            depformer_dim=d.dim, depformer_num_heads=d.num_heads, depformer_kv_repeat=1,
             depformer_num_layers=d.num_layers, depformer_multi_linear=d.multi_linear,
             depformer_weights_per_step=d.weights_per_step,
             depformer_weights_per_step_schedule=list(d.schedule) or None,

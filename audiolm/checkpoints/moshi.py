@@ -221,8 +221,10 @@ def _from_python(path: str, raw: dict):
         dpos = g("depformer_pos_emb", "sin")
         if dpos not in ("rope", "none"):
             raise _err(path, "depformer_pos_emb", dpos, "must be 'none' or 'rope'")
-        if g("depformer_kv_repeat", 1) != 1:
-            raise _err(path, "depformer_kv_repeat", g("depformer_kv_repeat"), "must be 1")
+        # Kyutai's depformer inherits kv_repeat unless depformer_kv_repeat is given.
+        if g("depformer_kv_repeat", kv_repeat) != 1:
+            raise _err(path, "depformer_kv_repeat", g("depformer_kv_repeat", kv_repeat),
+                       "the depformer must use full multi-head attention (1)")
         f = ffn_of(g("depformer_gating", need("gating")), ddim, dff)
         depformer = presets.depformer(
             dep_q, ddim, need("depformer_num_heads"), need("depformer_num_layers"),

@@ -644,6 +644,33 @@ def check_tokens(model_config, codes, name: str = "codes") -> None:
                          f"model.audio_vocab_size - 1 = {spec.card})")
 
 
+def stack_streams(model_config, text, audio) -> np.ndarray:
+    """codes [B, 1+K, T] from text [B, T] and audio: an array [B, K, T] or a list of K entries,
+    each [B, T] or None (an absent codebook: zero ids, contributes nothing, masked in the loss).
+    """
+    spec = spec_from_config(model_config)
+    text = np.asarray(text)
+    if text.ndim != 2:
+        raise ValueError(f"text shape {text.shape} must be [B, T]")
+    if not isinstance(audio, (list, tuple)):
+        audio = list(np.moveaxis(np.asarray(audio), 1, 0))
+    if len(audio) != spec.codebooks:
+        raise ValueError(f"audio has {len(audio)} codebooks; model.audio_codebooks="
+                         f"{spec.codebooks} (pass None for an absent codebook)")
+    rows = [text]
+    for q, a in enumerate(audio):
+        if a is None:
+            rows.append(np.full(text.shape, ZERO_TOKEN, np.int32))
+        else:
+            a = np.asarray(a)
+            if a.shape != text.shape:
+                raise ValueError(f"audio[{q}] shape {a.shape} must equal text shape {text.shape}")
+            rows.append(a)
+    codes = np.stack(rows, axis=1).astype(np.int32)
+    check_tokens(model_config, codes)
+    return codes
+
+
 def delay_pattern(spec: Spec, frames: int) -> patterns.Pattern:
     return patterns.moshi_delays(spec.delays, frames)
 
