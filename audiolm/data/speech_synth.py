@@ -34,15 +34,15 @@ import numpy as np
 
 SPLITS = ("train", "validation", "test")
 NATIVE_RATE = 22050  # libespeak-ng's output rate
-FORMAT_VERSION = 1  # bump when the generation procedure changes (invalidates caches)
+FORMAT_VERSION = 2  # bump when the generation procedure changes (invalidates caches)
 
 # espeak-ng English accents (espeak voice names) and voice variants that stay intelligible (the
 # robot, whisper and croak variants are left out) and are deterministic: variants with a "breath"
-# setting (f2, f3, f5, victor, Alicia) add noise that differs from process to process.
+# setting (f2, f3, f5, victor, Alicia, caleb) add noise that differs from process to process.
 ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
            "en-029", "en-us-nyc")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f4", "Andrea", "anika", "aunty",
-            "steph2", "Alex", "Andy", "Annie", "adam", "belinda", "benjamin", "caleb", "david",
+            "steph2", "Alex", "Andy", "Annie", "adam", "belinda", "benjamin", "david",
             "ed", "edward", "iven", "john", "linda", "max", "Michael", "norbert", "paul",
             "quincy", "rob", "robert", "steph", "travis", "zac")
 
@@ -297,9 +297,19 @@ def generation_config(num_train: int, num_validation: int, num_test: int, *, see
     if num_speakers < 1 or sample_rate < 1:
         raise ValueError(f"num_speakers={num_speakers}, sample_rate={sample_rate}: must be >= 1")
     return {"version": FORMAT_VERSION, "seed": int(seed), "sample_rate": int(sample_rate),
-            "num_speakers": int(num_speakers),
+            "num_speakers": int(num_speakers), "accents": list(ACCENTS),
+            "variants": list(VARIANTS), "espeak": "espeakng-loader " + _loader_version(),
             "counts": {"train": int(num_train), "validation": int(num_validation),
                        "test": int(num_test)}}
+
+
+def _loader_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("espeakng-loader")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def config_hash(gen_config: dict[str, Any]) -> str:
