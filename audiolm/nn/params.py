@@ -8,6 +8,7 @@ import flax.linen as nn
 from flax.core import meta
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 Dtype = Any
@@ -25,10 +26,20 @@ def partitioned(init, axes: Sequence[str | None]):
 def init_params(module: nn.Module, rng: Array, *args, **kwargs) -> Any:
     """Plain params pytree of `module`: `unbox(module.init(rng, *args, **kwargs)["params"])`.
 
-    `module.apply({"params": params}, ...)` accepts the result directly.
+    Runs under one `jax.jit` (array arguments traced, everything else static), so a model is
+    initialised by one compiled program instead of op-by-op. `module.apply({"params": params},
+    ...)` accepts the result directly.
     """
-    variables = module.init(rng, *args, **kwargs)
-    return meta.unbox(variables["params"])
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+    is_array = [isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves]
+
+    def init(key, arrays):
+        it = iter(arrays)
+        full = [next(it) if a else leaf for leaf, a in zip(leaves, is_array)]
+        a, kw = jax.tree_util.tree_unflatten(treedef, full)
+        return meta.unbox(module.init(key, *a, **kw)["params"])
+
+    return jax.jit(init)(rng, [leaf for leaf, a in zip(leaves, is_array) if a])
 
 
 def logical_params_axes(module: nn.Module, rng: Array, *args, **kwargs) -> Any:

@@ -7,6 +7,8 @@ import pytest
 
 from audiolm import nn as ann
 
+from tests.nn.helpers import rand_params, run
+
 from tests.nn.test_norms_rope import _np_rope
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # fp32
@@ -18,12 +20,7 @@ def _x(b=2, t=9, d=D, seed=1):
 
 
 def _params(m, x, seed=0, **kw):
-    p = ann.init_params(m, jax.random.PRNGKey(seed), x, **kw)
-    # Random (not ones / zeros) norm scales and biases so that they are exercised.
-    rng = np.random.default_rng(seed + 100)
-    return jax.tree_util.tree_map_with_path(
-        lambda path, a: jnp.asarray(rng.normal(size=a.shape), a.dtype)
-        if path[-1].key in ("scale", "bias") else a, p)
+    return rand_params(m, x, seed=seed, **kw)
 
 
 def _np_rms(x, scale, eps):
@@ -94,10 +91,10 @@ def test_attention_matches_numpy(cfg):
     m = ann.Attention(**cfg)
     p = _params(m, x)
     positions = jnp.asarray(np.stack([np.arange(9), np.arange(9) + 5]), jnp.int32)
-    y, cache = m.apply({"params": p}, x, positions)
+    y, cache = run(m, p, x, positions)
     assert cache is None and y.shape == (2, 9, cfg.get("out_features") or D)
     np.testing.assert_allclose(y, _np_attention(p, x, cfg, positions), **TOL)
-    yf, _ = m.clone(use_dot_product_attention=True).apply({"params": p}, x, positions)
+    yf, _ = run(m.clone(use_dot_product_attention=True), p, x, positions)
     np.testing.assert_allclose(yf, y, **TOL)
 
 
@@ -127,15 +124,15 @@ def test_extra_mask_and_padding_positions():
     rng = np.random.default_rng(3)
     mask = rng.random((2, 4, 9, 9)) < 0.7
     mask[0, :, 2] = False  # a query row with nothing visible -> exact zeros before o_proj
-    y, _ = m.apply({"params": p}, x, positions, mask=jnp.asarray(mask))
+    y, _ = run(m, p, x, positions, mask=jnp.asarray(mask))
     ref = _np_attention(p, x, cfg, positions, mask=mask)
     np.testing.assert_allclose(y, ref, **TOL)
-    yf, _ = m.clone(use_dot_product_attention=True).apply({"params": p}, x, positions,
+    yf, _ = run(m.clone(use_dot_product_attention=True), p, x, positions,
                                                            mask=jnp.asarray(mask))
     np.testing.assert_allclose(yf, y, **TOL)
     # Negative key positions (padding) are never visible.
     pad = positions.at[1, 6:].set(-1)
-    y_pad, _ = m.apply({"params": p}, x, pad)
+    y_pad, _ = run(m, p, x, pad)
     keep = np.ones((2, 1, 9, 9), bool)
     keep[1, :, :, 6:] = False
     ref = _np_attention(p, x, cfg, pad, mask=keep)
@@ -149,20 +146,20 @@ def test_cross_attention_matches_numpy():
     m = ann.Attention(**cfg)
     p = _params(m, x, context=ctx)
     assert p["k_proj"]["kernel"].shape == (10, 2, 8)
-    y, _ = m.apply({"params": p}, x, context=ctx, context_mask=cmask)
+    y, _ = run(m, p, x, context=ctx, context_mask=cmask)
     ref = _np_attention(p, x, cfg, np.zeros((2, 5), np.int32), context=ctx, context_mask=cmask)
     np.testing.assert_allclose(y, ref, **TOL)
     with pytest.raises(ValueError, match="cache"):
-        m.apply({"params": p}, x, context=ctx, cache=m.init_cache(2, 4))
+        run(m, p, x, context=ctx, cache=m.init_cache(2, 4))
 
 
 def _decode(m, p, x, positions, cache_len, prefill):
     """Prefill `prefill` tokens, then one token at a time; returns stacked outputs, cache."""
     b, t, _ = x.shape
     cache = m.init_cache(b, cache_len, jnp.float32)
-    step = jax.jit(lambda c, xi, pi: m.apply({"params": p}, xi, pi, cache=c))
+    step = jax.jit(lambda c, xi, pi: run(m, p, xi, pi, cache=c))
     ys = []
-    y, cache = m.apply({"params": p}, x[:, :prefill], positions[:, :prefill], cache=cache)
+    y, cache = run(m, p, x[:, :prefill], positions[:, :prefill], cache=cache)
     ys.append(y)
     for i in range(prefill, t):
         y, cache = step(cache, x[:, i:i + 1], positions[:, i:i + 1])
@@ -185,7 +182,7 @@ def test_cached_decoding_equals_full_forward(cfg, cache_len, prefill):
     m = ann.Attention(**cfg)
     p = _params(m, x)
     positions = jnp.asarray(np.stack([np.arange(t), np.arange(t) + 3]), jnp.int32)
-    full, _ = m.apply({"params": p}, x, positions)
+    full, _ = run(m, p, x, positions)
     inc, cache = _decode(m, p, x, positions, cache_len, prefill)
     np.testing.assert_allclose(inc, full, **TOL)
     assert int(cache["index"]) == t
@@ -206,10 +203,10 @@ def test_cache_default_positions_and_init_without_params():
     assert cache["index"].shape == () and int(cache["index"]) == 0
     x = _x(2, 5, 8)
     p = _params(m, x)
-    full, _ = m.apply({"params": p}, x)
+    full, _ = run(m, p, x)
     c = m.init_cache(2, 8)
-    y1, c = m.apply({"params": p}, x[:, :3], cache=c)
-    y2, c = m.apply({"params": p}, x[:, 3:], cache=c)
+    y1, c = run(m, p, x[:, :3], cache=c)
+    y2, c = run(m, p, x[:, 3:], cache=c)
     np.testing.assert_allclose(jnp.concatenate([y1, y2], 1), full, **TOL)
 
 
@@ -219,8 +216,8 @@ def test_bad_arguments_raise():
         ann.init_params(ann.Attention(num_heads=3, num_kv_heads=2, head_dim=4),
                         jax.random.PRNGKey(0), x)
     m = ann.Attention(num_heads=2, num_kv_heads=2, head_dim=4)
-    p = ann.init_params(m, jax.random.PRNGKey(0), x)
+    p = rand_params(m, x)
     with pytest.raises(ValueError, match="mask shape"):
-        m.apply({"params": p}, x, mask=jnp.ones((2, 1, 9, 8), bool))
+        run(m, p, x, mask=jnp.ones((2, 1, 9, 8), bool))
     with pytest.raises(ValueError, match="positions shape"):
-        m.apply({"params": p}, x, jnp.zeros((2, 8), jnp.int32))
+        run(m, p, x, jnp.zeros((2, 8), jnp.int32))

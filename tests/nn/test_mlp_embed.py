@@ -8,6 +8,8 @@ from scipy.special import erf
 
 from audiolm import nn as ann
 
+from tests.nn.helpers import rand_params, run
+
 TOL = dict(rtol=1e-5, atol=1e-5)  # fp32
 
 
@@ -25,20 +27,15 @@ def _np_act(name, x):
     return x / (1 + np.exp(-x))
 
 
-def _randomize(p, seed=7):
-    rng = np.random.default_rng(seed)
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype), p)
-
-
 @pytest.mark.parametrize("act", ["silu", "gelu"])
 def test_gated_mlp(act):
     x = _x()
     m = ann.GatedMLP(hidden=10, activation=act)
-    p = ann.init_params(m, jax.random.PRNGKey(0), x)
+    p = rand_params(m, x)
     assert jax.tree_util.tree_map(lambda a: a.shape, p) == {
         "gate_proj": {"kernel": (6, 10)}, "up_proj": {"kernel": (6, 10)},
         "down_proj": {"kernel": (10, 6)}}
-    y = m.apply({"params": p}, x)
+    y = run(m, p, x)
     xn = np.asarray(x, np.float64)
     g = xn @ np.asarray(p["gate_proj"]["kernel"])
     u = xn @ np.asarray(p["up_proj"]["kernel"])
@@ -50,9 +47,9 @@ def test_gated_mlp(act):
 def test_plain_mlp(act):
     x = _x()
     m = ann.MLP(hidden=10, activation=act, out_features=4)
-    p = _randomize(ann.init_params(m, jax.random.PRNGKey(0), x))
+    p = rand_params(m, x)
     assert p["fc1"]["bias"].shape == (10,) and p["fc2"]["kernel"].shape == (10, 4)
-    y = m.apply({"params": p}, x)
+    y = run(m, p, x)
     xn = np.asarray(x, np.float64)
     h = _np_act(act, xn @ np.asarray(p["fc1"]["kernel"]) + np.asarray(p["fc1"]["bias"]))
     np.testing.assert_allclose(
@@ -67,14 +64,14 @@ def test_unknown_activation_raises():
 def test_embed_lookup_attend_and_bad_ids():
     m = ann.Embed(num_embeddings=7, features=5)
     ids = jnp.asarray([[0, 3, 6], [1, 1, 2]], jnp.int32)
-    p = ann.init_params(m, jax.random.PRNGKey(0), ids)
+    p = rand_params(m, ids, std=1.0)
     table = np.asarray(p["embedding"])
     assert table.shape == (7, 5)
-    np.testing.assert_array_equal(m.apply({"params": p}, ids), table[np.asarray(ids)])
+    np.testing.assert_array_equal(run(m, p, ids), table[np.asarray(ids)])
     h = _x((2, 3, 5))
     logits = m.apply({"params": p}, h, method=m.attend)
     np.testing.assert_allclose(logits, np.asarray(h) @ table.T, **TOL)
-    bad = m.apply({"params": p}, jnp.asarray([[7, -1]], jnp.int32))
+    bad = run(m, p, jnp.asarray([[7, -1]], jnp.int32))
     assert np.all(np.isnan(np.asarray(bad)))
 
 
@@ -84,10 +81,10 @@ def test_multi_codebook_embed_sums_and_zero_token():
     codes = np.random.default_rng(0).integers(0, v, size=(2, k, 5)).astype(np.int32)
     codes[0, 1, 2] = -1
     codes[1, :, 4] = -1  # every codebook "zero": exact zero vector
-    p = ann.init_params(m, jax.random.PRNGKey(0), jnp.asarray(codes))
+    p = rand_params(m, jnp.asarray(codes), std=1.0)
     table = np.asarray(p["embedding"])
     assert table.shape == (k, v, d)
-    y = np.asarray(m.apply({"params": p}, jnp.asarray(codes)))
+    y = np.asarray(run(m, p, jnp.asarray(codes)))
     ref = np.zeros((2, 5, d))
     for b in range(2):
         for t in range(5):
@@ -97,6 +94,6 @@ def test_multi_codebook_embed_sums_and_zero_token():
     np.testing.assert_allclose(y, ref, **TOL)
     assert np.all(y[1, 4] == 0.0)
     codes[0, 0, 0] = v
-    assert np.isnan(np.asarray(m.apply({"params": p}, jnp.asarray(codes)))[0, 0]).all()
+    assert np.isnan(np.asarray(run(m, p, jnp.asarray(codes)))[0, 0]).all()
     with pytest.raises(ValueError, match="K=3"):
-        m.apply({"params": p}, jnp.asarray(codes[:, :2]))
+        run(m, p, jnp.asarray(codes[:, :2]))

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from audiolm import nn as ann
+
+from tests.nn.helpers import rand_params, run
 from audiolm.nn.moe import capacity
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # fp32
@@ -58,8 +60,8 @@ def test_moe_matches_per_token_numpy(dispatch, norm, shared):
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 7, 8)), jnp.float32)
     m = ann.MoE(num_experts=6, top_k=2, expert_hidden=5, norm_topk_prob=norm,
                 shared_expert_hidden=shared, dispatch=dispatch, capacity_factor=3.0)
-    p = ann.init_params(m, jax.random.PRNGKey(0), x)
-    y, aux = jax.jit(lambda p, x: m.apply({"params": p}, x))(p, x)
+    p = rand_params(m, x, seed=0)
+    y, aux = jax.jit(lambda p, x: run(m, p, x))(p, x)
     ref, ref_aux = _np_moe(p, x, 2, norm, shared)
     np.testing.assert_allclose(y, ref, **TOL)
     for key in ("load_balance_loss", "router_z_loss"):
@@ -69,13 +71,13 @@ def test_moe_matches_per_token_numpy(dispatch, norm, shared):
 def test_param_shapes_and_dispatches_agree_when_capacity_ample():
     x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 5, 8)), jnp.float32)
     m = ann.MoE(num_experts=4, top_k=3, expert_hidden=6, shared_expert_hidden=3)
-    p = ann.init_params(m, jax.random.PRNGKey(3), x)
+    p = rand_params(m, x, seed=3)
     assert p["router"]["kernel"].shape == (8, 4) and "bias" not in p["router"]
     assert p["wi_gate"].shape == p["wi_up"].shape == (4, 8, 6) and p["wo"].shape == (4, 6, 8)
     assert p["shared_expert_gate"]["kernel"].shape == (8, 1)
-    y_drop, aux_drop = m.apply({"params": p}, x)
+    y_drop, aux_drop = run(m, p, x)
     # capacity_factor = E / k gives C = N slots: nothing can be dropped.
-    y_cap, aux_cap = m.clone(dispatch="capacity", capacity_factor=4 / 3).apply({"params": p}, x)
+    y_cap, aux_cap = run(m.clone(dispatch="capacity", capacity_factor=4 / 3), p, x)
     assert capacity(15, 3, 4, 4 / 3) == 15
     np.testing.assert_allclose(y_cap, y_drop, **TOL)
     np.testing.assert_allclose(aux_cap["load_balance_loss"], aux_drop["load_balance_loss"])
@@ -87,12 +89,12 @@ def test_capacity_drops_overflow_assignments():
     x = jnp.asarray(np.random.default_rng(4).normal(size=(1, n_tok, d)), jnp.float32)
     m = ann.MoE(num_experts=3, top_k=1, expert_hidden=5, dispatch="capacity",
                 capacity_factor=1.0)  # C = ceil(6 / 3) = 2
-    p = ann.init_params(m, jax.random.PRNGKey(0), x)
+    p = rand_params(m, x, seed=0)
     kernel = np.zeros((d, 3), np.float32)
     p["router"]["kernel"] = jnp.asarray(kernel)
     x = x.at[..., 0].set(1.0)  # with zero logits top_k picks expert 0 for every token
-    y, _ = m.apply({"params": p}, x)
-    full, _ = m.clone(dispatch="dropless").apply({"params": p}, x)
+    y, _ = run(m, p, x)
+    full, _ = run(m.clone(dispatch="dropless"), p, x)
     np.testing.assert_allclose(y[0, :2], full[0, :2], **TOL)
     np.testing.assert_array_equal(np.asarray(y[0, 2:]), 0.0)
 
@@ -100,10 +102,10 @@ def test_capacity_drops_overflow_assignments():
 def test_moe_gradients_finite_and_bad_config():
     x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 4, 8)), jnp.float32)
     m = ann.MoE(num_experts=4, top_k=2, expert_hidden=4)
-    p = ann.init_params(m, jax.random.PRNGKey(0), x)
+    p = rand_params(m, x, seed=0)
 
     def loss(p):
-        y, aux = m.apply({"params": p}, x)
+        y, aux = run(m, p, x)
         return jnp.sum(y ** 2) + aux["load_balance_loss"] + aux["router_z_loss"]
 
     g = jax.grad(loss)(p)

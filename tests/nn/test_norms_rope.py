@@ -9,6 +9,8 @@ import pytest
 
 from audiolm import nn as ann
 
+from tests.nn.helpers import run
+
 TOL = dict(rtol=1e-5, atol=1e-5)  # fp32
 
 
@@ -22,10 +24,10 @@ def test_rmsnorm_matches_numpy_and_casts():
     p = ann.init_params(m, jax.random.PRNGKey(0), x)
     assert p["scale"].shape == (8,) and np.all(np.asarray(p["scale"]) == 1)
     p = {"scale": jnp.asarray(_rng(1).normal(size=8), jnp.float32)}
-    y = m.apply({"params": p}, x)
+    y = run(m, p, x)
     ref = np.asarray(p["scale"]) * x / np.sqrt(np.mean(x ** 2, -1, keepdims=True) + 1e-6)
     np.testing.assert_allclose(y, ref, **TOL)
-    yb = ann.RMSNorm(dtype=jnp.bfloat16).apply({"params": p}, x.astype(jnp.bfloat16))
+    yb = run(ann.RMSNorm(dtype=jnp.bfloat16), p, x.astype(jnp.bfloat16))
     assert yb.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(yb, np.float32), ref, rtol=2e-2, atol=2e-2)
 
@@ -37,7 +39,7 @@ def test_layernorm_matches_numpy():
     assert set(p) == {"scale", "bias"}
     p = {"scale": jnp.asarray(_rng(1).normal(size=8), jnp.float32),
          "bias": jnp.asarray(_rng(2).normal(size=8), jnp.float32)}
-    y = m.apply({"params": p}, x)
+    y = run(m, p, x)
     mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
     ref = (x - mu) / np.sqrt(var + 1e-5) * np.asarray(p["scale"]) + np.asarray(p["bias"])
     np.testing.assert_allclose(y, ref, **TOL)
