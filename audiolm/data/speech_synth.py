@@ -354,6 +354,20 @@ def plan(gen_config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _remove_stale(final: str) -> None:
+    """Deletes `<final>.tmp-<pid>` directories left by generating processes that died."""
+    parent, name = os.path.split(final)
+    for entry in os.listdir(parent):
+        if not entry.startswith(name + ".tmp-"):
+            continue
+        try:
+            os.kill(int(entry.rsplit("-", 1)[1]), 0)  # signal 0: only asks whether it lives
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
+
+
 def generate(gen_config: dict[str, Any], cache_dir: str = "", num_workers: int = 0,
              log: Any = None) -> str:
     """Generates the dataset unless a complete copy exists; returns its directory.
@@ -368,6 +382,7 @@ def generate(gen_config: dict[str, Any], cache_dir: str = "", num_workers: int =
     if is_complete(final):
         return final
     os.makedirs(os.path.dirname(final), exist_ok=True)
+    _remove_stale(final)
     tmp = f"{final}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     start = time.perf_counter()
@@ -411,6 +426,8 @@ def generate(gen_config: dict[str, Any], cache_dir: str = "", num_workers: int =
                  "num_workers": num_workers}
         with open(os.path.join(tmp, "complete.json"), "w") as f:
             json.dump(stats, f, indent=1)
+        if os.path.isdir(final) and not is_complete(final):
+            shutil.rmtree(final, ignore_errors=True)  # a copy damaged by hand: replace it
         try:
             os.rename(tmp, final)
         except OSError:  # another process finished first: keep its copy

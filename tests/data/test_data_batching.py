@@ -58,7 +58,8 @@ def test_batches_are_padded_and_masked():
             assert k <= n and (n == 100 or k > n // 2)
             tokens = ds.tokens[i]
             np.testing.assert_array_equal(b["text"][row, :len(tokens)], tokens)
-            assert b["text_mask"][row].sum() == len(tokens) and not b["text"][row, len(tokens):].any()
+            assert b["text_mask"][row].sum() == len(tokens)
+            assert not b["text"][row, len(tokens):].any()
             assert b["text"][row, 0] == 1 and b["text"][row, len(tokens) - 1] == 2
             assert ds.speakers[b["speaker"][row]] == ds.entries[i]["speaker"]
     assert len(seen) == 4 * len(it)  # no utterance twice in an epoch

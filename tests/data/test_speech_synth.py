@@ -107,7 +107,8 @@ def test_voices_sound_different():
     assert slow.shape[0] > 1.15 * a.shape[0]  # slower speech is longer
     n = min(a.shape[0], other.shape[0])
     assert not np.array_equal(a[:n], other[:n])
-    assert np.array_equal(a, speech_synth.synthesize("the red dog sleeps", base))  # voice reset each call
+    # a pure function of (text, profile), whatever was spoken before
+    assert np.array_equal(a, speech_synth.synthesize("the red dog sleeps", base))
 
 
 def test_bad_generation_config():
@@ -115,3 +116,23 @@ def test_bad_generation_config():
         speech_synth.generation_config(-1, 1, 1)
     with pytest.raises(ValueError, match="num_speakers"):
         speech_synth.generation_config(1, 1, 1, num_speakers=0)
+
+
+def test_interrupted_generation_leaves_no_partial_set(tmp_path, monkeypatch):
+    gen = speech_synth.generation_config(2, 1, 1, seed=5, num_speakers=2)
+    calls = []
+
+    def failing_job(job):
+        calls.append(job)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(speech_synth, "_synth_job", failing_job)
+    with pytest.raises(KeyboardInterrupt):
+        speech_synth.generate(gen, str(tmp_path), num_workers=1)
+    assert calls and os.listdir(tmp_path) == []  # temp directory removed, nothing "complete"
+    stale = tmp_path / (speech_synth.config_hash(gen) + ".tmp-999999999")
+    stale.mkdir()  # left by a process that no longer exists
+    monkeypatch.undo()
+    path = speech_synth.generate(gen, str(tmp_path), num_workers=1)
+    assert speech_synth.is_complete(path) and sorted(os.listdir(tmp_path)) == [
+        os.path.basename(path)]
