@@ -3,6 +3,7 @@
 Entry points:
   make_dataset(data_config, split) -> AudioTextDataset    (utterances in memory)
   make_iterator(data_config, split, train=...) -> BatchIterator  (padded, bucketed, resumable)
+  make_tokenizer(data_config) -> Tokenizer                  (bytes | chars | sentencepiece)
   DEFAULTS: the `config.data` section with every field this package reads.
 
 `data.name`:
@@ -83,8 +84,9 @@ def validate_config(config: Any) -> None:
                 data.bucket_seconds, "must be positive numbers of seconds")
 
 
-def _resolve(data_config: Any) -> ml_collections.ConfigDict:
-    """DEFAULTS overridden by `data_config` (a ConfigDict/dict, possibly partial)."""
+def resolve_config(data_config: Any) -> ml_collections.ConfigDict:
+    """DEFAULTS overridden by `data_config` (a ConfigDict/dict, possibly partial); unknown
+    fields raise ConfigError."""
     merged = ml_collections.ConfigDict(DEFAULTS.to_dict())
     items = data_config.items() if hasattr(data_config, "items") else dict(data_config).items()
     for key, value in items:
@@ -97,6 +99,16 @@ def _resolve(data_config: Any) -> ml_collections.ConfigDict:
     return merged
 
 
+_resolve = resolve_config  # older name, used by audiolm.train.asr
+
+
+def make_tokenizer(data_config: Any):
+    """The text tokenizer of `config.data` (`audiolm.data.tokenizer`)."""
+    from audiolm.data.tokenizer import make_tokenizer as make
+
+    return make(resolve_config(data_config))
+
+
 def make_dataset(data_config: Any, split: str):
     """The `AudioTextDataset` of `split` ("train" | "validation" | "test") of `config.data`.
 
@@ -107,7 +119,7 @@ def make_dataset(data_config: Any, split: str):
     from audiolm.data.batching import AudioTextDataset
     from audiolm.data.tokenizer import make_tokenizer
 
-    data = _resolve(data_config)
+    data = resolve_config(data_config)
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: must be one of {SPLITS}")
     tokenizer = make_tokenizer(data)
@@ -151,7 +163,7 @@ def make_iterator(data_config: Any, split: str, *, train: bool | None = None,
     batches padded."""
     from audiolm.data.batching import BatchIterator, bucket_lengths
 
-    data = _resolve(data_config)
+    data = resolve_config(data_config)
     if dataset is None:
         dataset = make_dataset(data, split)
     train = split == "train" if train is None else bool(train)
