@@ -5,7 +5,11 @@ build [B,K,T] -> [B,K,S], revert [B,K,S] -> [B,K,T], revert_logits on [B,K,S,car
 (audiocraft: [B,card,K,S], its own layout). One torch thread; XLA CPU also single-threaded
 unless --xla-threads is given. Prints one table from one run.
 
-    python experiments/bench_patterns.py            # ~1 min, ~5 GB peak RAM
+    python experiments/bench_patterns.py                      # ~1-3 min, ~5 GB peak RAM
+    python experiments/bench_patterns.py --jax-platform cuda  # ours on a GPU, audiocraft on CPU
+
+revert_logits writes B*K*T*V floats (786 MB here), so on CPU it is bound by that copy: the table
+also prints XLA's time for a plain contiguous slice copy of the same bytes (the floor).
 
 audiocraft is found like the tests find it (AUDIOLM_AUDIOCRAFT_WHEEL, then /work/refs, then an
 installed audiocraft).
@@ -29,6 +33,7 @@ def _parse():
     ap.add_argument("--repeats", type=int, default=20, help="timed runs for build/revert")
     ap.add_argument("--logits-repeats", type=int, default=3, help="timed runs for revert_logits")
     ap.add_argument("--xla-threads", action="store_true", help="let XLA use all CPU threads")
+    ap.add_argument("--jax-platform", default="cpu", help="where ours runs (cpu, cuda); audiocraft: CPU")
     return ap.parse_args()
 
 
@@ -47,7 +52,7 @@ def main():
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    " --xla_cpu_multi_thread_eigen=false"
                                    " intra_op_parallelism_threads=1").strip()
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ["JAX_PLATFORMS"] = args.jax_platform
     sys.path.insert(0, _ROOT)
 
     import jax
@@ -132,7 +137,7 @@ def main():
 
     threads = "all" if args.xla_threads else "1"
     print(f"delay pattern n_q={K} T={T} B={B} card={V} S={S}; torch {torch.__version__} 1 thread, "
-          f"jax {jax.__version__} {jax.devices()[0].platform} ({threads} XLA thread); "
+          f"jax {jax.__version__} {jax.devices()[0].device_kind} ({threads} XLA CPU thread); "
           f"median of {args.repeats} (build/revert) / {args.logits_repeats} (revert_logits) runs")
     print(f"make pattern: audiocraft {ref_make * 1e3:.1f} ms, ours {ours_make * 1e3:.1f} ms")
     head = f"{'op':<14}{'audiocraft 1st':>16}{'audiocraft':>12}{'ours 1st':>12}{'ours jit':>12}{'speed-up':>10}"
