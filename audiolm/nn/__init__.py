@@ -14,10 +14,11 @@ from audiolm.nn.mlp import ACTIVATIONS, MLP, GatedMLP, get_activation
 from audiolm.nn.norms import LayerNorm, RMSNorm
 from audiolm.nn.params import init_params, logical_params_axes
 from audiolm.nn.rope import apply_rope, sinusoidal_positions
+from audiolm.nn.transformer import TransformerBlock
 
 __all__ = [
-    "ACTIVATIONS", "Attention", "CausalConv1d", "CausalConvTranspose1d", "ConvNeXtBlock",
-    "LayerScale", "SnakeBeta", "Embed", "GatedMLP", "LayerNorm", "MLP", "MoE", "MultiCodebookEmbed",
-    "RMSNorm", "apply_rope", "attention_mask", "dot_product_attention", "get_activation",
-    "init_params", "logical_params_axes", "sinusoidal_positions",
+    "ACTIVATIONS", "Attention", "CausalConv1d", "CausalConvTranspose1d", "ConvNeXtBlock", "Embed",
+    "GatedMLP", "LayerNorm", "LayerScale", "MLP", "MoE", "MultiCodebookEmbed", "RMSNorm",
+    "SnakeBeta", "TransformerBlock", "apply_rope", "attention_mask", "dot_product_attention",
+    "get_activation", "init_params", "logical_params_axes", "sinusoidal_positions",
 ]
