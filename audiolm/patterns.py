@@ -9,7 +9,8 @@ Kinds and their keyword arguments (shapes for n_q=4, T=5; S counts all steps):
 
 - ``parallel(empty_initial=0)``: every codebook of frame t at step 1+t (S=6).
 - ``delay(delays=range(n_q), flatten_first=0, empty_initial=0)``: (t, q) at step
-  1+empty_initial+t+delays[q]; delays sorted and >= 0; the first ``flatten_first`` frames are
+  1+empty_initial+t+delays[q] (flatten_first=0); delays sorted and >= 0 (audiocraft asserts
+  sorted; negative ones would skip codes); the first ``flatten_first`` frames are
   written one codebook per step; ``empty_initial=-1`` drops the leading special step (S=9).
 - ``unroll(flattening=range(n_q), delays=[0]*n_q)``: codebooks with the same flattening value
   share an inner step, inner steps of a frame follow each other, delays push entries later;
@@ -23,7 +24,8 @@ Kinds and their keyword arguments (shapes for n_q=4, T=5; S counts all steps):
   across the two audio streams); every delay >= 0 and at least one is 0. With
   ``keep_only_valid_steps=True`` and ``special=card`` it is Moshi's training input: each stream
   shifted right by its delay (padded with the initial token) after one initial column, T+1 steps;
-  ``revert_logits`` on the T model outputs gives Moshi's undelayed logits and mask.
+  ``revert_logits`` on the T model outputs gives Moshi's undelayed logits and mask. Moshi pads
+  text and audio with different initial tokens: ``jnp.where(mask, seq, initial[:, None])``.
 
 ``keep_only_valid_steps`` cuts the layout to ``num_steps(p, False) - max_delay(p)`` steps, as
 audiocraft does (``max_delay`` = max(t+1 over steps 1..) - T).

@@ -140,7 +140,8 @@ def main():
           f"jax {jax.__version__} {jax.devices()[0].device_kind} ({threads} XLA CPU thread); "
           f"median of {args.repeats} (build/revert) / {args.logits_repeats} (revert_logits) runs")
     print(f"make pattern: audiocraft {ref_make * 1e3:.1f} ms, ours {ours_make * 1e3:.1f} ms")
-    head = f"{'op':<14}{'audiocraft 1st':>16}{'audiocraft':>12}{'ours 1st':>12}{'ours jit':>12}{'speed-up':>10}"
+    head = (f"{'op':<14}{'audiocraft 1st':>16}{'audiocraft':>12}{'ours 1st':>12}{'ours jit':>12}"
+            f"{'speed-up':>10}")
     print(head)
     print("-" * len(head))
     for op, a1, a, o1, o in rows:
