@@ -431,11 +431,17 @@ def describe_params(model_config: Any) -> dict[str, dict[str, int]]:
 
 
 def example_batch(model_config: Any, batch_size: int, rng: np.random.Generator) -> dict:
-    """Random codes [B, K, max_frames], a target mask with random right padding (at least half
-    of each row real) and random conditioner inputs."""
+    """Codes [B, K, max_frames], a target mask with random right padding (at least half of
+    each row real) and random conditioner inputs.
+
+    The codes are learnable from context (so loss-decrease checks mean something): codebook q
+    of a row counts up from a random start with stride q + 1, modulo card.
+    """
     spec = spec_from_config(model_config)
     t = int(model_config.max_frames)
-    codes = rng.integers(0, spec.card, (batch_size, spec.n_q, t)).astype(np.int32)
+    start = rng.integers(0, spec.card, (batch_size, spec.n_q, 1))
+    stride = np.arange(1, spec.n_q + 1)[None, :, None]
+    codes = ((start + stride * np.arange(t)[None, None, :]) % spec.card).astype(np.int32)
     lengths = rng.integers((t + 1) // 2, t + 1, (batch_size,))
     out = {"codes": codes, "target_mask": np.arange(t)[None, :] < lengths[:, None]}
     out.update(cond_lib.example_inputs(spec.conditioners, batch_size, rng))
