@@ -53,7 +53,8 @@ from audiolm.nn.params import default_kernel_init, partitioned
 
 __all__ = ["LMSpec", "PatternLM", "build", "spec_from_config", "init_params", "describe_params",
            "example_batch", "loss_fn", "pattern_for", "cfg_drop_mask", "guided_logits",
-           "pattern_loss", "rules", "COND_TYPES"]
+           "pattern_loss", "rules", "COND_TYPES", "generate", "sample_codes", "apply_drop",
+           "null_condition"]
 
 COND_TYPES = ("cross", "prepend", "global")
 LM_KEYS = ("dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn", "ffn_hidden",
@@ -346,6 +347,68 @@ def guided_logits(module: PatternLM, params: Any, seq: jax.Array,
     logits = module.apply({"params": params}, jnp.concatenate([seq, seq], axis=0), both, drop)
     c, u = logits[:b], logits[b:]
     return u + (c - u) * scale
+
+
+def sample_codes(logits: jax.Array, rng: jax.Array, temperature: float, top_k: int) -> jax.Array:
+    """logits [..., V] -> ids [...]: greedy when temperature == 0, else softmax(logits / T)
+    restricted to the top_k largest (0 = all)."""
+    if temperature <= 0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits.astype(jnp.float32) / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def generate(module: PatternLM, params: Any, conditions: Mapping[str, jax.Array], *,
+             frames: int, rng: jax.Array, prompt: jax.Array | None = None,
+             temperature: float = 1.0, top_k: int = 250, cfg_scale: float = 1.0) -> jax.Array:
+    """Samples codes [B, K, frames] (MusicGen's pattern decoding; jit-able with static
+    frames / temperature / top_k / cfg_scale).
+
+    The full pattern sequence starts as unknown (-1) except for the prompt [B, K, P] and the
+    special slots; from the first step holding frame P, each step s takes the logits at output
+    position s - 1 (classifier-free guided when cfg_scale != 1), samples one code per
+    codebook, writes the special token where the pattern has no code and never overwrites the
+    prompt. Every step re-runs the causal forward over the whole sequence (no KV cache): the
+    unknown future only sits in positions the causal mask hides.
+    """
+    spec = module.spec
+    b = next(iter(conditions.values())).shape[0] if conditions else (
+        prompt.shape[0] if prompt is not None else 1)
+    pattern = pattern_for(spec, frames)
+    codes = jnp.full((b, spec.n_q, frames), -1, jnp.int32)
+    p_len = 0
+    if prompt is not None:
+        prompt = jnp.asarray(prompt, jnp.int32)
+        if prompt.ndim != 3 or prompt.shape[:2] != (b, spec.n_q) or prompt.shape[2] >= frames:
+            raise ValueError(f"generate: prompt shape {prompt.shape} must be [B={b}, "
+                             f"K={spec.n_q}, P < frames={frames}]")
+        p_len = prompt.shape[2]
+        codes = codes.at[:, :, :p_len].set(prompt)
+    seq, mask = patterns.build(pattern, codes, spec.card)
+    start = patterns.first_step_with(pattern, p_len)
+    total = seq.shape[-1]
+
+    def step(s, carry):
+        seq, rng = carry
+        rng, key = jax.random.split(rng)
+        if cfg_scale != 1.0:
+            logits = guided_logits(module, params, seq, conditions, cfg_scale)
+        else:
+            logits = module.apply({"params": params}, seq, conditions)
+        nxt = sample_codes(jax.lax.dynamic_index_in_dim(logits, s - 1, axis=2, keepdims=False),
+                           key, temperature, top_k)  # [B, K]
+        valid = jax.lax.dynamic_index_in_dim(mask, s, axis=1, keepdims=False)  # [K]
+        nxt = jnp.where(valid[None, :], nxt, spec.card)
+        cur = jax.lax.dynamic_index_in_dim(seq, s, axis=2, keepdims=False)
+        new = jnp.where(cur == -1, nxt, cur)
+        return jax.lax.dynamic_update_index_in_dim(seq, new, s, axis=2), rng
+
+    seq, _ = jax.lax.fori_loop(start, total, step, (seq, rng))
+    out, _ = patterns.revert(pattern, seq, -1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -203,3 +203,35 @@ def test_describe_musicgen_small_counts():
     assert desc["transformer"]["total"] == n * layer + k * (v + 1) * d + k * d * v + 2 * d
     assert desc["transformer"]["embedding"] == k * (v + 1) * d
     assert desc["conditioning"]["total"] == 768 * d + d
+
+
+def test_generate_greedy_is_self_consistent(setup):
+    """Greedy decoding with a prompt: the prompt is kept, codes are in range, and re-scoring the
+    generated codes teacher-forced gives argmax = the generated code at every generated slot."""
+    s = setup
+    module, params, spec = s["module"], s["params"], s["module"].spec
+    frames, p_len = 6, 2
+    prompt = jnp.asarray(s["batch"]["codes"][:, :, :p_len])
+    gen = jax.jit(lambda p, c, pr: pattern_lm.generate(
+        module, p, c, frames=frames, rng=jax.random.PRNGKey(0), prompt=pr, temperature=0.0,
+        cfg_scale=2.0))
+    codes = np.asarray(gen(params, s["conds"], prompt))
+    assert codes.shape == (B, spec.n_q, frames)
+    np.testing.assert_array_equal(codes[:, :, :p_len], np.asarray(prompt))
+    assert codes.min() >= 0 and codes.max() < spec.card
+    pattern = pattern_lm.pattern_for(spec, frames)
+    seq, _ = patterns.build(pattern, jnp.asarray(codes), spec.card)
+    logits = jax.jit(pattern_lm.guided_logits, static_argnums=(0,))(
+        module, params, seq, s["conds"], 2.0)
+    pred, valid = patterns.revert_logits(pattern, logits)
+    pred = np.asarray(jnp.argmax(jnp.nan_to_num(pred), axis=-1))
+    assert bool(np.all(np.asarray(valid)))
+    np.testing.assert_array_equal(pred[:, :, p_len:], codes[:, :, p_len:])
+
+
+def test_sample_codes_top_k():
+    logits = jnp.log(jnp.array([[0.1, 0.2, 0.3, 0.4]] * 2000))
+    ids = np.asarray(pattern_lm.sample_codes(logits, jax.random.PRNGKey(0), 1.0, 2))
+    assert set(np.unique(ids)) == {2, 3}
+    assert abs(np.mean(ids == 3) - 4 / 7) < 0.04
+    assert np.all(np.asarray(pattern_lm.sample_codes(logits, None, 0.0, 0)) == 3)
