@@ -264,7 +264,8 @@ def _conv1d(r: _Reader, name: str, c_in: int, c_out: int, k: int, groups: int = 
 def _conv_transpose1d(r: _Reader, name: str, c_in: int, c_out: int, k: int) -> dict:
     """torch ConvTranspose1d weight [in, out, k] -> {'kernel': [k, in, out], 'bias'}."""
     w = r(f"{name}.weight", (c_in, c_out, k))
-    return {"kernel": np.ascontiguousarray(w.transpose(2, 0, 1)), "bias": r(f"{name}.bias", (c_out,))}
+    return {"kernel": np.ascontiguousarray(w.transpose(2, 0, 1)),
+            "bias": r(f"{name}.bias", (c_out,))}
 
 
 def _snake(r: _Reader, name: str, c: int) -> dict:

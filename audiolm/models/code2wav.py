@@ -29,8 +29,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
+import audiolm.nn as anl
 from audiolm.config import ConfigError, check_float, check_int, check_schema, get_path, require
 
 # The tiny Code2Wav: every size of the module is a field here (one comment per field).
@@ -137,3 +142,223 @@ def validate_codebook_sync(config: Any, talker_path: str = "model.talker",
         if a != b:
             raise ConfigError(f"{talker_path}.{key}={a!r} but {code2wav_path}.{key}={b!r}: "
                               "they must match")
+
+
+# ---------------------------------------------------------------------------------------------
+# Model.
+
+
+def frozen(cfg: Any) -> ml_collections.FrozenConfigDict:
+    """Hashable copy of a config section (Linen module fields must be static)."""
+    if isinstance(cfg, ml_collections.FrozenConfigDict):
+        return cfg
+    return ml_collections.FrozenConfigDict(cfg)
+
+
+def check_codes(codes: Any, cfg: Any) -> None:
+    """codes must be ints [B, num_codebooks, T] (T >= 1) with ids in [0, codebook_size)."""
+    shape = tuple(np.shape(codes))
+    g, card = cfg.num_codebooks, cfg.codebook_size
+    if len(shape) != 3 or shape[1] != g or shape[2] < 1:
+        raise ValueError(f"codes: shape {shape} must be [B, num_codebooks={g}, T>=1]")
+    dtype = codes.dtype if hasattr(codes, "dtype") else np.asarray(codes).dtype
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(f"codes: dtype {dtype} must be an integer type")
+    if not isinstance(codes, jax.core.Tracer):
+        arr = np.asarray(codes)
+        if arr.min() < 0 or arr.max() >= card:
+            raise ValueError(f"codes: ids must be in [0, codebook_size={card}); got min "
+                             f"{arr.min()}, max {arr.max()}")
+
+
+class ResidualUnit(nn.Module):
+    """x + conv2(snake2(conv1(snake1(x)))): causal conv (decoder_kernel, dilation) then 1x1."""
+    channels: int
+    kernel: int
+    dilation: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = anl.SnakeBeta(self.channels, name="snake1", **kw)(x)
+        h = anl.CausalConv1d(self.channels, self.kernel, dilation=self.dilation, name="conv1",
+                             **kw)(h)
+        h = anl.SnakeBeta(self.channels, name="snake2", **kw)(h)
+        h = anl.CausalConv1d(self.channels, 1, name="conv2", **kw)(h)
+        return x + h
+
+
+class DecoderBlock(nn.Module):
+    """SnakeBeta -> ConvTranspose(k=2r, stride r) trimmed r samples on both ends -> residual
+    units. [B, L, C] -> [B, (L-1)*r, C/2]."""
+    channels: int
+    rate: int
+    kernel: int
+    dilations: tuple[int, ...]
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        out = self.channels // 2
+        r = self.rate
+        x = anl.SnakeBeta(self.channels, name="snake", **kw)(x)
+        # (L+1)*r samples trimmed by r on both ends (the reference's trim): (L-1)*r samples
+        x = anl.CausalConvTranspose1d(out, 2 * r, r, trim_left=r, name="upsample", **kw)(x)
+        for u, dilation in enumerate(self.dilations):
+            x = ResidualUnit(out, self.kernel, dilation, name=f"residual_{u}", **kw)(x)
+        return x
+
+
+class Code2Wav(nn.Module):
+    """codes [B, G, T] -> waveform [B, output_length(T)] in [-1, 1]. See the module docstring.
+
+    Params: `code_embedding` [G*codebook_size, D], `pre_transformer` (`layers_{i}`, `norm`),
+    `upsample_{s}` (`conv`, `convnext`), `decoder_in`, `decoder_block_{b}`, `decoder_snake`,
+    `decoder_out`.
+    """
+    config: Any  # the model.code2wav section
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, codes: jax.Array) -> jax.Array:
+        c = self.config
+        check_codes(codes, c)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        g, card = c.num_codebooks, c.codebook_size
+        offsets = (jnp.arange(g, dtype=codes.dtype) * card)[None, :, None]
+        x = anl.Embed(g * card, c.hidden_size, name="code_embedding", **kw)(codes + offsets)
+        x = jnp.mean(x, axis=1)  # [B, T, D]: the mean (not the sum) over codebooks
+        x = PreTransformer(c, name="pre_transformer", **kw)(x)
+        for s, ratio in enumerate(c.upsampling_ratios):
+            x = UpsampleStage(c, ratio, name=f"upsample_{s}", **kw)(x)
+        x = anl.CausalConv1d(c.decoder_dim, c.decoder_kernel, name="decoder_in", **kw)(x)
+        dim = c.decoder_dim
+        for b, rate in enumerate(c.upsample_rates):
+            x = DecoderBlock(dim, rate, c.decoder_kernel, tuple(c.residual_dilations),
+                             name=f"decoder_block_{b}", **kw)(x)
+            dim //= 2
+        x = anl.SnakeBeta(dim, name="decoder_snake", **kw)(x)
+        x = anl.CausalConv1d(1, c.decoder_kernel, name="decoder_out", **kw)(x)
+        return jnp.clip(x[..., 0], -1.0, 1.0)
+
+
+class PreTransformer(nn.Module):
+    """Causal sliding-window decoder: RMSNorm pre-norm, LayerScale on both branches, RoPE."""
+    config: Any
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.config
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        for i in range(c.num_layers):
+            x, _, _ = anl.TransformerBlock(
+                norm="rms", norm_eps=c.rms_norm_eps, num_heads=c.num_heads,
+                num_kv_heads=c.num_kv_heads, head_dim=c.head_dim, qk_norm=False,
+                rope_style="rotate_half", rope_theta=c.rope_theta, causal=True,
+                window=c.sliding_window, ffn="gated", ffn_hidden=c.ffn_hidden,
+                activation="silu", layer_scale=c.layer_scale_init, name=f"layers_{i}", **kw)(x)
+        return anl.RMSNorm(eps=c.rms_norm_eps, name="norm", **kw)(x)
+
+
+class UpsampleStage(nn.Module):
+    """Causal ConvTranspose (k = s = ratio) then a ConvNeXt block: [B, L, D] -> [B, L*ratio, D]."""
+    config: Any
+    ratio: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.config
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = anl.CausalConvTranspose1d(c.hidden_size, self.ratio, self.ratio, name="conv", **kw)(x)
+        return anl.ConvNeXtBlock(c.hidden_size, kernel_size=c.convnext_kernel,
+                                 mlp_ratio=c.convnext_mlp_ratio,
+                                 layer_scale_init=c.convnext_scale_init, eps=c.convnext_eps,
+                                 name="convnext", **kw)(x)
+
+
+def build(cfg: Any, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32) -> Code2Wav:
+    """The Code2Wav module of a `model.code2wav` section."""
+    return Code2Wav(frozen(cfg), dtype=dtype, param_dtype=param_dtype)
+
+
+def describe_params(cfg: Any) -> dict[str, dict[str, int]]:
+    """{"code2wav": {"total", "active", "embedding"}} via eval_shape (nothing allocated)."""
+    from audiolm.config import count_params
+
+    shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
+    return {"code2wav": count_params(shapes, embedding=lambda path: path[0] == "code_embedding")}
+
+
+def init_params(cfg: Any, rng: jax.Array, dtype: Any = jnp.float32,
+                param_dtype: Any = jnp.float32) -> Any:
+    """Plain random params of the Code2Wav of `cfg` (use under jax.eval_shape for shapes)."""
+    c = frozen(cfg)
+    codes = jnp.zeros((1, c.num_codebooks, 2), jnp.int32)
+    return anl.init_params(build(c, dtype, param_dtype), rng, codes)
+
+
+def start_trim(cfg: Any) -> int:
+    """Samples the decoder blocks trim at the start of the waveform (each block drops r samples
+    of its ConvTranspose output; later blocks scale them): output_length(T) =
+    T * total_upsampling - start_trim. Published: 480 + 60 + 12 + 3 = 555."""
+    trim, rates = 0, list(cfg.upsample_rates)
+    for b, rate in enumerate(rates):
+        trim += rate * math.prod(rates[b + 1:])
+    return trim
+
+
+def receptive_field(cfg: Any) -> int:
+    """Frames of left context beyond which older codes cannot change a frame's samples (an
+    upper bound): the attention window's reach over the layers plus every causal conv's reach
+    and each ConvTranspose's one-sample overlap, in frames, rounded up, plus one frame for the
+    start trim (start_trim < total_upsampling)."""
+    reach = float(cfg.num_layers * (cfg.sliding_window - 1))
+    rate = 1  # samples per frame at the current stage
+    for ratio in cfg.upsampling_ratios:
+        rate *= ratio
+        reach += (cfg.convnext_kernel - 1) / rate
+    reach += (cfg.decoder_kernel - 1) / rate
+    for r in cfg.upsample_rates:
+        reach += 1 / rate  # a ConvTranspose output sample also reads the previous input sample
+        rate *= r
+        reach += sum((cfg.decoder_kernel - 1) * d for d in cfg.residual_dilations) / rate
+    reach += (cfg.decoder_kernel - 1) / rate
+    return int(math.ceil(reach)) + 1
+
+
+def chunked_decode(module: Code2Wav, params: Any, codes: jax.Array, chunk_size: int,
+                   left_context: int) -> jax.Array:
+    """Decodes `codes` [B, G, T] in chunks of `chunk_size` frames for streaming.
+
+    Each chunk after the first is decoded together with up to `left_context` preceding frames;
+    the samples of those context frames are dropped, aligned on the full decode's sample grid
+    (sample n of the full decode belongs to frame (n + start_trim) // total_upsampling). The
+    result has output_length(T) samples and equals the full decode when left_context >=
+    receptive_field(config); shorter contexts trade exactness for latency. (transformers'
+    `chunked_decode` drops context * total_upsampling samples instead, which loses start_trim
+    samples per chunk.)
+    """
+    c = module.config
+    check_codes(codes, c)
+    if chunk_size < 1 or left_context < 1:
+        raise ValueError(f"chunked_decode: chunk_size={chunk_size} and left_context="
+                         f"{left_context} must be >= 1")
+    per_frame, trim = total_upsampling(c), start_trim(c)
+    apply = jax.jit(lambda p, x: module.apply({"params": p}, x))
+    total = codes.shape[-1]
+    pieces = []
+    for start in range(0, total, chunk_size):
+        end = min(start + chunk_size, total)
+        ctx = min(left_context, start)
+        wav = apply(params, codes[..., start - ctx:end])
+        pieces.append(wav[:, ctx * per_frame - trim:] if start else wav)
+    return jnp.concatenate(pieces, axis=-1)

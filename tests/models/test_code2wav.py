@@ -1,0 +1,171 @@
+"""Code2Wav: config rules, output length, HF config mapping, waveform parity with transformers'
+qwen3_omni_moe on a tiny random model (fp32), chunked decode, published parameter count."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from audiolm.config import ConfigError, count_params
+from audiolm.checkpoints import qwen3_omni_talker as conv
+from audiolm.models import code2wav as cw
+from audiolm.models import talker as tk
+
+TOL = 1e-4  # max abs error allowed against the fp32 reference
+
+
+def _root(cfg) -> ml_collections.ConfigDict:
+    d = cfg if isinstance(cfg, dict) else cfg.to_dict()
+    return ml_collections.ConfigDict({"model": {"code2wav": d}})
+
+
+def test_defaults_validate():
+    cw.validate_code2wav(_root(cw.DEFAULTS))
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("num_kv_heads", 3, "model.code2wav.num_kv_heads=3"),
+    ("sliding_window", 0, "model.code2wav.sliding_window=0"),
+    ("decoder_dim", 30, "model.code2wav.decoder_dim=30"),
+    ("upsample_rates", (4, 0), "model.code2wav.upsample_rates[1]=0"),
+    ("upsample_rates", (), "model.code2wav.upsample_rates=()"),
+    ("residual_dilations", "139", "model.code2wav.residual_dilations='139'"),
+    ("head_dim", 5, "model.code2wav.head_dim=5"),
+    ("rms_norm_eps", 0.0, "model.code2wav.rms_norm_eps=0.0"),
+    ("sample_rate", 0, "model.code2wav.sample_rate=0"),
+])
+def test_validation_errors_name_the_field(field, value, needle):
+    cfg = cw.DEFAULTS.to_dict()
+    cfg[field] = value
+    with pytest.raises(ConfigError) as err:
+        cw.validate_code2wav(_root(cfg))
+    assert needle in str(err.value)
+
+
+def test_talker_code2wav_codebooks_must_match():
+    talker = tk.tiny_config()
+    c2w = cw.tiny_config()
+    root = ml_collections.ConfigDict({"model": {"talker": talker.to_dict(),
+                                                "code2wav": c2w.to_dict()}})
+    cw.validate_codebook_sync(root)
+    root.model.code2wav.num_codebooks = 8
+    with pytest.raises(ConfigError, match="model.talker.num_codebooks=4 but "
+                                          "model.code2wav.num_codebooks=8: they must match"):
+        cw.validate_codebook_sync(root)
+
+
+def test_published_config_and_output_length():
+    ref = pytest.importorskip("reference_qwen")
+    cfg = conv.code2wav_config_from_hf(ref.PUBLISHED_CONFIG)
+    cw.validate_code2wav(_root(cfg))
+    assert cw.total_upsampling(cfg) == 1920
+    assert cw.total_upsampling(cfg) * 12.5 == cfg.sample_rate
+    assert cw.output_length(cfg, 20) == 37845 == ((((4 * 20 - 1) * 8 - 1) * 5 - 1) * 4 - 1) * 3
+    assert cw.start_trim(cfg) == 555
+    for t in (1, 7, 20):
+        assert cw.output_length(cfg, t) == t * 1920 - 555
+
+
+# ---------------------------------------------------------------------------------------------
+# Parity with transformers.
+
+
+@pytest.fixture(scope="module")
+def ref_model(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    safetensors = pytest.importorskip("safetensors")
+    ref = pytest.importorskip("reference_qwen")
+    hf_cfg = ref.hf_config(ref.tiny_config_dict())
+    model = ref.build_model(hf_cfg, seed=1)
+    path = str(tmp_path_factory.mktemp("qwen_tiny_c2w"))
+    ref.save_model(model, path)
+    where = {}
+    for f in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
+        with safetensors.safe_open(f, "np") as s:
+            for k in s.keys():
+                if k.startswith("code2wav."):
+                    where[k[len("code2wav."):]] = f
+
+    def get_tensor(name):
+        with safetensors.safe_open(where[name], "np") as s:
+            return s.get_tensor("code2wav." + name)
+
+    cfg = conv.code2wav_config_from_hf(hf_cfg.to_dict())
+    cw.validate_code2wav(_root(cfg))
+    params, used = conv.convert_code2wav(get_tensor, where.keys(), cfg)
+    return dict(torch=torch, hf=model.code2wav, cfg=cfg, params=params, used=used,
+                keys=set(where))
+
+
+def test_every_checkpoint_tensor_is_used(ref_model):
+    assert ref_model["used"] == ref_model["keys"]
+    shapes = jax.eval_shape(lambda: cw.init_params(ref_model["cfg"], jax.random.PRNGKey(0)))
+    got = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), ref_model["params"])
+    want = jax.tree_util.tree_map(lambda x: tuple(x.shape), shapes)
+    assert got == want
+
+
+def test_waveform_matches_transformers(ref_model):
+    torch, hf, cfg, params = (ref_model[k] for k in ("torch", "hf", "cfg", "params"))
+    rng = np.random.default_rng(0)
+    t = 20  # > sliding_window, so the window mask matters
+    codes = rng.integers(0, cfg.codebook_size, size=(2, cfg.num_codebooks, t)).astype(np.int32)
+    with torch.no_grad():
+        want = hf(torch.from_numpy(codes.astype(np.int64)))[:, 0].numpy()
+    module = cw.build(cfg)
+    got = np.asarray(jax.jit(lambda p, c: module.apply({"params": p}, c))(params,
+                                                                           jnp.asarray(codes)))
+    assert got.shape == want.shape == (2, cw.output_length(cfg, t))
+    assert np.std(want) > 1e-3  # a non-trivial waveform
+    err = float(np.max(np.abs(got - want)))
+    assert err <= TOL, err  # measured 3e-08
+
+
+def test_chunked_decode_equals_full_decode(ref_model):
+    cfg, params = ref_model["cfg"], ref_model["params"]
+    rng = np.random.default_rng(1)
+    t = 64
+    codes = jnp.asarray(rng.integers(0, cfg.codebook_size, size=(1, cfg.num_codebooks, t)),
+                        jnp.int32)
+    module = cw.build(cfg)
+    full = np.asarray(jax.jit(lambda p, c: module.apply({"params": p}, c))(params, codes))
+    ctx = cw.receptive_field(cfg)
+    assert ctx < t
+    chunked = np.asarray(cw.chunked_decode(module, params, codes, chunk_size=11, left_context=ctx))
+    assert chunked.shape == full.shape
+    err = float(np.max(np.abs(chunked - full)))
+    assert err <= 1e-5, err
+    # a too-short context is a different (approximate) decode, of the same length
+    short = np.asarray(cw.chunked_decode(module, params, codes, chunk_size=11, left_context=1))
+    assert short.shape == full.shape and float(np.max(np.abs(short - full))) > 1e-5
+
+
+def test_bad_codes_raise_before_compute():
+    cfg = cw.tiny_config()
+    module = cw.build(cfg)
+    params = jax.jit(lambda r: cw.init_params(cfg, r))(jax.random.PRNGKey(0))
+    g, card = cfg.num_codebooks, cfg.codebook_size
+    with pytest.raises(ValueError, match=f"num_codebooks={g}"):
+        module.apply({"params": params}, jnp.zeros((1, g + 1, 5), jnp.int32))
+    with pytest.raises(ValueError, match=rf"ids must be in \[0, codebook_size={card}\)"):
+        module.apply({"params": params}, jnp.full((1, g, 5), card, jnp.int32))
+    with pytest.raises(ValueError, match="integer"):
+        module.apply({"params": params}, jnp.zeros((1, g, 5), jnp.float32))
+
+
+def test_published_param_count_matches_transformers_meta_model():
+    ref = pytest.importorskip("reference_qwen")
+    pytest.importorskip("transformers")
+    cfg = conv.code2wav_config_from_hf(ref.PUBLISHED_CONFIG)
+    shapes = jax.eval_shape(lambda: cw.init_params(cfg, jax.random.PRNGKey(0)))
+    ours = count_params(shapes)["total"]
+    counts = ref.meta_counts(ref.hf_config(ref.PUBLISHED_CONFIG))
+    assert ours == counts["code2wav"]
+    assert round(ours / 1e6) == 216
