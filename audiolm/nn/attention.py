@@ -6,14 +6,13 @@ heads (H % Hkv == 0; kv head j serves q heads j*rep .. (j+1)*rep-1), Dh head wid
 
 from __future__ import annotations
 
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from audiolm.nn.norms import RMSNorm
-from audiolm.nn.params import Dtype, constrain, default_kernel_init, partitioned
+from audiolm.nn.params import Dtype, Projection, constrain
 from audiolm.nn.rope import ROPE_STYLES, apply_rope
 
 Cache = dict[str, jax.Array]
@@ -93,7 +92,6 @@ class Attention(nn.Module):
     use_dot_product_attention: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
-    kernel_init: Any = default_kernel_init
 
     def _check(self):
         if self.num_heads % self.num_kv_heads:
@@ -113,12 +111,10 @@ class Attention(nn.Module):
                 "pos": jnp.full((batch, max_len), -1, jnp.int32),
                 "index": jnp.zeros((), jnp.int32)}
 
-    def _proj(self, name: str, heads: int, heads_axis: str) -> nn.DenseGeneral:
-        return nn.DenseGeneral(
-            features=(heads, self.head_dim), axis=-1, use_bias=self.qkv_bias,
-            dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-            kernel_init=partitioned(self.kernel_init, ("embed", heads_axis, "head_dim")),
-            bias_init=partitioned(nn.initializers.zeros, (heads_axis, "head_dim")))
+    def _proj(self, name: str, d_in: int, heads: int, heads_axis: str) -> Projection:
+        return Projection((d_in, heads, self.head_dim), 1, ("embed", heads_axis, "head_dim"),
+                          use_bias=self.qkv_bias, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name=name)
 
     @nn.compact
     def __call__(self, x: jax.Array, positions: jax.Array | None = None, *,
@@ -137,10 +133,11 @@ class Attention(nn.Module):
         positions = positions.astype(jnp.int32)
 
         x = constrain(x, ("batch", "length", "embed"))
-        q = self._proj("q_proj", self.num_heads, "heads")(x)
+        q = self._proj("q_proj", d, self.num_heads, "heads")(x)
         kv_in = x if context is None else context
-        k = self._proj("k_proj", self.num_kv_heads, "kv_heads")(kv_in)
-        v = self._proj("v_proj", self.num_kv_heads, "kv_heads")(kv_in)
+        dc = kv_in.shape[-1]
+        k = self._proj("k_proj", dc, self.num_kv_heads, "kv_heads")(kv_in)
+        v = self._proj("v_proj", dc, self.num_kv_heads, "kv_heads")(kv_in)
         if self.qk_norm:
             norm = dict(eps=self.qk_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                         axis_name="head_dim")
@@ -180,11 +177,9 @@ class Attention(nn.Module):
         v = constrain(v, ("batch", "length", "kv_heads", "head_dim"))
         out = dot_product_attention(q, k, v, vis, use_fused=self.use_dot_product_attention)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
-        y = nn.DenseGeneral(
-            features=self.out_features or d, axis=(-2, -1), use_bias=self.out_bias,
-            dtype=self.dtype, param_dtype=self.param_dtype, name="o_proj",
-            kernel_init=partitioned(self.kernel_init, ("heads", "head_dim", "embed")),
-            bias_init=partitioned(nn.initializers.zeros, ("embed",)))(out)
+        y = Projection((self.num_heads, self.head_dim, self.out_features or d), 2,
+                       ("heads", "head_dim", "embed"), use_bias=self.out_bias, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name="o_proj")(out)
         return constrain(y, ("batch", "length", "embed")), new_cache
 
     @staticmethod

@@ -60,3 +60,33 @@ def constrain(x: Array, axes: Sequence[str | None]) -> Array:
 
 def as_dtype(x: Array, dtype: Dtype) -> Array:
     return jnp.asarray(x, dtype)
+
+
+class Projection(nn.Module):
+    """Linear map over the trailing `n_in` axes of x with a multi-axis kernel.
+
+    x [..., *shape[:n_in]] -> [..., *shape[n_in:]]. Param `kernel` of `shape` with logical
+    names `axes` (one per kernel dimension), `bias` [*shape[n_in:]] when use_bias. The kernel is
+    created at its true rank (no flattening), so its logical names stay valid under a mesh;
+    init: truncated normal with variance 1 / prod(shape[:n_in]).
+    """
+    shape: tuple[int, ...]
+    n_in: int
+    axes: tuple[str | None, ...]
+    use_bias: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        n = len(self.shape)
+        init = nn.initializers.variance_scaling(
+            1.0, "fan_in", "truncated_normal", in_axis=tuple(range(self.n_in)),
+            out_axis=tuple(range(self.n_in, n)))
+        kernel = self.param("kernel", partitioned(init, self.axes), self.shape, self.param_dtype)
+        y = jnp.tensordot(x.astype(self.dtype), jnp.asarray(kernel, self.dtype), axes=self.n_in)
+        if self.use_bias:
+            bias = self.param("bias", partitioned(nn.initializers.zeros, self.axes[self.n_in:]),
+                              self.shape[self.n_in:], self.param_dtype)
+            y = y + jnp.asarray(bias, self.dtype)
+        return y
