@@ -58,9 +58,12 @@ def test_stable_audio_tools_layout_builds_and_runs(tmp_path):
                                    "bpm": [60, 70], "prompt": ["hi", "there"]})
     np.testing.assert_array_equal(conds["cond.genre"], [2, 0])
     np.testing.assert_array_equal(conds["cond.bpm"], [0, 10])
-    params = lm.init(jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(lm.init, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map(
+        lambda s: jnp.asarray(rng.normal(0, 0.3, s.shape).astype(np.float32)), shapes)
     seq = jnp.full((2, 3, 5), 10, jnp.int32)
-    logits = lm.module.apply({"params": params}, seq, conds)
+    logits = jax.jit(lm.module.apply)({"params": params}, seq, conds)
     assert logits.shape == (2, 3, 5, 10) and bool(jnp.all(jnp.isfinite(logits)))
 
 

@@ -160,7 +160,8 @@ def test_cfg_dropout_mask_statistics():
 
 def test_loss_matches_manual_delay_cross_entropy(setup):
     """loss_fn (eval) = mean over codebooks of the CE of code (t, q) read at output position
-    t + q (delay pattern, leading special step), over real frames whose prediction exists."""
+    t + q (delay pattern, leading special step: (t, q) sits at step 1 + t + q), over real
+    frames whose step exists in the valid-steps sequence."""
     s = setup
     batch = {k: jnp.asarray(v) for k, v in s["batch"].items()}
     exp = ml_collections.ConfigDict({"model": s["config"]})
@@ -178,8 +179,8 @@ def test_loss_matches_manual_delay_cross_entropy(setup):
         nll, n = 0.0, 0
         for b in range(B):
             for f in range(t):
-                pos = f + q
-                if pos >= logits.shape[2] or not tmask[b, f]:
+                pos = f + q  # predicts step pos + 1, which must exist
+                if pos + 1 >= logits.shape[2] or not tmask[b, f]:
                     continue
                 row = logits[b, q, pos].astype(np.float64)
                 lse = np.log(np.sum(np.exp(row - row.max()))) + row.max()
