@@ -130,7 +130,7 @@ class AuT(nn.Module):
                 num_kv_heads=self.num_heads, head_dim=head_dim, qkv_bias=True, out_bias=True,
                 qk_norm=False, rope_style=None, causal=False,
                 use_dot_product_attention=self.use_dot_product_attention,
-                ffn="plain", ffn_hidden=self.ffn_hidden, activation="gelu",
+                ffn="plain", ffn_hidden=self.ffn_hidden, activation="gelu", ffn_bias=True,
                 dtype=self.dtype, param_dtype=self.param_dtype, name=f"layers_{i}")(x, mask=mask)
         x = blocks.LayerNorm(eps=self.layer_norm_eps, dtype=self.dtype,
                              param_dtype=self.param_dtype, name="ln_post")(x)

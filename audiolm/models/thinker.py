@@ -46,6 +46,30 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def check_tokens(tokens, vocab_size: int, audio_token_id: int, audio_lengths=None) -> None:
+    """Raises ValueError for tokens that are not [B, T] ints in [0, vocab_size), or (when
+    `audio_lengths` [B] is given) rows whose number of audio_token_id placeholders differs from
+    their AuT token count. Value checks run only on concrete arrays (outside jit)."""
+    if tokens.ndim != 2:
+        raise ValueError(f"Thinker: tokens must be [B, T] ints, got shape {tokens.shape}")
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"Thinker: tokens must be integers, got {tokens.dtype}")
+    if not _is_concrete(tokens):
+        return
+    t = np.asarray(tokens)
+    if t.size and (t.min() < 0 or t.max() >= vocab_size):
+        bad = t[(t < 0) | (t >= vocab_size)]
+        raise ValueError(f"Thinker: token ids must be in [0, vocab_size={vocab_size}); got "
+                         f"{bad[:8].tolist()}")
+    if audio_lengths is not None and _is_concrete(audio_lengths):
+        count = (t == audio_token_id).sum(axis=1)
+        lens = np.asarray(audio_lengths)
+        if not np.array_equal(count, lens):
+            raise ValueError(f"Thinker: rows have {count.tolist()} audio_token_id="
+                             f"{audio_token_id} placeholders but their audio gives "
+                             f"{lens.tolist()} AuT tokens; they must be equal")
+
+
 class Thinker(nn.Module):
     """The Thinker decoder. Fields mirror `model.thinker`.
 
@@ -85,30 +109,13 @@ class Thinker(nn.Module):
             i, self.num_experts, self.decoder_sparse_step, self.mlp_only_layers)]
 
     def _check_tokens(self, tokens, audio_embeds, audio_lengths):
-        if tokens.ndim != 2:
-            raise ValueError(f"Thinker: tokens must be [B, T] ints, got shape {tokens.shape}")
-        if not jnp.issubdtype(tokens.dtype, jnp.integer):
-            raise ValueError(f"Thinker: tokens must be integers, got {tokens.dtype}")
         if audio_embeds is not None and (audio_embeds.ndim != 3 or audio_embeds.shape[0] !=
                                          tokens.shape[0] or
                                          audio_embeds.shape[2] != self.hidden_size):
             raise ValueError(f"Thinker: audio_embeds must be [B={tokens.shape[0]}, N, "
                              f"hidden_size={self.hidden_size}], got {audio_embeds.shape}")
-        if _is_concrete(tokens):  # value checks only when the ids are known (outside jit)
-            t = np.asarray(tokens)
-            if t.size and (t.min() < 0 or t.max() >= self.vocab_size):
-                bad = t[(t < 0) | (t >= self.vocab_size)]
-                raise ValueError(f"Thinker: token ids must be in [0, vocab_size="
-                                 f"{self.vocab_size}); got {bad[:8].tolist()}")
-            if audio_embeds is not None and audio_lengths is not None and _is_concrete(
-                    audio_lengths):
-                count = (t == self.audio_token_id).sum(axis=1)
-                lens = np.asarray(audio_lengths)
-                if not np.array_equal(count, lens):
-                    raise ValueError(
-                        f"Thinker: rows have {count.tolist()} audio_token_id="
-                        f"{self.audio_token_id} placeholders but their audio gives "
-                        f"{lens.tolist()} AuT tokens; they must be equal")
+        check_tokens(tokens, self.vocab_size, self.audio_token_id,
+                     audio_lengths if audio_embeds is not None else None)
 
     @nn.compact
     def __call__(self, tokens: jax.Array, positions: jax.Array | None = None, *,
@@ -134,10 +141,9 @@ class Thinker(nn.Module):
                 out_bias=False, qk_norm=True, qk_norm_eps=self.rms_norm_eps,
                 rope_style="rotate_half", rope_theta=self.rope_theta, causal=True,
                 use_dot_product_attention=self.use_dot_product_attention,
-                ffn="moe" if moe else "gated",
-                ffn_hidden=self.moe_hidden if moe else self.ffn_hidden, activation="silu",
+                ffn="moe" if moe else "gated", ffn_hidden=self.ffn_hidden, activation="silu",
                 num_experts=self.num_experts if moe else 0,
-                top_k=self.num_experts_per_tok if moe else 0,
+                top_k=self.num_experts_per_tok if moe else 0, expert_hidden=self.moe_hidden,
                 norm_topk_prob=self.norm_topk_prob, dispatch=self.moe_dispatch,
                 capacity_factor=self.moe_capacity_factor,
                 dtype=self.dtype, param_dtype=self.param_dtype, name=f"layers_{i}")

@@ -232,10 +232,15 @@ class ThinkerTalker(nn.Module):
                  return_hidden_states: bool = False):
         audio_embeds = audio_mask = audio_lengths = None
         if features is not None:
+            if frame_lengths is None:
+                frame_lengths = jnp.full((features.shape[0],), features.shape[1], jnp.int32)
+            audio_lengths = None if isinstance(frame_lengths, jax.core.Tracer) else \
+                aut_lib.num_audio_tokens(np.asarray(frame_lengths), self.aut.chunk_frames)
+        # Bad ids / placeholder counts raise here, before the audio encoder runs.
+        thinker_lib.check_tokens(tokens, self.thinker.vocab_size, self.thinker.audio_token_id,
+                                 audio_lengths)
+        if features is not None:
             audio_embeds, audio_mask = self.aut(features, frame_lengths)
-            audio_lengths = None if frame_lengths is None or isinstance(
-                frame_lengths, jax.core.Tracer) else aut_lib.num_audio_tokens(
-                    np.asarray(frame_lengths), self.aut.chunk_frames)
         out = self.thinker(tokens, positions, audio_embeds=audio_embeds,
                            audio_lengths=audio_lengths,
                            return_hidden_states=return_hidden_states)
@@ -278,6 +283,10 @@ def init_params(model_config: Any, rng: jax.Array) -> Any:
     The Talker and Code2Wav are initialised by their own modules' `init_params`; their trees
     sit under the names of the `talker` / `code2wav` submodules of `ThinkerTalker`.
     """
+    return jax.jit(lambda r: _init_params(model_config, r))(rng)
+
+
+def _init_params(model_config: Any, rng: jax.Array) -> Any:
     from flax.core import meta
 
     rng_main, rng_talker, rng_c2w = jax.random.split(rng, 3)
