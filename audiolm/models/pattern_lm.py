@@ -390,14 +390,23 @@ def generate(module: PatternLM, params: Any, conditions: Mapping[str, jax.Array]
     seq, mask = patterns.build(pattern, codes, spec.card)
     start = patterns.first_step_with(pattern, p_len)
     total = seq.shape[-1]
+    # Conditioners run once; the loop only decodes (conditional and null halves together).
+    cond = module.apply({"params": params}, conditions or {}, method=module.condition)
+    guided = cfg_scale != 1.0
+    if guided:
+        cond = jax.tree_util.tree_map(lambda c, n: jnp.concatenate([c, n], axis=0), cond,
+                                      null_condition(cond))
 
     def step(s, carry):
         seq, rng = carry
         rng, key = jax.random.split(rng)
-        if cfg_scale != 1.0:
-            logits = guided_logits(module, params, seq, conditions, cfg_scale)
+        if guided:
+            both = module.apply({"params": params}, jnp.concatenate([seq, seq], axis=0), cond,
+                                method=module.decode)
+            c, u = both[:b], both[b:]
+            logits = u + (c - u) * cfg_scale
         else:
-            logits = module.apply({"params": params}, seq, conditions)
+            logits = module.apply({"params": params}, seq, cond, method=module.decode)
         nxt = sample_codes(jax.lax.dynamic_index_in_dim(logits, s - 1, axis=2, keepdims=False),
                            key, temperature, top_k)  # [B, K]
         valid = jax.lax.dynamic_index_in_dim(mask, s, axis=1, keepdims=False)  # [K]

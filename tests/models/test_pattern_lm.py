@@ -190,9 +190,6 @@ def test_loss_matches_manual_delay_cross_entropy(setup):
     np.testing.assert_allclose(float(loss), np.mean(per_q), rtol=1e-5)
     for q in range(k):
         np.testing.assert_allclose(float(metrics[f"ce_q{q}"]), per_q[q], rtol=1e-5)
-    # Training applies CFG dropout: a different (still finite) loss.
-    loss_train, _ = loss_fn(jax.random.PRNGKey(3), True)
-    assert np.isfinite(float(loss_train))
 
 
 def test_describe_musicgen_small_counts():
@@ -211,7 +208,7 @@ def test_generate_greedy_is_self_consistent(setup):
     generated codes teacher-forced gives argmax = the generated code at every generated slot."""
     s = setup
     module, params, spec = s["module"], s["params"], s["module"].spec
-    frames, p_len = 6, 2
+    frames, p_len = 9, 2  # full layout of 9 frames = 13 steps: the setup's compiled shapes
     prompt = jnp.asarray(s["batch"]["codes"][:, :, :p_len])
     gen = jax.jit(lambda p, c, pr: pattern_lm.generate(
         module, p, c, frames=frames, rng=jax.random.PRNGKey(0), prompt=pr, temperature=0.0,
@@ -222,8 +219,10 @@ def test_generate_greedy_is_self_consistent(setup):
     assert codes.min() >= 0 and codes.max() < spec.card
     pattern = pattern_lm.pattern_for(spec, frames)
     seq, _ = patterns.build(pattern, jnp.asarray(codes), spec.card)
-    logits = jax.jit(pattern_lm.guided_logits, static_argnums=(0,))(
-        module, params, seq, s["conds"], 2.0)
+    assert seq.shape == s["seq"].shape
+    cond = _run(s, seq=seq)
+    uncond = _run(s, seq=seq, drop={t: jnp.ones((B,), bool) for t in pattern_lm.COND_TYPES})
+    logits = jnp.asarray(uncond + 2.0 * (cond - uncond))
     pred, valid = patterns.revert_logits(pattern, logits)
     pred = np.asarray(jnp.argmax(jnp.nan_to_num(pred), axis=-1))
     assert bool(np.all(np.asarray(valid)))
