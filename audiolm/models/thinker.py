@@ -74,12 +74,14 @@ class Thinker(nn.Module):
     """The Thinker decoder. Fields mirror `model.thinker`.
 
     `__call__(tokens [B, T] int, positions [B, T] | None, *, audio_embeds [B, N, D] | None,
-    audio_lengths [B] | None, return_hidden_states=False) -> dict` with
+    audio_lengths [B] | None, caches | None, return_hidden_states=False) -> dict` with
       logits [B, T, vocab_size] (float32),
       aux: {"load_balance_loss", "router_z_loss"} averaged over MoE layers (0 if none),
       hidden_states (only if asked): tuple of num_layers + 1 arrays [B, T, D]: the input
         embeddings (audio merged), then the residual stream after each layer (before the final
-        norm); the Talker reads entry `accept_hidden_layer`.
+        norm); the Talker reads entry `accept_hidden_layer`,
+      caches (only with `caches`, from `init_caches`): the updated per-layer KV caches;
+        positions then default to cache index + arange(T) (incremental decoding).
     """
     vocab_size: int
     hidden_size: int
@@ -104,6 +106,13 @@ class Thinker(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    @nn.nowrap
+    def init_caches(self, batch: int, max_len: int, dtype: Dtype = jnp.float32) -> list:
+        """Empty per-layer KV caches with `max_len` slots for incremental decoding."""
+        attn = blocks.Attention(num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
+                                head_dim=self.head_dim, parent=None)
+        return [attn.init_cache(batch, max_len, dtype) for _ in range(self.num_layers)]
+
     def moe_layers(self) -> list[int]:
         return [i for i in range(self.num_layers) if is_moe_layer(
             i, self.num_experts, self.decoder_sparse_step, self.mlp_only_layers)]
@@ -120,18 +129,22 @@ class Thinker(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array, positions: jax.Array | None = None, *,
                  audio_embeds: jax.Array | None = None, audio_lengths: jax.Array | None = None,
+                 caches: list | None = None,
                  return_hidden_states: bool = False) -> dict[str, Any]:
         self._check_tokens(tokens, audio_embeds, audio_lengths)
         b, t = tokens.shape
+        if caches is not None and len(caches) != self.num_layers:
+            raise ValueError(f"Thinker: got {len(caches)} caches for {self.num_layers} layers")
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+            start = caches[0]["index"] if caches is not None else 0
+            positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
         embed = blocks.Embed(self.vocab_size, self.hidden_size, dtype=self.dtype,
                              param_dtype=self.param_dtype, name="embed_tokens")
         x = embed(tokens)
         if audio_embeds is not None:
             x = merge_audio(x, tokens, audio_embeds, self.audio_token_id)
         hidden = [x]
-        lb, z = [], []
+        lb, z, new_caches = [], [], []
         for i in range(self.num_layers):
             moe = is_moe_layer(i, self.num_experts, self.decoder_sparse_step,
                                self.mlp_only_layers)
@@ -147,7 +160,9 @@ class Thinker(nn.Module):
                 norm_topk_prob=self.norm_topk_prob, dispatch=self.moe_dispatch,
                 capacity_factor=self.moe_capacity_factor,
                 dtype=self.dtype, param_dtype=self.param_dtype, name=f"layers_{i}")
-            x, _, aux = block(x, positions)
+            x, cache, aux = block(x, positions,
+                                  cache=None if caches is None else caches[i])
+            new_caches.append(cache)
             if moe:
                 lb.append(aux["load_balance_loss"])
                 z.append(aux["router_z_loss"])
@@ -168,6 +183,8 @@ class Thinker(nn.Module):
         }
         if return_hidden_states:
             out["hidden_states"] = tuple(hidden)
+        if caches is not None:
+            out["caches"] = new_caches
         return out
 
 

@@ -218,7 +218,8 @@ class ThinkerTalker(nn.Module):
     """AuT + Thinker (+ Talker + Code2Wav). Submodules: `aut`, `thinker`, `talker`, `code2wav`.
 
     `__call__(tokens [B, T], features [B, F, n_mels] | None, frame_lengths [B] | None,
-    positions [B, T] | None, return_hidden_states=False)` runs AuT and the Thinker and returns
+    positions [B, T] | None, caches | None, return_hidden_states=False)` runs AuT and the
+    Thinker (with KV caches from `module.thinker.init_caches` for decoding) and returns
     the Thinker's output dict (logits, aux, optional hidden_states) plus "audio_embeds" and
     "audio_mask" when features are given. The speech-output parts run through their own
     methods (`talker_forward`, `code2wav_forward`).
@@ -229,7 +230,7 @@ class ThinkerTalker(nn.Module):
     code2wav: Any = None
 
     def __call__(self, tokens, features=None, frame_lengths=None, positions=None,
-                 return_hidden_states: bool = False):
+                 caches=None, return_hidden_states: bool = False):
         audio_embeds = audio_mask = audio_lengths = None
         if features is not None:
             if frame_lengths is None:
@@ -242,7 +243,7 @@ class ThinkerTalker(nn.Module):
         if features is not None:
             audio_embeds, audio_mask = self.aut(features, frame_lengths)
         out = self.thinker(tokens, positions, audio_embeds=audio_embeds,
-                           audio_lengths=audio_lengths,
+                           audio_lengths=audio_lengths, caches=caches,
                            return_hidden_states=return_hidden_states)
         if features is not None:
             out["audio_embeds"] = audio_embeds

@@ -89,7 +89,7 @@ def test_thinker_logits_and_routing_match_reference(loaded):
     want_logits, want_routers = _reference(model, tokens, feats, frames)
     got_logits, got_routers = _ours(model_config, params, tokens, feats, frames)
     err = float(np.abs(got_logits - want_logits).max())
-    assert err <= TOL, err  # measured ~2e-6
+    assert err <= TOL, err  # measured 2.7e-7 (logits up to ~0.5)
     th = model_config.thinker
     moe_layers = [i for i in range(th.num_layers) if thinker_lib.is_moe_layer(
         i, th.num_experts, th.decoder_sparse_step, th.mlp_only_layers)]
@@ -97,7 +97,7 @@ def test_thinker_logits_and_routing_match_reference(loaded):
     assert len(want_routers) == len(moe_layers)
     for layer, want in zip(moe_layers, want_routers):
         got = got_routers[layer].reshape(want.shape)
-        assert float(np.abs(got - want).max()) <= TOL
+        assert float(np.abs(got - want).max()) <= TOL  # measured 1.2e-7 .. 1.5e-7
         k = th.num_experts_per_tok
         got_top = np.sort(np.argsort(-got, axis=-1)[:, :k], axis=-1)
         want_top = np.sort(np.argsort(-want, axis=-1)[:, :k], axis=-1)
@@ -202,3 +202,27 @@ def test_loss_fn_trains_on_example_batch(loaded):
     assert abs(losses[0] - np.log(config.model.thinker.vocab_size)) < 1.0, losses
     assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0] - 0.2, losses
     assert float(metrics["load_balance_loss"]) > 0 and float(metrics["text_targets"]) > 0
+
+
+def test_cached_decoding_equals_full_forward(loaded):
+    """Prefill (audio merged) then token-by-token steps with KV caches reproduce the full
+    forward's logits (fp32, 1e-5)."""
+    ref, _, model_config, params = loaded
+    tokens, feats, frames = _batch(ref, model_config)
+    module = family.build(model_config)
+    full = jax.jit(lambda p, t, f, n: module.apply({"params": p}, t, f, n)["logits"])(
+        params, jnp.asarray(tokens, jnp.int32), jnp.asarray(feats), jnp.asarray(frames))
+    split = tokens.shape[1] - 3
+    caches = module.thinker.init_caches(tokens.shape[0], tokens.shape[1])
+    out = jax.jit(lambda p, t, f, n, c: module.apply({"params": p}, t, f, n, caches=c))(
+        params, jnp.asarray(tokens[:, :split], jnp.int32), jnp.asarray(feats),
+        jnp.asarray(frames), caches)
+    got = [out["logits"]]
+    step = jax.jit(lambda p, t, c: module.apply({"params": p}, t, caches=c))
+    caches = out["caches"]
+    for i in range(split, tokens.shape[1]):
+        out = step(params, jnp.asarray(tokens[:, i:i + 1], jnp.int32), caches)
+        caches = out["caches"]
+        got.append(out["logits"])
+    got = np.concatenate([np.asarray(g) for g in got], axis=1)
+    assert float(np.abs(got - np.asarray(full)).max()) <= 1e-5
