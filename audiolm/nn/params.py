@@ -58,10 +58,6 @@ def constrain(x: Array, axes: Sequence[str | None]) -> Array:
     return nn.with_logical_constraint(x, tuple(axes))
 
 
-def as_dtype(x: Array, dtype: Dtype) -> Array:
-    return jnp.asarray(x, dtype)
-
-
 class Projection(nn.Module):
     """Linear map over the trailing `n_in` axes of x with a multi-axis kernel.
 

@@ -43,7 +43,8 @@ def _np_attention(p, x, cfg, positions, context=None, context_mask=None, mask=No
     pos = np.asarray(positions)
     if context is None and cfg.get("rope_style"):
         theta = cfg.get("rope_theta", 1e4)
-        q, k = _np_rope(q, pos, theta, cfg["rope_style"]), _np_rope(k, pos, theta, cfg["rope_style"])
+        style = cfg["rope_style"]
+        q, k = _np_rope(q, pos, theta, style), _np_rope(k, pos, theta, style)
     b, t, h, dh = q.shape
     s, hkv = k.shape[1], k.shape[2]
     out = np.zeros((b, t, h, dh))

@@ -23,7 +23,8 @@ def _manual(cfg, p, x, positions, context=None, context_mask=None):
     """Applies the documented sub-blocks one by one with the block's params."""
     norm = ann.RMSNorm if cfg.get("norm", "rms") == "rms" else ann.LayerNorm
     eps = cfg.get("norm_eps", 1e-6)
-    att_kw = dict(num_heads=cfg["num_heads"], num_kv_heads=cfg.get("num_kv_heads") or cfg["num_heads"],
+    att_kw = dict(num_heads=cfg["num_heads"],
+                  num_kv_heads=cfg.get("num_kv_heads") or cfg["num_heads"],
                   head_dim=cfg.get("head_dim") or D // cfg["num_heads"],
                   qk_norm=cfg.get("qk_norm", False))
     h = norm(eps=eps).apply({"params": p["attn_norm"]}, x)
