@@ -232,10 +232,9 @@ def test_code_predictor_greedy_generation_matches(ref_model):
     assert int(np.max(np.asarray(s1))) < cfg.codebook_size
 
 
-def test_bad_inputs_raise_before_compute():
-    cfg = tk.tiny_config()
+def test_bad_inputs_raise_before_compute(ref_model):
+    cfg, params = ref_model["cfg"], ref_model["params"]
     module = tk.build(cfg)
-    params = jax.jit(lambda r: tk.init_params(cfg, r))(jax.random.PRNGKey(0))
     x = jnp.zeros((1, 3, cfg.hidden_size))
     g, card = cfg.num_codebooks, cfg.codebook_size
     with pytest.raises(ValueError, match=f"must have {g} codebooks"):
