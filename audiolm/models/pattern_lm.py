@@ -163,35 +163,34 @@ def pattern_for(spec: LMSpec, timesteps: int) -> patterns.Pattern:
 # Modules.
 
 
-def _norm(spec: LMSpec, name: str) -> nn.Module:
+def _norm(spec: LMSpec, name: str, dtype: Any) -> nn.Module:
     if spec.norm == "rms":
-        return anl.RMSNorm(spec.norm_eps, name=name)
-    return anl.LayerNorm(spec.norm_eps, name=name)
+        return anl.RMSNorm(spec.norm_eps, dtype=dtype, name=name)
+    return anl.LayerNorm(spec.norm_eps, dtype=dtype, name=name)
 
 
 class DecoderLayer(nn.Module):
     """Pre-norm layer: causal self-attention, cross-attention (when the model has cross
     conditions), feed-forward. Sub-module names follow audiolm.nn.TransformerBlock."""
     spec: LMSpec
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, positions, mask, context, context_mask):
         s = self.spec
         attn = dict(num_heads=s.num_heads, num_kv_heads=s.num_kv_heads, head_dim=s.head_dim,
-                    qkv_bias=s.attn_bias, out_bias=s.attn_bias)
+                    qkv_bias=s.attn_bias, out_bias=s.attn_bias, dtype=self.dtype)
         rope = "rotate_half" if s.positional == "rope" else None
         h, _ = anl.Attention(**attn, rope_style=rope, rope_theta=s.rope_theta, causal=True,
-                             name="attn")(_norm(s, "attn_norm")(x), positions, mask=mask)
+                             name="attn")(_norm(s, "attn_norm", self.dtype)(x), positions, mask=mask)
         x = x + h
         if s.has_cross:
             h, _ = anl.Attention(**attn, causal=False, name="cross_attn")(
-                _norm(s, "cross_norm")(x), context=context, context_mask=context_mask)
+                _norm(s, "cross_norm", self.dtype)(x), context=context, context_mask=context_mask)
             x = x + h
-        h = _norm(s, "ffn_norm")(x)
-        if s.ffn == "gated":
-            h = anl.GatedMLP(s.ffn_hidden, s.activation, use_bias=s.mlp_bias, name="ffn")(h)
-        else:
-            h = anl.MLP(s.ffn_hidden, s.activation, use_bias=s.mlp_bias, name="ffn")(h)
+        h = _norm(s, "ffn_norm", self.dtype)(x)
+        mlp = anl.GatedMLP if s.ffn == "gated" else anl.MLP
+        h = mlp(s.ffn_hidden, s.activation, use_bias=s.mlp_bias, dtype=self.dtype, name="ffn")(h)
         return x + h
 
 
@@ -200,13 +199,14 @@ class CodebookHeads(nn.Module):
     num_codebooks: int
     vocab: int
     use_bias: bool
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         d = x.shape[-1]
         kernel = self.param("kernel", partitioned(default_kernel_init, ("codebooks", "embed", "vocab")),
                             (self.num_codebooks, d, self.vocab))
-        logits = jnp.einsum("bsd,kdv->bksv", x, kernel)
+        logits = jnp.einsum("bsd,kdv->bksv", x.astype(self.dtype), kernel.astype(self.dtype))
         if self.use_bias:
             bias = self.param("bias", partitioned(nn.initializers.zeros, ("codebooks", "vocab")),
                               (self.num_codebooks, self.vocab))
@@ -220,9 +220,11 @@ class PatternLM(nn.Module):
     `__call__(seq [B, K, S] int, conditions {"cond.<id>": array}, drop=None) -> [B, K, S, card]`
     where `drop` maps "cross" / "prepend" / "global" to [B] bool (True = use the null
     condition for that sample). Methods `condition` (raw arrays -> grouped condition tensors)
-    and `decode` (sequence + grouped tensors -> logits) expose the two halves.
+    and `decode` (sequence + grouped tensors -> logits) expose the two halves. `dtype` is the
+    compute dtype of the transformer (params stay float32; conditioners and logits float32).
     """
     spec: LMSpec
+    dtype: Any = jnp.float32
 
     def setup(self):
         s = self.spec
@@ -233,15 +235,16 @@ class PatternLM(nn.Module):
                                                                       (None, "embed")),
                                        bias_init=partitioned(nn.initializers.zeros, ("embed",)))
         if s.prepend_ids:
-            self.prepend_proj = anl.MLP(s.dim, "silu", use_bias=False, out_features=s.dim)
+            self.prepend_proj = anl.MLP(s.dim, "silu", use_bias=False, out_features=s.dim,
+                                        dtype=self.dtype)
         if s.global_ids:
             self.global_proj = anl.MLP(s.dim, "silu", use_bias=False, out_features=s.dim)
         self.embed = anl.MultiCodebookEmbed(s.n_q, s.card + 1, s.dim,
                                             embedding_init=nn.initializers.normal(1.0))
-        self.layers = [DecoderLayer(s) for _ in range(s.num_layers)]
+        self.layers = [DecoderLayer(s, self.dtype) for _ in range(s.num_layers)]
         if s.final_norm:
-            self.final_norm = _norm(s, "final_norm")
-        self.heads = CodebookHeads(s.n_q, s.card, s.head_bias)
+            self.final_norm = _norm(s, "final_norm", self.dtype)
+        self.heads = CodebookHeads(s.n_q, s.card, s.head_bias, self.dtype)
 
     def condition(self, conditions: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         """Grouped condition tensors: cross [B, Sc, C] + cross_mask, prepend [B, P, C] +
@@ -273,9 +276,9 @@ class PatternLM(nn.Module):
         if k != s.n_q:
             raise ValueError(f"PatternLM: seq has K={k} codebooks (axis 1 of [B, K, S]); the "
                              f"model has n_q={s.n_q}")
-        x = self.embed(seq.astype(jnp.int32))
+        x = self.embed(seq.astype(jnp.int32)).astype(self.dtype)
         if s.scale_embedding:
-            x = x * jnp.sqrt(jnp.float32(s.dim))
+            x = x * jnp.sqrt(jnp.float32(s.dim)).astype(x.dtype)
         p = 0
         key_valid = jnp.ones((b, length), bool)
         if s.prepend_ids:
@@ -284,13 +287,13 @@ class PatternLM(nn.Module):
             x = jnp.concatenate([pre.astype(x.dtype), x], axis=1)
             key_valid = jnp.concatenate([cond["prepend_mask"].astype(bool), key_valid], axis=1)
         if s.global_ids:
-            x = x + self.global_proj(cond["global"])[:, None, :]
+            x = x + self.global_proj(cond["global"])[:, None, :].astype(x.dtype)
         total = p + length
         if s.positional == "sinusoidal":
             table = anl.sinusoidal_positions(total, s.dim)
             half = s.dim // 2  # MusicGen / audiocraft order: [cos, sin]
             table = jnp.concatenate([table[:, half:], table[:, :half]], axis=1)
-            x = x + table[None]
+            x = x + table[None].astype(x.dtype)
         positions = jnp.broadcast_to(jnp.arange(total, dtype=jnp.int32), (b, total))
         mask = jnp.broadcast_to(key_valid[:, None, None, :], (b, 1, total, total))
         context = context_mask = None
@@ -298,12 +301,13 @@ class PatternLM(nn.Module):
             context = cond["cross"]
             if s.project_cross:
                 context = self.cross_proj(context)
+            context = context.astype(self.dtype)
             context_mask = cond["cross_mask"].astype(bool)
         for layer in self.layers:
             x = layer(x, positions, mask, context, context_mask)
         if s.final_norm:
             x = self.final_norm(x)
-        return self.heads(x[:, p:])
+        return self.heads(x[:, p:]).astype(jnp.float32)
 
     def __call__(self, seq: jax.Array, conditions: Mapping[str, jax.Array] | None = None,
                  drop: Mapping[str, jax.Array] | None = None) -> jax.Array:
@@ -474,8 +478,9 @@ def loss_fn(module: PatternLM, params: Any, batch: Mapping[str, jax.Array], rng:
 # Family contract.
 
 
-def build(model_config: Any) -> PatternLM:
-    return PatternLM(spec_from_config(model_config))
+def build(model_config: Any, dtype: Any = jnp.float32) -> PatternLM:
+    """The model of `model_config`; `dtype` is the transformer's compute dtype."""
+    return PatternLM(spec_from_config(model_config), dtype)
 
 
 def _example_inputs(spec: LMSpec, batch: int, frames: int):

@@ -235,3 +235,13 @@ def test_sample_codes_top_k():
     assert set(np.unique(ids)) == {2, 3}
     assert abs(np.mean(ids == 3) - 4 / 7) < 0.04
     assert np.all(np.asarray(pattern_lm.sample_codes(logits, None, 0.0, 0)) == 3)
+
+
+def test_bfloat16_compute_close_to_float32(setup):
+    s = setup
+    module16 = pattern_lm.build(s["config"], dtype=jnp.bfloat16)
+    logits16 = jax.jit(lambda p: module16.apply({"params": p}, s["seq"], s["conds"]))(s["params"])
+    assert logits16.dtype == jnp.float32  # logits are returned in float32
+    ref = _run(s)
+    err = np.abs(np.asarray(logits16) - ref).max() / np.abs(ref).max()
+    assert err < 0.05, err
