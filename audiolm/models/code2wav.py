@@ -17,6 +17,7 @@ Config: `DEFAULTS` (the tiny model) documents every field of `model.code2wav`;
   convnext_mlp_ratio 4, convnext_eps 1e-6, convnext_scale_init 1e-6, decoder_dim 1536,
   upsample_rates (8, 5, 4, 3), decoder_kernel 7, residual_dilations (1, 3, 9),
   sample_rate 24000 (1920 samples per frame: 12.5 frames/s).
+  Parameters: 216,016,577 (equal to transformers' meta-device count, tested).
 
 Design-reference Code2Wav (REFERENCE.md: 512 wide, upsampling [8, 5, 4, 2] = 320x at 16 kHz,
 50 frames/s, 4 codebooks x 2048): hidden_size 512, decoder_dim 512, upsampling_ratios () (no

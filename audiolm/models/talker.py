@@ -15,6 +15,9 @@ checks them. Sizes of the published model (Qwen3-Omni-30B-A3B, read from its con
   codec ids: pad 2148, bos 2149, eos 2150, nothink 2155, think_bos 2156, think_eos 2157;
   code_predictor: hidden_size 1024, num_layers 5, num_heads 16, num_kv_heads 8, head_dim 128,
   ffn_hidden 3072, rope_theta 1e6, rms_norm_eps 1e-6.
+  Parameters (equal to transformers' meta-device count, tested): decoder + codec embedding
+  3,167,291,392 ("Talker 3.17B"), code predictor 141,570,304 ("MTP 141.6M"), projections
+  12,589,056, codec_head 3,145,728; 3,324,596,480 in all.
 
 Design-reference Talker (REFERENCE.md): hidden_size 1536, num_layers 24, num_heads 12,
 num_kv_heads 4 (head_dim 128), num_experts 32, num_experts_per_tok 4, num_codebooks 4,
@@ -465,6 +468,41 @@ def init_params(cfg: Any, rng: jax.Array, dtype: Any = jnp.float32,
     codes = jnp.zeros((1, c.num_codebooks, 2), jnp.int32)
     return anl.init_params(build(c, dtype, param_dtype), rng, thinker, codes,
                            method=Talker.initialize)
+
+
+def mask_codec_logits(logits: jax.Array, cfg: Any) -> jax.Array:
+    """codec_head logits [..., vocab] -> logits where the special ids (>= codebook_size) other
+    than codec_eos_id are -inf: what the Talker may emit as codebook 0 while speaking."""
+    ids = jnp.arange(logits.shape[-1])
+    allowed = (ids < cfg.codebook_size) | (ids == cfg.codec_eos_id)
+    return jnp.where(allowed, logits, -jnp.inf)
+
+
+def codec_losses(outputs: dict[str, Any], codes: jax.Array,
+                 mask: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Teacher-forced cross-entropies of a Talker forward run with `codes`.
+
+    outputs: `Talker.__call__(inputs_embeds, codes)`; codes [B, G, T] the frame predicted at
+    every position (target of codec_head for codebook 0 and of the code predictor for 1..G-1);
+    mask [B, T] (1 = a frame target at that position). Returns {"codebook0_ce",
+    "predictor_ce" (mean over codebooks 1..G-1), "codebook0_accuracy", "frames"}.
+    """
+    logits = outputs["logits"].astype(jnp.float32)
+    pred = outputs["predictor_logits"].astype(jnp.float32)  # [B, T, G-1, C]
+    b, g, t = codes.shape
+    m = jnp.ones((b, t), jnp.float32) if mask is None else mask.astype(jnp.float32)
+    n = jnp.maximum(jnp.sum(m), 1.0)
+    target0 = codes[:, 0]
+    lp0 = jax.nn.log_softmax(logits, axis=-1)
+    ce0 = -jnp.take_along_axis(lp0, target0[..., None], axis=-1)[..., 0]
+    acc0 = (jnp.argmax(logits, axis=-1) == target0).astype(jnp.float32)
+    rest = jnp.moveaxis(codes[:, 1:], 1, -1)  # [B, T, G-1]
+    lp = jax.nn.log_softmax(pred, axis=-1)
+    ce = -jnp.take_along_axis(lp, rest[..., None], axis=-1)[..., 0]  # [B, T, G-1]
+    return {"codebook0_ce": jnp.sum(ce0 * m) / n,
+            "predictor_ce": jnp.sum(jnp.mean(ce, axis=-1) * m) / n,
+            "codebook0_accuracy": jnp.sum(acc0 * m) / n,
+            "frames": jnp.sum(m)}
 
 
 def describe_params(cfg: Any) -> dict[str, dict[str, int]]:
