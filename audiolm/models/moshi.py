@@ -590,8 +590,10 @@ def init_params(model_config, rng, columns: int = 4):
     module = build(model_config)
     spec = module.spec
     tokens = _example_tokens(spec, 1, columns)
-    return blocks.init_params(module, rng, tokens, example_conditions(spec, 1),
-                              method=MoshiLM.init_all)
+    conds = example_conditions(spec, 1)
+    # jit: one compile instead of eager op-by-op dispatch of every layer.
+    init = jax.jit(lambda r: module.init(r, tokens, conds, method=MoshiLM.init_all)["params"])
+    return flax.core.meta.unbox(init(rng))
 
 
 def describe_params(model_config) -> dict[str, dict[str, int]]:

@@ -53,10 +53,15 @@ def _imported(m, tmp_path, seed=0):
 def _ours(config, params, codes, conditions=None):
     spec = M.spec_from_config(config)
     module = M.build(config)
-    inputs, targets, _ = M.delayed_inputs(spec, jnp.asarray(codes))
-    out = module.apply({"params": params}, inputs, conditions)
-    audio = module.apply({"params": params}, targets, out["hidden"],
-                         method=M.MoshiLM.depformer_forward)
+    @jax.jit
+    def forward(params, codes, conditions):
+        inputs, targets, _ = M.delayed_inputs(spec, codes)
+        out = module.apply({"params": params}, inputs, conditions)
+        audio = module.apply({"params": params}, targets, out["hidden"],
+                             method=M.MoshiLM.depformer_forward)
+        return out, audio
+
+    out, audio = forward(params, jnp.asarray(codes), conditions)
     (text, _), (audio, _) = M.undelay_logits(spec, out["text_logits"], audio)
     return np.asarray(text), np.asarray(audio), out
 
