@@ -389,7 +389,7 @@ def asr_prompt(model_config: Any, num_samples: int, bos_id: int) -> np.ndarray:
 
 
 def example_batch(model_config: Any, batch_size: int, rng: np.random.Generator) -> dict:
-    """A random batch in the data pipeline's layout (`audiolm.data.batching`):
+    """A random, learnable batch in the data pipeline's layout (`audiolm.data.batching`):
     audio [B, S] f32 (S = aut.max_frames * hop_length), audio_mask [B, S] bool,
     text [B, L] i32 ([bos, ids..., eos] then pad; L fills thinker.max_seq_len), text_mask [B, L].
     bos is eos_token_id - 1 when that is free, else 1 (the data tokenizers' convention)."""
@@ -412,8 +412,12 @@ def example_batch(model_config: Any, batch_size: int, rng: np.random.Generator) 
         wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(samples)
         batch["audio"][b, :lengths[b]] = wave[:lengths[b]]
         batch["audio_mask"][b, :lengths[b]] = True
-        n = int(rng.integers(1, max(2, l_text - 1)))
-        ids = [bos] + rng.choice(ordinary, size=n).tolist() + [th.eos_token_id]
+        # A counting run through the ordinary ids from a random start: learnable in a few
+        # steps (next id = previous + 1), so loss-decrease checks mean something.
+        n = int(rng.integers(max(1, (l_text - 2) // 2), max(2, l_text - 1)))
+        start = int(rng.integers(0, len(ordinary)))
+        ids = [bos] + ordinary[(start + np.arange(n)) % len(ordinary)].tolist() + [
+            th.eos_token_id]
         batch["text"][b, :len(ids)] = ids
         batch["text_mask"][b, :len(ids)] = True
     return batch
