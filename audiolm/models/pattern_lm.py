@@ -529,7 +529,7 @@ def example_batch(model_config: Any, batch_size: int, rng: np.random.Generator) 
 # Validation rules.
 
 
-def _check_ids(config, path, ids, known, types_of):
+def _check_ids(path, ids, known):
     require(isinstance(ids, (list, tuple)), path, ids, "must be a list of conditioner ids")
     for j, cid in enumerate(ids):
         require(cid in known, f"{path}[{j}]", cid,
@@ -602,7 +602,7 @@ def rules(config: Any) -> None:
         _conditioner_rules(config, p, ctype, cond_dim)
     known = set(conds.keys())
     for key in ("cross_attention_ids", "prepend_ids", "global_ids"):
-        _check_ids(config, f"{c}.{key}", get_path(config, f"{c}.{key}"), known, None)
+        _check_ids(f"{c}.{key}", get_path(config, f"{c}.{key}"), known)
     cross = list(get_path(config, f"{c}.cross_attention_ids"))
     if get_path(config, f"{c}.project_cross_attention"):
         require(bool(cross), f"{c}.project_cross_attention", True,

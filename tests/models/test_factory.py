@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from audiolm.config import ConfigError
-from audiolm.models import factory, pattern_lm, pretransform
+from audiolm.models import factory, pretransform
 from configs import pattern_lm as presets
 
 

@@ -159,17 +159,15 @@ def test_cfg_dropout_mask_statistics():
 
 
 def test_loss_matches_manual_delay_cross_entropy(setup):
-    """loss_fn (eval) = mean over codebooks of the CE of code (t, q) read at output position
+    """The eval loss = mean over codebooks of the CE of code (t, q) read at output position
     t + q (delay pattern, leading special step: (t, q) sits at step 1 + t + q), over real
     frames whose step exists in the valid-steps sequence."""
     s = setup
-    batch = {k: jnp.asarray(v) for k, v in s["batch"].items()}
-    exp = ml_collections.ConfigDict({"model": s["config"]})
-    def loss_fn(rng, train):
-        return jax.jit(lambda p, b, r: pattern_lm.loss_fn(s["module"], p, b, r, exp, train))(
-            s["params"], batch, rng)
-
-    loss, metrics = loss_fn(jax.random.PRNGKey(0), False)
+    # The compiled forward of the fixture scores the sequence; loss_fn itself is compiled in
+    # test_pattern_lm_patterns.py (a smaller model).
+    loss, metrics = pattern_lm.pattern_loss(
+        lambda seq: jnp.asarray(_run(s, seq=seq)), jnp.asarray(s["batch"]["codes"]),
+        jnp.asarray(s["batch"]["target_mask"]), s["module"].spec)
     logits = _run(s)  # [B, K, S, V] on the valid-steps sequence
     codes = np.asarray(s["batch"]["codes"])
     tmask = np.asarray(s["batch"]["target_mask"])
