@@ -167,3 +167,27 @@ def test_our_config_errors_name_the_field(edit, pattern):
     edit(model)
     with pytest.raises(ConfigError, match=pattern):
         factory.create_audio_lm_from_config(model)
+
+
+def test_stable_audio_tools_rvq_autoencoder_pretransform():
+    """The pretransform section of stable-audio-tools' encodec_musicgen_rvq autoencoder (its
+    `model` section nested under pretransform.config): code space 4 x 2048 at 50 Hz."""
+    autoencoder = {
+        "encoder": {"type": "seanet", "config": {"channels": 1, "dimension": 128,
+                                                 "ratios": [4, 4, 5, 8]}},
+        "decoder": {"type": "seanet", "config": {"channels": 1, "dimension": 128,
+                                                 "ratios": [4, 4, 5, 8]}},
+        "bottleneck": {"type": "rvq", "config": {"num_quantizers": 4, "codebook_size": 2048,
+                                                 "dim": 128}},
+        "latent_dim": 128, "downsampling_ratio": 640, "io_channels": 1,
+    }
+    cfg = {"model_type": "lm", "sample_rate": 32000,
+           "model": {"pretransform": {"type": "autoencoder", "config": autoencoder},
+                     "lm": {"type": "x-transformers", "config": {"embed_dim": 64, "depth": 2,
+                                                                 "heads": 4}}}}
+    lm = factory.create_audio_lm_from_config(cfg)
+    assert (lm.num_quantizers, lm.codebook_size, lm.min_input_length) == (4, 2048, 640)
+    assert lm.pretransform.frame_rate == 50.0 and not pretransform.is_codec(lm.pretransform)
+    assert lm.config.max_frames == 1500  # no sample_size: 30 s of frames
+    assert lm.spec.pattern_kind == "delay" and lm.spec.num_heads == 4
+    assert lm.spec.conditioners == () and not lm.spec.has_cross
