@@ -258,7 +258,8 @@ def _experts(r: _Reader, prefix: str, num: int, d: int, hidden: int) -> dict:
 def _conv1d(r: _Reader, name: str, c_in: int, c_out: int, k: int, groups: int = 1) -> dict:
     """torch Conv1d weight [out, in/groups, k] -> {'kernel': [k, in/groups, out], 'bias'}."""
     w = r(f"{name}.weight", (c_out, c_in // groups, k))
-    return {"kernel": np.ascontiguousarray(w.transpose(2, 1, 0)), "bias": r(f"{name}.bias", (c_out,))}
+    return {"kernel": np.ascontiguousarray(w.transpose(2, 1, 0)),
+            "bias": r(f"{name}.bias", (c_out,))}
 
 
 def _conv_transpose1d(r: _Reader, name: str, c_in: int, c_out: int, k: int) -> dict:

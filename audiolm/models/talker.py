@@ -43,7 +43,7 @@ from audiolm.config import check_bool, check_choice, check_float, check_int, \
 # The tiny Talker: every size of the module is a field here (one comment per field).
 DEFAULTS = ml_collections.ConfigDict(dict(
     thinker_hidden_size=32,  # width of the Thinker states fed to both projections
-    projection_hidden=48,  # hidden width of text_projection / hidden_projection (Linear-SiLU-Linear)
+    projection_hidden=48,  # hidden width of text_/hidden_projection (Linear-SiLU-Linear)
     hidden_size=32,  # Talker decoder width
     num_layers=2,  # Talker decoder layers (every layer is MoE with a shared expert)
     num_heads=4,  # query heads
