@@ -168,9 +168,10 @@ def test_asr_sequence_layout():
     assert target[1].sum() == 0
 
 
-def test_loss_fn_trains_on_example_batch(loaded):
+def test_loss_fn_on_example_batch(loaded):
     """The family loss (log-mel + AuT + Thinker + CE + MoE aux) on the data pipeline's batch
-    layout is jit-able, starts near log(vocab) and decreases under SGD on one batch."""
+    layout is jit-able and starts near log(vocab). (That it trains through the shared loop is
+    tests/train/test_families.py.)"""
     from configs import thinker_talker as tt_configs
 
     ref, _, model_config, params = loaded
@@ -187,21 +188,11 @@ def test_loss_fn_trains_on_example_batch(loaded):
     assert batch["audio"].shape == (2, 150 * 160) and batch["text"].shape[1] == 40 - n_audio - 2
     module = family.build(config.model)
     params = {"aut": params["aut"], "thinker": params["thinker"]}
-    grad_fn = jax.jit(jax.value_and_grad(
-        lambda p: family.loss_fn(module, p, batch, None, config, True), has_aux=True))
-    import optax
-
-    tx = optax.adam(1e-2)
-    opt = tx.init(params)
-    losses = []
-    for _ in range(4):
-        (loss, metrics), grads = grad_fn(params)
-        losses.append(float(loss))
-        updates, opt = tx.update(grads, opt)
-        params = optax.apply_updates(params, updates)
-    assert abs(losses[0] - np.log(config.model.thinker.vocab_size)) < 1.0, losses
-    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0] - 0.2, losses
-    assert float(metrics["load_balance_loss"]) > 0 and float(metrics["text_targets"]) > 0
+    loss, metrics = jax.jit(lambda p: family.loss_fn(module, p, batch, None, config, True))(
+        params)
+    assert abs(float(loss) - np.log(config.model.thinker.vocab_size)) < 1.0, float(loss)
+    assert float(metrics["load_balance_loss"]) > 0
+    assert float(metrics["text_targets"]) == float(batch["text_mask"][:, 1:].sum())
 
 
 def test_cached_decoding_equals_full_forward(loaded):
