@@ -25,6 +25,11 @@ conditioners, before the projections; masks unchanged), as in stable-audio-tools
 drops each type (cross / prepend / global) per sample with probability
 `model.conditioning.cfg_dropout`; sampling uses `guided_logits` = u + (c - u) * scale.
 
+Loss (`pattern_loss`, called by `loss_fn`): build the pattern sequence with valid steps only,
+revert the logits to frames, mask = target_mask AND the pattern's mask, CE per codebook, mean
+over codebooks (MusicGen). Sampling (`generate`): MusicGen's walk over the full layout with a
+prompt, CFG, greedy or top-k sampling (full forward per step, no KV cache yet).
+
 Family contract (notes/FAMILY_API.md): `build`, `init_params`, `describe_params`,
 `example_batch`, `loss_fn`; validation rules registered for "pattern_lm".
 
