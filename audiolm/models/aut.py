@@ -13,7 +13,9 @@ of a row are a prefix of length `num_audio_tokens(frame_length)` (only a row's l
 partial), which is how the Thinker places them at its audio-token positions.
 
 A partial last chunk is zero-padded to the full chunk length before the conv stem, as the
-reference does whenever its batch holds at least one full chunk (1 s of audio).
+reference does whenever its batch holds at least one full chunk (1 s of audio); a batch whose
+feature array is shorter than one chunk is processed as a single chunk of that length, as the
+reference does for a batch of short clips padded to its longest one.
 """
 
 from __future__ import annotations
@@ -91,7 +93,10 @@ class AuT(nn.Module):
             raise ValueError(f"AuT: features must be [B, frames, n_mels={self.n_mels}], got shape "
                              f"{features.shape}")
         b, f, _ = features.shape
-        chunk = self.chunk_frames
+        # A batch shorter than one chunk is one chunk of its own length (what the reference
+        # does when no clip in its batch reaches a full chunk); otherwise chunks are padded to
+        # chunk_frames. Valid token counts are the same either way.
+        chunk = min(self.chunk_frames, f)
         n_chunks = -(-f // chunk)
         tpc = tokens_per_chunk(chunk)
         if frame_lengths is None:
@@ -114,10 +119,10 @@ class AuT(nn.Module):
         x = x.reshape(b, n_chunks * tpc, self.hidden_size)
 
         # Valid tokens: a prefix of num_audio_tokens(frame_length) per row.
-        n_valid = num_audio_tokens(frame_lengths, chunk)
+        n_valid = num_audio_tokens(frame_lengths, self.chunk_frames)
         tok = jnp.arange(n_chunks * tpc)
         valid = tok[None, :] < n_valid[:, None]  # [B, N]
-        window = (tok // tpc) // (self.attention_window_frames // chunk)
+        window = (tok // tpc) // (self.attention_window_frames // self.chunk_frames)
         same = window[:, None] == window[None, :]
         mask = same[None] & valid[:, None, :]
         mask = mask | jnp.eye(tok.shape[0], dtype=bool)[None]  # padded queries see themselves

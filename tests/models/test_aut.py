@@ -84,6 +84,18 @@ def test_aut_matches_reference_on_multi_window_clips(loaded):
     assert float(np.abs(got - both).max()) <= TOL
 
 
+def test_aut_matches_reference_on_short_clip(loaded):
+    """0.57 s (57 frames, less than one chunk) alone: one partial chunk, one window."""
+    ref, model, model_config, params = loaded
+    feats, lengths = _features(ref, model_config, [0.57], seed=5)
+    emb, mask = jax.jit(aut_lib.from_config(model_config).apply)(
+        {"params": params["aut"]}, jnp.asarray(feats), jnp.asarray(lengths))
+    want = _reference(model, feats, lengths)
+    n = int(aut_lib.num_audio_tokens(int(lengths[0]), model_config.aut.chunk_frames))
+    assert int(np.asarray(mask).sum()) == n == want.shape[0]
+    assert float(np.abs(np.asarray(emb)[0, :n] - want).max()) <= TOL
+
+
 def test_aut_bad_input():
     module = aut_lib.AuT(n_mels=16, hidden_size=8, num_layers=1, num_heads=2, ffn_hidden=8,
                          conv_channels=2, chunk_frames=10, attention_window_frames=20,
