@@ -125,7 +125,8 @@ def test_waveform_matches_transformers(ref_model):
     assert got.shape == want.shape == (2, cw.output_length(cfg, t))
     assert np.std(want) > 1e-3  # a non-trivial waveform
     err = float(np.max(np.abs(got - want)))
-    assert err <= TOL, err  # measured 3e-08
+    print(f"MEASURED code2wav waveform {err:.1e}")
+    assert err <= TOL, err  # measured 1.3e-08
 
 
 def _random_params(cfg, rng):
@@ -162,7 +163,8 @@ def test_chunked_decode_equals_full_decode():
                                            left_context=ctx))
     assert chunked.shape == full.shape == (2, cw.output_length(cfg, t))
     err = float(np.max(np.abs(chunked - full)))
-    assert err <= TOL, err  # measured 4.4e-06 (float rounding: the windows differ in length)
+    print(f"MEASURED chunked vs full decode {err:.1e}")
+    assert err <= TOL, err  # measured 4.4e-06: float rounding only (windows differ)
 
 
 def test_bad_codes_raise_before_compute(ref_model):

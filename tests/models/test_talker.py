@@ -153,17 +153,22 @@ def test_talker_logits_and_projections_match(ref_model):
     got = _jit(module)(params, jnp.asarray(x))
     err = float(np.max(np.abs(np.asarray(got["logits"]) - want)))
     assert got["logits"].shape == (b, t, cfg.vocab_size)
-    assert err <= TOL, err  # measured 2.4e-07
+    assert err <= TOL, err  # measured 6.0e-08
     got_text = _jit(module, tk.Talker.project_text)(params, jnp.asarray(thinker))
     got_hidden = _jit(module, tk.Talker.project_hidden)(params, jnp.asarray(thinker))
-    assert float(np.max(np.abs(np.asarray(got_text) - want_text))) <= TOL
-    assert float(np.max(np.abs(np.asarray(got_hidden) - want_hidden))) <= TOL
+    err_text = float(np.max(np.abs(np.asarray(got_text) - want_text)))
+    err_hidden = float(np.max(np.abs(np.asarray(got_hidden) - want_hidden)))
+    print(f"MEASURED talker logits {err:.1e} text_projection {err_text:.1e} "
+          f"hidden_projection {err_hidden:.1e}")
+    assert err_text <= TOL and err_hidden <= TOL  # measured 3.7e-09, 7.5e-09
     # capacity dispatch with ample capacity gives the same logits
     cfg_cap = ml_collections.ConfigDict(cfg.to_dict())
     cfg_cap.moe_dispatch = "capacity"
     cfg_cap.moe_capacity_factor = float(cfg.num_experts)
     got_cap = _jit(tk.build(cfg_cap))(params, jnp.asarray(x))
-    assert float(np.max(np.abs(np.asarray(got_cap["logits"]) - want))) <= TOL
+    err_cap = float(np.max(np.abs(np.asarray(got_cap["logits"]) - want)))
+    print(f"MEASURED talker logits, capacity dispatch {err_cap:.1e}")
+    assert err_cap <= TOL
 
 
 def _frame_codes(rng, cfg, b, t):
@@ -194,7 +199,8 @@ def test_code_predictor_teacher_forced_logits_match(ref_model):
         want = torch.stack([cp.lm_head[p - 1](h[:, p]) for p in range(1, g)], dim=1)
         want = want.reshape(b, t, g - 1, -1).numpy()
     err = float(np.max(np.abs(np.asarray(got["predictor_logits"]) - want)))
-    assert err <= TOL, err  # measured 4.8e-07
+    print(f"MEASURED code predictor teacher-forced logits {err:.1e}")
+    assert err <= TOL, err  # measured 8.9e-08
 
     # next-step Talker input: sum of the frame's code embeddings
     with torch.no_grad():
@@ -247,6 +253,7 @@ def test_cached_decoding_equals_full_forward(ref_model):
         out = step(params, x[:, i:i + 2], out["caches"])
         logits.append(out["logits"])
     err = float(np.max(np.abs(np.concatenate(logits, axis=1) - np.asarray(full))))
+    print(f"MEASURED cached vs full Talker logits {err:.1e}")
     assert err <= 1e-5, err
 
 
