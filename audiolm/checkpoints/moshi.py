@@ -560,6 +560,9 @@ def convert_state_dict(model_config, state: dict, dtype=np.float32) -> dict:
             params[f"depformer_{i}"] = layer(f"depformer.layers.{i}", d, spec.num_sets)
         for k in range(spec.dep_q):
             params[f"audio_head_{k}"] = linear(f"linears.{k}.weight")
+    else:
+        # Kyutai's LMModel builds `depformer_in` even without a depformer (STT); never used.
+        used.update(k for k in state if k.startswith("depformer_in."))
     unused = sorted(set(state) - used)
     if unused:
         raise ValueError(f"checkpoint tensors not used by model config (wrong config?): "

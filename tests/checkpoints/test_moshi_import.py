@@ -134,6 +134,28 @@ def test_parity_conditioned_cross_attention_demux(tmp_path):
     assert max(text_err, audio_err, extra_err) <= TOL
 
 
+def test_parity_no_depformer_stt_like(tmp_path):
+    """STT layout: no depformer, extra heads; Kyutai's unused `depformer_in` is dropped."""
+    m = cm.tiny()
+    m.depformer = cm.depformer(**cm.NO_DEPFORMER)
+    m.delays = (0,) * 5
+    m.extra_heads.num_heads = 2
+    ref, config, params = _imported(m, tmp_path, seed=4)
+    assert "depformer_in.0.weight" in ref.state_dict()
+    spec = M.spec_from_config(config)
+    codes = np.random.default_rng(4).integers(0, 16, (2, 5, 6)).astype(np.int32)
+    inputs, _, _ = M.delayed_inputs(spec, jnp.asarray(codes))
+    with torch.no_grad():
+        h, text_ref = ref.forward_text(torch.from_numpy(np.asarray(inputs)).long())
+        extra_ref = torch.stack([head(h) for head in ref.extra_heads], 2).numpy()
+    module = M.build(config)
+    out = cheap_jit(lambda p, x: module.apply({"params": p}, x))(params, inputs)
+    err = max(float(np.max(np.abs(text_ref[:, 0].numpy() - np.asarray(out["text_logits"])))),
+              float(np.max(np.abs(extra_ref - np.asarray(out["extra"])))))
+    print(f"moshi parity stt-like: {err:.2e}")
+    assert err <= TOL
+
+
 def greedy_generate(module, params, user, frames):
     """Greedy decode with the per-step API; stream delays through `patterns.steps_for`.
 
