@@ -261,6 +261,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = VARIANTS[args.variant]()
     config.train.loss = loss_section()
     if args.variant == "tiny_asr":
+        # Utterances up to aut.max_frames (8 s): the espeak sentences fit, sequences stay short.
+        config.data.max_audio_seconds = (config.model.aut.max_frames
+                                         * config.model.audio.hop_length
+                                         / config.model.audio.sample_rate)
         config.train.steps = 3000
         config.train.learning_rate = 1e-3
         config.train.warmup_steps = 200
