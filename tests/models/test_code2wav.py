@@ -101,7 +101,7 @@ def ref_model(tmp_path_factory):
     cw.validate_code2wav(_root(cfg))
     params, used = conv.convert_code2wav(get_tensor, where.keys(), cfg)
     return dict(torch=torch, hf=model.code2wav, cfg=cfg, params=params, used=used,
-                keys=set(where))
+                keys=set(where), path=path)
 
 
 def test_every_checkpoint_tensor_is_used(ref_model):
@@ -110,6 +110,18 @@ def test_every_checkpoint_tensor_is_used(ref_model):
     got = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), ref_model["params"])
     want = jax.tree_util.tree_map(lambda x: tuple(x.shape), shapes)
     assert got == want
+
+
+def test_load_pretrained_gives_these_params(ref_model):
+    """The family loader maps the Code2Wav config and tensors exactly as the converter."""
+    from audiolm.checkpoints import qwen3_omni
+
+    model_config, params = qwen3_omni.load_pretrained(ref_model["path"])
+    assert model_config.code2wav.to_dict() == ref_model["cfg"].to_dict()
+    got, want = params["code2wav"], ref_model["params"]
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_waveform_matches_transformers(ref_model):

@@ -122,7 +122,7 @@ def ref_model(tmp_path_factory):
     tk.validate_talker(_root(cfg))
     params, used = conv.convert_talker(get_tensor, tensors.keys(), cfg)
     return dict(torch=torch, hf=model.talker, cfg=cfg, params=params, used=used,
-                keys=set(tensors))
+                keys=set(tensors), path=path)
 
 
 def test_every_checkpoint_tensor_is_used(ref_model):
@@ -132,6 +132,20 @@ def test_every_checkpoint_tensor_is_used(ref_model):
     got = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), ref_model["params"])
     want = jax.tree_util.tree_map(lambda x: tuple(x.shape), shapes)
     assert got == want
+
+
+def test_load_pretrained_gives_these_params(ref_model):
+    """The family loader (`load_pretrained` of a save_pretrained directory) maps the Talker
+    config and tensors exactly as the converters tested here."""
+    from audiolm.checkpoints import qwen3_omni
+
+    model_config, params = qwen3_omni.load_pretrained(ref_model["path"])
+    assert model_config.talker.to_dict() == ref_model["cfg"].to_dict()
+    got = jax.tree_util.tree_map(np.asarray, params["talker"])
+    want = jax.tree_util.tree_map(np.asarray, ref_model["params"])
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_talker_logits_and_projections_match(ref_model):
