@@ -265,11 +265,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.max_audio_seconds = (config.model.aut.max_frames
                                          * config.model.audio.hop_length
                                          / config.model.audio.sample_rate)
-        config.train.steps = 3000
-        config.train.learning_rate = 1e-3
-        config.train.warmup_steps = 200
-        config.train.eval_every = 500
-        config.train.checkpoint_every = 500
+        # Measured: ~2.5 s per step (batch 16 x 4 s clips) on 2 shared CPU cores.
+        config.train.steps = 600
+        config.train.learning_rate = 2e-3
+        config.train.warmup_steps = 60
+        config.train.eval_every = 200
+        config.train.checkpoint_every = 200
         config.sample.temperature = 0.0  # greedy transcripts
         config.sample.max_new_tokens = 128
     return config
