@@ -163,6 +163,10 @@ def test_fusion_mode(fusion):
         future = inputs.at[:, :, 4:].set((inputs[:, :, 4:] + 5) % spec.card)
         np.testing.assert_allclose(fwd(params, future)["text_logits"][:, :4],
                                    out["text_logits"][:, :4], atol=1e-5)
+    # The training loss runs in every mode (text + audio CE, finite, about log(vocab)).
+    loss, metrics = cheap_jit(lambda p, b: M.loss_fn(module, p, b, None, _loss_config(model),
+                                                     True))(params, {"codes": _codes(model)})
+    assert np.isfinite(loss) and 1.0 < float(metrics["text_loss"]) < 10.0
     if fusion == "add":
         # The depformer per-frame loop equals its teacher-forced form.
         logits = _depformer_fn(spec)(params, targets, out["hidden"])
