@@ -24,6 +24,18 @@ Fusion of text and audio (`model.fusion`):
   interleave       positions alternate text_s, audio_s; text logits and the depformer read the
                    audio positions.
 
+Decoding API (for the sampler; see tests/checkpoints/test_moshi_import.py::greedy_generate,
+token-identical to Kyutai's LMGen): `state = module.init_state(B)` (ring KV cache per temporal
+layer, length = context); per frame `module.apply(p, column [B, 1+K, 1], state,
+method=MoshiLM.step)` -> text logits + hidden; then `cache = module.init_depformer_cache(B)` and
+for k in range(dep_q) `apply(p, k, prev, hidden, cache, method=MoshiLM.depformer_step)`.
+Which frame of which stream sits in a column comes from `delay_pattern(spec, frames)` with
+`patterns.steps_for`; `initial_tokens(spec)` fills the slots before a stream's delay.
+
+Training: `delayed_inputs` (patterns.build, keep_only_valid_steps) gives inputs / targets /
+mask; `loss_fn` = text CE + weighted audio CE; `undelay_logits` (patterns.revert_logits) maps
+outputs back onto the codes as Kyutai's `LMModel.forward` does.
+
 Shapes: B batch, K audio codebooks, S columns, D temporal width, Dd depformer width.
 """
 
@@ -747,6 +759,9 @@ def _ce(logits, targets, mask):
 
 def loss_fn(module, params, batch, rng, config, train: bool):
     """Text CE + audio CE over the delayed streams; -1 ids and delay padding masked.
+
+    Text targets >= text_out_vocab_size (e.g. the two-stream ids of a demux TTS model, which
+    Kyutai does not score either) are excluded.
 
     batch["codes"] [B, 1+K, T] int (text stream first); optional conditions under
     batch["conditions"]. Weights: config.train.loss.{text_weight, audio_weight, semantic_weight}
