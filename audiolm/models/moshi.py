@@ -470,7 +470,7 @@ class MoshiLM(nn.Module):
         """Decode state: a ring KV cache per temporal layer (length = context) + text buffer."""
         t = self.spec.temporal
         per_col = 2 if self.spec.fusion in ("concat", "interleave") else 1
-        length = t.context if t.context is not None else 4096
+        length = t.context  # the ring buffer: Moshi's context window
         attn = blocks.Attention(t.num_heads, t.num_kv_heads, t.dim // t.num_heads, parent=None)
         state = {"caches": [attn.init_cache(batch, length * per_col, self.dtype)
                             for _ in range(t.num_layers)],
@@ -760,8 +760,8 @@ def _ce(logits, targets, mask):
 def loss_fn(module, params, batch, rng, config, train: bool):
     """Text CE + audio CE over the delayed streams; -1 ids and delay padding masked.
 
-    Text targets >= text_out_vocab_size (e.g. the two-stream ids of a demux TTS model, which
-    Kyutai does not score either) are excluded.
+    Text targets >= text_out_vocab_size (e.g. the two-stream ids of a demux TTS model) are
+    excluded.
 
     batch["codes"] [B, 1+K, T] int (text stream first); optional conditions under
     batch["conditions"]. Weights: config.train.loss.{text_weight, audio_weight, semantic_weight}
