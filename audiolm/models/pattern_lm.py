@@ -28,7 +28,7 @@ drops each type (cross / prepend / global) per sample with probability
 Loss (`pattern_loss`, called by `loss_fn`): build the pattern sequence with valid steps only,
 revert the logits to frames, mask = target_mask AND the pattern's mask, CE per codebook, mean
 over codebooks (MusicGen). Sampling (`generate`): MusicGen's walk over the full layout with a
-prompt, CFG, greedy or top-k sampling (full forward per step, no KV cache yet).
+prompt, CFG, greedy or top-k sampling, one KV-cached step per pattern step.
 
 Family contract (notes/FAMILY_API.md): `build`, `init_params`, `describe_params`,
 `example_batch`, `loss_fn`; validation rules registered for "pattern_lm".
@@ -59,7 +59,7 @@ from audiolm.nn.params import default_kernel_init, partitioned
 __all__ = ["LMSpec", "PatternLM", "build", "spec_from_config", "init_params", "describe_params",
            "example_batch", "loss_fn", "pattern_for", "cfg_drop_mask", "guided_logits",
            "pattern_loss", "rules", "COND_TYPES", "generate", "sample_codes", "apply_drop",
-           "null_condition"]
+           "null_condition", "init_cache"]
 
 COND_TYPES = ("cross", "prepend", "global")
 LM_KEYS = ("dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn", "ffn_hidden",
@@ -181,13 +181,15 @@ class DecoderLayer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, positions, mask, context, context_mask):
+    def __call__(self, x, positions, mask, context, context_mask, cache=None):
+        """-> (x, new self-attention cache or None)."""
         s = self.spec
         attn = dict(num_heads=s.num_heads, num_kv_heads=s.num_kv_heads, head_dim=s.head_dim,
                     qkv_bias=s.attn_bias, out_bias=s.attn_bias, dtype=self.dtype)
         rope = "rotate_half" if s.positional == "rope" else None
-        h, _ = anl.Attention(**attn, rope_style=rope, rope_theta=s.rope_theta, causal=True,
-                             name="attn")(_norm(s, "attn_norm", self.dtype)(x), positions, mask=mask)
+        h, new_cache = anl.Attention(**attn, rope_style=rope, rope_theta=s.rope_theta,
+                                     causal=True, name="attn")(
+            _norm(s, "attn_norm", self.dtype)(x), positions, mask=mask, cache=cache)
         x = x + h
         if s.has_cross:
             h, _ = anl.Attention(**attn, causal=False, name="cross_attn")(
@@ -196,7 +198,14 @@ class DecoderLayer(nn.Module):
         h = _norm(s, "ffn_norm", self.dtype)(x)
         mlp = anl.GatedMLP if s.ffn == "gated" else anl.MLP
         h = mlp(s.ffn_hidden, s.activation, use_bias=s.mlp_bias, dtype=self.dtype, name="ffn")(h)
-        return x + h
+        return x + h, new_cache
+
+
+def init_cache(spec: LMSpec, batch: int, max_len: int, dtype: Any = jnp.float32) -> list:
+    """Empty self-attention KV caches (one per layer) for `max_len` positions (prepend tokens
+    included)."""
+    attn = anl.Attention(spec.num_heads, spec.num_kv_heads, spec.head_dim, parent=None)
+    return [attn.init_cache(batch, max_len, dtype) for _ in range(spec.num_layers)]
 
 
 class CodebookHeads(nn.Module):
@@ -274,8 +283,15 @@ class PatternLM(nn.Module):
             out["global"] = jnp.concatenate(pooled, axis=-1)
         return out
 
-    def decode(self, seq: jax.Array, cond: Mapping[str, jax.Array]) -> jax.Array:
-        """seq [B, K, S] int (special = card) + grouped condition tensors -> [B, K, S, card]."""
+    def decode(self, seq: jax.Array, cond: Mapping[str, jax.Array], cache: list | None = None,
+               offset: jax.Array | int | None = None):
+        """seq [B, K, n] int (special = card) + grouped condition tensors -> [B, K, n, card].
+
+        Without `cache`: seq is the sequence from step 0; returns logits. With `cache` (from
+        `init_cache`, one slot per position, prepend tokens included): `offset=None` is the
+        prefill (prepend tokens + seq from step 0 are written to the cache); otherwise seq holds
+        steps offset .. offset + n - 1 (offset may be traced). Returns (logits, new_cache).
+        """
         s = self.spec
         b, k, length = seq.shape
         if k != s.n_q:
@@ -284,23 +300,33 @@ class PatternLM(nn.Module):
         x = self.embed(seq.astype(jnp.int32)).astype(self.dtype)
         if s.scale_embedding:
             x = x * jnp.sqrt(jnp.float32(s.dim)).astype(x.dtype)
-        p = 0
-        key_valid = jnp.ones((b, length), bool)
-        if s.prepend_ids:
+        prefill = cache is None or offset is None
+        p = cond["prepend"].shape[1] if s.prepend_ids else 0
+        new_valid = jnp.ones((b, length), bool)
+        if s.prepend_ids and prefill:
             pre = self.prepend_proj(cond["prepend"])
-            p = pre.shape[1]
             x = jnp.concatenate([pre.astype(x.dtype), x], axis=1)
-            key_valid = jnp.concatenate([cond["prepend_mask"].astype(bool), key_valid], axis=1)
+            new_valid = jnp.concatenate([cond["prepend_mask"].astype(bool), new_valid], axis=1)
         if s.global_ids:
             x = x + self.global_proj(cond["global"])[:, None, :].astype(x.dtype)
-        total = p + length
+        n = x.shape[1]
+        start = 0 if prefill else p + offset
+        positions = jnp.broadcast_to(start + jnp.arange(n, dtype=jnp.int32), (b, n))
         if s.positional == "sinusoidal":
-            table = anl.sinusoidal_positions(total, s.dim)
+            max_len = n if cache is None else cache[0]["k"].shape[1]
+            table = anl.sinusoidal_positions(max(max_len, n), s.dim)
             half = s.dim // 2  # MusicGen / audiocraft order: [cos, sin]
             table = jnp.concatenate([table[:, half:], table[:, :half]], axis=1)
-            x = x + table[None].astype(x.dtype)
-        positions = jnp.broadcast_to(jnp.arange(total, dtype=jnp.int32), (b, total))
-        mask = jnp.broadcast_to(key_valid[:, None, None, :], (b, 1, total, total))
+            x = x + jnp.take(table, positions, axis=0).astype(x.dtype)
+        key_valid = new_valid
+        if cache is not None:
+            # Slots 0..p-1 hold the prepend tokens (the prefill writes from slot 0).
+            slots = cache[0]["k"].shape[1]
+            cached = jnp.ones((b, slots), bool)
+            if s.prepend_ids:
+                cached = cached.at[:, :p].set(cond["prepend_mask"].astype(bool))
+            key_valid = jnp.concatenate([cached, new_valid], axis=1)
+        mask = jnp.broadcast_to(key_valid[:, None, None, :], (b, 1, n, key_valid.shape[1]))
         context = context_mask = None
         if s.has_cross:
             context = cond["cross"]
@@ -308,11 +334,15 @@ class PatternLM(nn.Module):
                 context = self.cross_proj(context)
             context = context.astype(self.dtype)
             context_mask = cond["cross_mask"].astype(bool)
-        for layer in self.layers:
-            x = layer(x, positions, mask, context, context_mask)
+        new_cache = []
+        for i, layer in enumerate(self.layers):
+            x, c = layer(x, positions, mask, context, context_mask,
+                         None if cache is None else cache[i])
+            new_cache.append(c)
         if s.final_norm:
             x = self.final_norm(x)
-        return self.heads(x[:, p:]).astype(jnp.float32)
+        logits = self.heads(x[:, n - length:]).astype(jnp.float32)
+        return logits if cache is None else (logits, new_cache)
 
     def __call__(self, seq: jax.Array, conditions: Mapping[str, jax.Array] | None = None,
                  drop: Mapping[str, jax.Array] | None = None) -> jax.Array:
@@ -380,8 +410,8 @@ def generate(module: PatternLM, params: Any, conditions: Mapping[str, jax.Array]
     special slots; from the first step holding frame P, each step s takes the logits at output
     position s - 1 (classifier-free guided when cfg_scale != 1), samples one code per
     codebook, writes the special token where the pattern has no code and never overwrites the
-    prompt. Every step re-runs the causal forward over the whole sequence (no KV cache): the
-    unknown future only sits in positions the causal mask hides.
+    prompt. Conditioners run once; prepend tokens and the known steps are prefilled into a
+    KV cache, then each step decodes one position.
     """
     spec = module.spec
     b = next(iter(conditions.values())).shape[0] if conditions else (
@@ -399,32 +429,43 @@ def generate(module: PatternLM, params: Any, conditions: Mapping[str, jax.Array]
     seq, mask = patterns.build(pattern, codes, spec.card)
     start = patterns.first_step_with(pattern, p_len)
     total = seq.shape[-1]
-    # Conditioners run once; the loop only decodes (conditional and null halves together).
+    # Conditioners run once; the loop decodes one step at a time with a KV cache, the
+    # conditional and null halves together when guided.
     cond = module.apply({"params": params}, conditions or {}, method=module.condition)
     guided = cfg_scale != 1.0
     if guided:
         cond = jax.tree_util.tree_map(lambda c, n: jnp.concatenate([c, n], axis=0), cond,
                                       null_condition(cond))
+    p = cond["prepend"].shape[1] if spec.prepend_ids else 0
+    cache = init_cache(spec, 2 * b if guided else b, p + total, module.dtype)
+
+    def forward(tokens, cache, offset):
+        """Logits [B, K, V] at the last of `tokens` [B, K, n], and the new cache."""
+        if guided:
+            tokens = jnp.concatenate([tokens, tokens], axis=0)
+        logits, cache = module.apply({"params": params}, tokens, cond, cache, offset,
+                                     method=module.decode)
+        logits = logits[:, :, -1]
+        if guided:
+            c, u = logits[:b], logits[b:]
+            logits = u + (c - u) * cfg_scale
+        return logits, cache
+
+    last, cache = forward(seq[:, :, :start], cache, None)  # prefill: prepend + known steps
 
     def step(s, carry):
-        seq, rng = carry
+        seq, cache, last, rng = carry
         rng, key = jax.random.split(rng)
-        if guided:
-            both = module.apply({"params": params}, jnp.concatenate([seq, seq], axis=0), cond,
-                                method=module.decode)
-            c, u = both[:b], both[b:]
-            logits = u + (c - u) * cfg_scale
-        else:
-            logits = module.apply({"params": params}, seq, cond, method=module.decode)
-        nxt = sample_codes(jax.lax.dynamic_index_in_dim(logits, s - 1, axis=2, keepdims=False),
-                           key, temperature, top_k)  # [B, K]
+        nxt = sample_codes(last, key, temperature, top_k)  # [B, K] for step s
         valid = jax.lax.dynamic_index_in_dim(mask, s, axis=1, keepdims=False)  # [K]
         nxt = jnp.where(valid[None, :], nxt, spec.card)
         cur = jax.lax.dynamic_index_in_dim(seq, s, axis=2, keepdims=False)
         new = jnp.where(cur == -1, nxt, cur)
-        return jax.lax.dynamic_update_index_in_dim(seq, new, s, axis=2), rng
+        seq = jax.lax.dynamic_update_index_in_dim(seq, new, s, axis=2)
+        last, cache = forward(new[:, :, None], cache, s)
+        return seq, cache, last, rng
 
-    seq, _ = jax.lax.fori_loop(start, total, step, (seq, rng))
+    seq, _, _, _ = jax.lax.fori_loop(start, total, step, (seq, cache, last, rng))
     out, _ = patterns.revert(pattern, seq, -1)
     return out
 
