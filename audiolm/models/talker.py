@@ -142,8 +142,6 @@ def tiny_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(DEFAULTS.to_dict())
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # Model.
 
