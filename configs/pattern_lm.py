@@ -36,6 +36,9 @@ import ml_collections
 
 from configs import common
 
+# The codec MusicGen checkpoints are trained on (a decoder-only checkpoint does not carry it).
+ENCODEC_32KHZ = {"sample_rate": 32000, "frame_rate": 50.0}
+
 # Widths of the public T5 encoders stable-audio-tools names (its T5Conditioner.T5_MODEL_DIMS).
 T5_DIMS = {
     "t5-small": 512, "t5-base": 768, "t5-large": 1024, "t5-3b": 1024, "t5-11b": 1024,

@@ -31,9 +31,6 @@ import numpy as np
 
 from audiolm.models.conditioners import _read_safetensors
 
-# MusicGen's codec (EnCodec 32 kHz, hop 640): not stored in a decoder-only checkpoint.
-ENCODEC_32KHZ_SAMPLE_RATE = 32000
-ENCODEC_32KHZ_FRAME_RATE = 50.0
 CROSS_ID = "encoder_hidden_states"
 
 _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
@@ -42,7 +39,7 @@ _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "g
 
 def model_config_from_hf(cfg: dict[str, Any], max_frames: int | None = None) -> ml_collections.ConfigDict:
     """Pattern LM model config of a MusicgenDecoderConfig dict."""
-    from configs import pattern_lm as presets  # config builders (no literals taken from there)
+    from configs import pattern_lm as presets  # config builders and the EnCodec 32 kHz rates
 
     if cfg.get("model_type") == "musicgen":
         raise ValueError(
@@ -72,8 +69,9 @@ def model_config_from_hf(cfg: dict[str, Any], max_frames: int | None = None) -> 
     return presets.model(
         max_frames=max_frames or max_positions - n_q,
         pretransform_cfg=presets.pretransform(
-            "codes", n_q=n_q, codebook_size=card, sample_rate=ENCODEC_32KHZ_SAMPLE_RATE,
-            frame_rate=ENCODEC_32KHZ_FRAME_RATE, name="encodec_32khz"),
+            "codes", n_q=n_q, codebook_size=card, name="encodec_32khz",
+            sample_rate=presets.ENCODEC_32KHZ["sample_rate"],
+            frame_rate=presets.ENCODEC_32KHZ["frame_rate"]),
         lm_cfg=presets.lm(dim=dim, num_layers=int(cfg["num_hidden_layers"]), num_heads=heads,
                           ffn_hidden=int(cfg["ffn_dim"]), activation=_ACTIVATIONS[act],
                           norm="layer", norm_eps=1e-5, positional="sinusoidal",
