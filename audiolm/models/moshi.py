@@ -104,8 +104,8 @@ class Spec:
     temporal: Transformer
     dep_q: int
     depformer: Transformer | None
-    schedule: tuple[int, ...]  # slice -> weight set
-    multi_linear: bool
+    schedule: tuple[int, ...]  # slice -> weight set of the depformer layers
+    in_schedule: tuple[int, ...]  # slice -> temporal->depformer projection (multi_linear)
     low_rank: int
     extra_heads: int
     extra_heads_dim: int
@@ -128,7 +128,7 @@ class Spec:
 
     @property
     def num_in_proj(self) -> int:
-        return self.num_sets if self.multi_linear else 1
+        return max(self.in_schedule) + 1 if self.in_schedule else 1
 
 
 def spec_from_config(m: Any) -> Spec:
@@ -143,6 +143,7 @@ def spec_from_config(m: Any) -> Spec:
     dep_q = d.num_slices
     depformer = None
     schedule: tuple[int, ...] = ()
+    in_schedule: tuple[int, ...] = ()
     if dep_q > 0:
         # The depformer shares the temporal norm type (as in Kyutai's code); no window.
         depformer = Transformer(
@@ -154,14 +155,18 @@ def spec_from_config(m: Any) -> Spec:
             schedule = tuple(d.schedule) if len(d.schedule) else tuple(range(dep_q))
         else:
             schedule = (0,) * dep_q
+        # Kyutai: one projection per slice (or per scheduled set) with multi_linear, else one.
+        if d.multi_linear:
+            in_schedule = tuple(d.schedule) if len(d.schedule) else tuple(range(dep_q))
+        else:
+            in_schedule = (0,) * dep_q
     conds = tuple(Conditioner(name, c.type, int(c.n_bins), int(c.dim), c.fuse)
                   for name, c in sorted(m.conditioners.items()))
     return Spec(
         text_in_vocab=m.text_in_vocab_size, text_out_vocab=m.text_out_vocab_size,
         audio_vocab=m.audio_vocab_size, codebooks=m.audio_codebooks, delays=tuple(m.delays),
         demux=m.demux_second_text_stream, fusion=m.fusion, temporal=temporal, dep_q=dep_q,
-        depformer=depformer, schedule=schedule,
-        multi_linear=bool(d.multi_linear) if dep_q else False,
+        depformer=depformer, schedule=schedule, in_schedule=in_schedule,
         low_rank=int(d.low_rank) if dep_q else 0,
         extra_heads=m.extra_heads.num_heads, extra_heads_dim=m.extra_heads.dim,
         conditioners=conds, cross_pos_emb=m.cross_pos_emb,
@@ -423,7 +428,7 @@ class MoshiLM(nn.Module):
 
     def _dep_input(self, k: int, prev, hidden):
         s = self.spec
-        proj = self.depformer_in[s.schedule[k] if s.multi_linear else 0](hidden)
+        proj = self.depformer_in[s.in_schedule[k]](hidden)
         tok = self.depformer_text_emb(prev) if k == 0 else self.depformer_emb[k - 1](prev)
         return proj + tok
 

@@ -134,6 +134,24 @@ def test_parity_conditioned_cross_attention_demux(tmp_path):
     assert max(text_err, audio_err, extra_err) <= TOL
 
 
+def test_parity_layernorm_plain_mlp_shared_depformer(tmp_path):
+    """The LayerNorm + plain GELU temporal variant (tts_v0_1 style); depformer weights shared
+    across slices (weights_per_step off) with one input projection per slice."""
+    m = cm.tiny()
+    m.temporal.update(ffn="plain", activation="gelu", ffn_hidden=64, norm="layer", norm_eps=1e-5)
+    m.depformer.update(weights_per_step=False, schedule=(), multi_linear=True, low_rank=0)
+    ref, config, params = _imported(m, tmp_path, seed=5)
+    assert sum(k.startswith("depformer_in.") for k in ref.state_dict()) == 3
+    codes = np.random.default_rng(5).integers(0, 16, (2, 5, 6)).astype(np.int32)
+    with torch.no_grad():
+        out = ref(torch.from_numpy(codes).long())
+    text, audio, _ = _ours(config, params, codes)
+    text_err = _max_err(out.text_logits.numpy(), text, out.text_mask.numpy())
+    audio_err = _max_err(out.logits.numpy(), audio, out.mask.numpy())
+    print(f"moshi parity layernorm/plain: text {text_err:.2e} audio {audio_err:.2e}")
+    assert text_err <= TOL and audio_err <= TOL
+
+
 def test_parity_no_depformer_stt_like(tmp_path):
     """STT layout: no depformer, extra heads; Kyutai's unused `depformer_in` is dropped."""
     m = cm.tiny()
