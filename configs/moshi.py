@@ -1,6 +1,6 @@
 """Kyutai temporal + depth transformer family (Moshi, Hibiki, Kyutai STT/TTS).
 
-Launch (tiny, CPU):
+Launch (tiny, CPU; trains on synthetic example batches):
   python -m audiolm.main --config=configs/moshi.py:variant=tiny --workdir=/tmp/moshi_tiny
 Describe a published variant (parameters, bytes, FLOPs; nothing is allocated):
   python -m audiolm.main --config=configs/moshi.py:variant=moshi_7b_202409 --mode=describe
@@ -305,6 +305,8 @@ def get_config(arg=None):
         config.model = tiny(arg.fusion)
     else:
         config.model = PRESETS[arg.variant]()
+    # No Kyutai-format dataset ships with audiolm yet: train on the family's example batches.
+    config.data.name = "synthetic"
     config.train.loss = train_loss()
     config.sample.temperature = 0.8  # audio temperature (Kyutai default)
     config.sample.top_k = 250  # audio top-k

@@ -608,8 +608,10 @@ def init_params(model_config, rng, columns: int = 4):
     spec = module.spec
     tokens = _example_tokens(spec, 1, columns)
     conds = example_conditions(spec, 1)
-    init = jax.jit(lambda r: module.init(r, tokens, conds, method=MoshiLM.init_all)["params"])
-    return flax.core.meta.unbox(compile_once(init, rng)(rng))
+    init = lambda r: module.init(r, tokens, conds, method=MoshiLM.init_all)["params"]
+    if isinstance(rng, jax.core.Tracer):  # traced by the caller (sharded init under jit)
+        return flax.core.meta.unbox(init(rng))
+    return flax.core.meta.unbox(compile_once(jax.jit(init), rng)(rng))
 
 
 def compile_once(jitted, *args):
