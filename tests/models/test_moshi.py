@@ -78,6 +78,10 @@ def test_get_config_validates_and_describes():
     params = _tiny()[1]
     n = sum(x.size for x in jax.tree_util.tree_leaves(params))
     assert desc["total_params"] == n
+    # init_params is traceable (the trainer's sharded init runs it under eval_shape / jit).
+    shapes = jax.eval_shape(lambda r: M.init_params(config.model, r), jax.random.PRNGKey(0))
+    assert jax.tree_util.tree_map(lambda x: x.shape, shapes) == \
+        jax.tree_util.tree_map(lambda x: x.shape, params)
     streaming = cm.get_config("variant=v0_1_streaming,slices=4")
     assert streaming.model.depformer.num_slices == 4
     config_lib.validate(streaming)
