@@ -135,7 +135,10 @@ def kyutai_sample(logits: jax.Array, rng: jax.Array, temperature, top_k: int) ->
 
 
 def cfg_logits(cond: jax.Array, uncond: jax.Array, scale) -> jax.Array:
-    """Classifier-free guidance: uncond + scale * (cond - uncond) (scale 1 -> cond)."""
+    """Classifier-free guidance: uncond + scale * (cond - uncond). A static scale of 1 returns
+    ``cond`` exactly (no rounding through the difference)."""
+    if _static_number(scale) and scale == 1:
+        return cond
     return uncond + scale * (cond - uncond)
 
 
