@@ -179,6 +179,22 @@ def generated_codes(spec: M.Spec, tokens):
     return codes
 
 
+def _cheap_jit(fn):
+    """jax.jit compiled with XLA's backend optimisation off (`moshi.compile_once`): for short
+    runs (tests, a few samples) where compiling dominates. One executable per argument
+    signature."""
+    jitted = jax.jit(fn)
+    cache = {}
+
+    def call(*args):
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        key = (tree, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+        if key not in cache:
+            cache[key] = M.compile_once(jitted, *args)
+        return cache[key](*args)
+    return call
+
+
 class Sampler:
     """Compiled Moshi generation for one module and sampling `options` (one compile per shape).
 
@@ -186,18 +202,21 @@ class Sampler:
     `generate(params, user [B, K_user, N], rng, conditions)` -> dict(tokens [B, G, N] per step,
     text_logits [B, N, Vt], columns [B, 1+K, N] the inputs read, codes [B, G, N - max_delay]
     undelayed generated streams), a
-    `lax.scan` of the same step over N frames on a preallocated state.
+    `lax.scan` of the same step over N frames on a preallocated state. fast_compile: compile
+    with XLA's backend optimisation off (short runs, where compile time dominates).
     """
 
-    def __init__(self, module: M.MoshiLM, options: Options = Options()):
+    def __init__(self, module: M.MoshiLM, options: Options = Options(),
+                 fast_compile: bool = False):
         self.module = module
         self.options = options
         self.spec = module.spec
+        jit = _cheap_jit if fast_compile else jax.jit
         if self.spec.fusion == "concat":
             self.step_fn = None
         else:
-            self.step_fn = jax.jit(lambda p, st, u, r, c: step(module, p, st, u, r, c, options))
-        self._generate = jax.jit(self._generate_impl)
+            self.step_fn = jit(lambda p, st, u, r, c: step(module, p, st, u, r, c, options))
+        self._generate = jit(self._generate_impl)
 
     def init_stream(self, batch: int):
         return init_stream(self.module, batch)
@@ -292,7 +311,7 @@ def write_samples(module: M.MoshiLM, params, config, workdir: str) -> dict:
     conditions = None
     if spec.conditioners:
         conditions = M.example_conditions(spec, b, np.random.default_rng(int(s.seed)))
-    sampler = Sampler(module, options)
+    sampler = Sampler(module, options, fast_compile=n * b <= 4096)
     out = sampler.generate(params, user, jax.random.PRNGKey(int(s.seed)), conditions)
     tokens, codes = np.asarray(out["tokens"]), np.asarray(out["codes"])
     folder = os.path.join(workdir, "samples")
