@@ -1,0 +1,586 @@
+"""Benchmark: decode throughput of our jitted decoders vs the references (CPU, fp32, greedy).
+
+One run, same weights on both sides (each reference model is random, written to disk and read
+back by our importer), greedy decoding so that both sides must emit the same tokens (checked:
+the `match` column counts the leading steps that agree for every row). Parts (--parts):
+
+  thinker   Thinker text generation: prompt [B, P] -> max_new_tokens (no EOS stop) vs
+            transformers `Qwen3OmniMoeThinkerForConditionalGeneration.generate` (KV cache).
+  moshi     Kyutai temporal + depth transformer, one frame per call (streaming: frame codes of
+            the user stream in, text token + dep_q audio codes out, host sync every frame) vs
+            moshi 0.2.13 `LMGen.step` in a `streaming(B)` context; tokens = frames x (1 + dep_q);
+            real-time factor (RTF) = frames/s at the given batch / --moshi-frame-rate (Mimi: 12.5).
+  musicgen  pattern LM with a delay pattern and a cross-attention condition vs transformers
+            `MusicgenForCausalLM.generate` (its own delay pattern mask); tokens = frames x K.
+  code2wav  Qwen3-Omni Code2Wav chunked (streaming) decoding of [B, G, frames] codes vs
+            transformers `Qwen3OmniMoeCode2Wav.chunked_decode` with the same chunk / left
+            context; RTF = seconds of audio per second of compute.
+
+Ours and the reference alternate inside every repeat (the machine is shared); warm-up first
+(ours: the first call compiles, reported as `1st`); median of --repeats. One torch thread and
+single-threaded XLA by default (--threads).
+
+    python experiments/bench_decode.py                         # small sizes, B = 1 and 8
+    python experiments/bench_decode.py --size=tiny --parts=moshi,musicgen --json=/tmp/d.json
+
+Which decoders are "ours" is one import below (`decoders`): the model-level decode APIs
+(Thinker KV cache, MoshiLM.step / depformer_step, pattern_lm.generate) wrapped in jitted loops
+here, until audiolm.sample (issue 8) provides them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from experiments import bench_thinker  # noqa: E402
+
+PARTS = ("thinker", "moshi", "musicgen", "code2wav")
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma separated of {PARTS}")
+    ap.add_argument("--size", default="small", choices=("tiny", "small"))
+    ap.add_argument("--layers", type=int, default=0,
+                    help="override every model's layer count (0: the size's own)")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--prompt", type=int, default=16, help="Thinker prompt tokens")
+    ap.add_argument("--new-tokens", type=int, default=64, help="Thinker generated tokens")
+    ap.add_argument("--frames", type=int, default=64, help="Moshi / MusicGen generated frames")
+    ap.add_argument("--moshi-frame-rate", type=float, default=12.5,
+                    help="frames per second of the codec (Mimi: 12.5) for the RTF")
+    ap.add_argument("--c2w-frames", type=int, default=50, help="Code2Wav frames decoded")
+    ap.add_argument("--c2w-chunk", type=int, default=10, help="Code2Wav frames per chunk")
+    ap.add_argument("--c2w-context", type=int, default=25, help="Code2Wav left-context frames")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch and XLA CPU threads (1: both single-threaded; 0: defaults)")
+    ap.add_argument("--fast-compile", action="store_true",
+                    help="compile ours with XLA backend optimisation off (smoke tests only: "
+                         "fast compiles, slower code)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default="", help="write the results to this JSON file")
+    return ap.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------
+# Our decoders: jitted loops over the model-level decode APIs.
+
+
+JIT_OPTIONS: dict = {}  # compiler_options of our jits (set by main from --fast-compile)
+
+
+def _jit(fn):
+    import jax
+
+    return jax.jit(fn, compiler_options=JIT_OPTIONS or None)
+
+
+class ModelLevelDecoders:
+    """Greedy decoders built on the model modules' own decode entry points."""
+
+    @staticmethod
+    def thinker_generate(module, new_tokens: int):
+        """fn(params, prompt [B, P] int32) -> generated [B, new_tokens]: prefill into a
+        preallocated KV cache, then new_tokens - 1 cached steps in a fori_loop; one jit."""
+        import jax
+        import jax.numpy as jnp
+
+        def generate(params, prompt):
+            b, p = prompt.shape
+            caches = module.init_caches(b, p + new_tokens)
+            out = module.apply({"params": params}, prompt, caches=caches)
+            first = jnp.argmax(out["logits"][:, -1], -1).astype(jnp.int32)
+            toks = jnp.zeros((b, new_tokens), jnp.int32).at[:, 0].set(first)
+
+            def body(i, carry):
+                toks, caches = carry
+                prev = jax.lax.dynamic_slice_in_dim(toks, i - 1, 1, axis=1)
+                out = module.apply({"params": params}, prev, caches=caches)
+                nxt = jnp.argmax(out["logits"][:, -1], -1).astype(jnp.int32)
+                return jax.lax.dynamic_update_slice_in_dim(toks, nxt[:, None], i, axis=1), \
+                    out["caches"]
+
+            toks, _ = jax.lax.fori_loop(1, new_tokens, body, (toks, out["caches"]))
+            return toks
+
+        return _jit(generate)
+
+    @staticmethod
+    def moshi_streamer(module):
+        """(init(batch) -> state, step(params, state, user [B, K - dep_q]) -> (state, out
+        [B, 1 + dep_q])): one jitted call per frame. The step builds the delayed input column
+        (stream q reads frame o - delay_q; the initial token before it exists), runs the
+        temporal step and the dep_q depformer slices with greedy choices."""
+        import jax
+        import jax.numpy as jnp
+        import numpy as np
+
+        from audiolm.models import moshi as M
+
+        spec = module.spec
+        dq, k = spec.dep_q, spec.codebooks
+        init_tok = jnp.asarray(M.initial_tokens(spec)[:, 0])
+        delays = np.asarray(spec.delays)
+        ring = int(delays.max()) + 1
+        d_gen, d_user = jnp.asarray(delays[:1 + dq]), jnp.asarray(delays[1 + dq:])
+
+        def init(batch):
+            return {"model": module.init_state(batch),
+                    "prev": jnp.zeros((batch, 1 + dq), jnp.int32),
+                    "user": jnp.zeros((batch, k - dq, ring), jnp.int32),
+                    "frame": jnp.zeros((), jnp.int32)}
+
+        def step(params, state, user):
+            o = state["frame"]
+            b = user.shape[0]
+            hist = jax.lax.dynamic_update_slice_in_dim(
+                state["user"], user.astype(jnp.int32)[:, :, None], o % ring, axis=2)
+            gen = jnp.where((o - 1 - d_gen >= 0)[None], state["prev"], init_tok[None, :1 + dq])
+            idx = jnp.broadcast_to(((o - d_user) % ring)[None, :, None], (b, k - dq, 1))
+            usr = jnp.take_along_axis(hist, idx, axis=2)[..., 0]
+            usr = jnp.where((o - d_user >= 1)[None], usr, init_tok[None, 1 + dq:])
+            column = jnp.concatenate([gen, usr], axis=1)[:, :, None]
+            logits, hidden, model_state = module.apply(
+                {"params": params}, column, state["model"], method=M.MoshiLM.step)
+            out = [jnp.argmax(logits, -1).astype(jnp.int32)]
+            cache = module.init_depformer_cache(b)
+            for q in range(dq):
+                lg, cache = module.apply({"params": params}, q, out[-1], hidden, cache,
+                                         method=M.MoshiLM.depformer_step)
+                out.append(jnp.argmax(lg, -1).astype(jnp.int32))
+            out = jnp.stack(out, axis=1)
+            return {"model": model_state, "prev": out, "user": hist, "frame": o + 1}, out
+
+        return init, _jit(step)
+
+    @staticmethod
+    def pattern_generate(module, frames: int):
+        """fn(params, conditions, rng) -> codes [B, K, frames]: pattern_lm.generate, greedy."""
+        import jax
+
+        from audiolm.models import pattern_lm
+
+        return _jit(lambda p, c, r: pattern_lm.generate(
+            module, p, c, frames=frames, rng=r, temperature=0.0, top_k=0, cfg_scale=1.0))
+
+    @staticmethod
+    def code2wav_stream(module, chunk: int, context: int):
+        """fn(params, codes [B, G, T]) -> wav: audiolm.models.code2wav.chunked_decode (it
+        jits a new function per call, so every call compiles its chunk shapes again)."""
+        from audiolm.models import code2wav as cw
+
+        return lambda p, codes: cw.chunked_decode(module, p, codes, chunk, context)
+
+    @staticmethod
+    def code2wav_stream_compiled(module, chunk: int, context: int):
+        """chunked_decode's chunking and trimming around one Code2Wav apply jitted once (what
+        a streaming server holds): chunks of `chunk` frames, each after the first decoded with
+        up to `context` preceding frames whose samples are dropped on the full decode's grid."""
+        import jax
+        import jax.numpy as jnp
+
+        from audiolm.models import code2wav as cw
+
+        c = module.config
+        per_frame, trim = cw.total_upsampling(c), cw.start_trim(c)
+        apply = _jit(lambda p, x: module.apply({"params": p}, x))
+
+        def decode(params, codes):
+            pieces = []
+            for start in range(0, codes.shape[-1], chunk):
+                end = min(start + chunk, codes.shape[-1])
+                ctx = min(context, start)
+                wav = apply(params, codes[..., start - ctx:end])
+                pieces.append(wav[:, ctx * per_frame - trim:] if start else wav)
+            return jnp.concatenate(pieces, axis=-1)
+
+        return decode
+
+
+# The decoders under test: switch to audiolm.sample's jitted generate functions here.
+decoders = ModelLevelDecoders
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def alternate(fns: dict, repeats: int) -> dict:
+    return bench_thinker.alternate(fns, repeats)
+
+
+def first_call(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def leading_match(a, b) -> int:
+    """Leading steps (last axis) on which a and b agree for every row."""
+    import numpy as np
+
+    a, b = np.asarray(a), np.asarray(b)
+    same = (a == b).reshape(-1, a.shape[-1]).all(axis=0)
+    return int(a.shape[-1] if same.all() else np.argmin(same))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parts.
+
+
+def c2w_overrides(size: str) -> dict:
+    """transformers code2wav_config overrides: small = the published layout (upsampling
+    [8, 5, 4, 3] x [2, 2] = 1920 samples per frame at 24 kHz, 12.5 frames/s) at small widths."""
+    if size == "tiny":
+        return {}
+    return {"code2wav_config": dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=4,
+                                    intermediate_size=256, num_hidden_layers=2, sliding_window=72,
+                                    upsample_rates=[8, 5, 4, 3], upsampling_ratios=[2, 2],
+                                    decoder_dim=96)}
+
+
+def bench_thinker_decode(args, batches, pair):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    from audiolm.models import thinker as thinker_lib
+
+    model, model_config, params = pair
+    module = thinker_lib.from_config(model_config)
+    th_params = jax.tree_util.tree_map(jnp.asarray, params["thinker"])
+    gen = decoders.thinker_generate(module, args.new_tokens)
+    rows = []
+    for b in batches:
+        prompt = bench_thinker.text_tokens(b, args.prompt, args.seed + b)
+        ids, mask = torch.from_numpy(prompt), torch.ones(prompt.shape, dtype=torch.long)
+        ours_in = jnp.asarray(prompt, jnp.int32)
+
+        def ref():
+            with torch.no_grad():
+                return model.thinker.generate(input_ids=ids, attention_mask=mask,
+                                              max_new_tokens=args.new_tokens,
+                                              min_new_tokens=args.new_tokens, do_sample=False,
+                                              pad_token_id=0)[:, args.prompt:]
+
+        ours = lambda: np.asarray(gen(th_params, ours_in))  # noqa: E731
+        got, first = first_call(ours)
+        want = ref().numpy()
+        for _ in range(args.warmup):
+            ours(), ref()
+        t = alternate({"ours": ours, "ref": ref}, args.repeats)
+        n = b * args.new_tokens
+        rows.append(dict(part="thinker", batch=b, unit="tok", ref_s=t["ref"], ours_s=t["ours"],
+                         ours_first_s=first, ref_rate=n / t["ref"], ours_rate=n / t["ours"],
+                         speedup=t["ref"] / t["ours"], match=leading_match(got, want),
+                         steps=args.new_tokens))
+    th = model_config.thinker
+    desc = (f"thinker: {th.num_layers} layers, width {th.hidden_size}, {th.num_experts} experts "
+            f"top-{th.num_experts_per_tok}, vocab {th.vocab_size}; prompt {args.prompt}, "
+            f"{args.new_tokens} new tokens; reference experts implementation "
+            f"{model.thinker.config.text_config._experts_implementation}")
+    return rows, desc
+
+
+def moshi_config(size: str, layers: int):
+    from configs import moshi as cm
+
+    if size == "tiny":
+        m = cm.tiny()
+        m.temporal.context = 4 * 64  # longer than the run: no ring wrap-around
+    else:
+        m = cm.model(text_in=1001, text_out=1000, audio_vocab=257, codebooks=8,
+                     delays=cm.stream_delays(8, 4, 1),
+                     temporal_cfg=cm.temporal(256, 8, 4, 672, 256, 10000),
+                     depformer_cfg=cm.depformer(4, 128, 4, 2, 256))
+    if layers:
+        m.temporal.num_layers = layers
+        m.depformer.num_layers = min(layers, m.depformer.num_layers)
+    return m
+
+
+def bench_moshi(args, batches):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from tests import reference_moshi as ref_lib
+
+    from audiolm.checkpoints import moshi as ck
+    from audiolm.models import moshi as M
+
+    torch = ref_lib.torch
+    from moshi.models.lm import LMGen
+
+    m = moshi_config(args.size, args.layers)
+    if m.temporal.context < args.frames:
+        m.temporal.context = args.frames
+    ref = ref_lib.reference_model(m, seed=args.seed)
+    with tempfile.TemporaryDirectory(prefix="bench_moshi_") as folder:
+        ref_lib.save_checkpoint(ref, m, folder)
+        config, params = ck.load_pretrained(folder)
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    module = M.build(config)
+    spec = module.spec
+    init, step = decoders.moshi_streamer(module)
+    n_user = spec.codebooks - spec.dep_q
+    rows = []
+    for b in batches:
+        user = np.random.default_rng(args.seed + b).integers(0, spec.card,
+                                                              (b, n_user, args.frames))
+        user_t = torch.from_numpy(user).long()
+        user_j = [jnp.asarray(user[:, :, o], jnp.int32) for o in range(args.frames)]
+        texts, audios = [], []
+        gen = LMGen(ref, use_sampling=False, on_text_hook=lambda t: texts.append(t.clone()),
+                    on_audio_hook=lambda a: audios.append(a.clone()))
+
+        def reference():
+            texts.clear(), audios.clear()
+            with gen.streaming(b):
+                for o in range(args.frames):
+                    gen.step(user_t[:, :, o:o + 1])
+
+        def ours():
+            state, outs = init(b), []
+            for o in range(args.frames):
+                state, out = step(params, state, user_j[o])
+                outs.append(np.asarray(out))  # the frame is needed on the host (streaming)
+            return np.stack(outs, axis=2)
+
+        got, first = first_call(ours)
+        with torch.no_grad():
+            reference()
+            want = np.concatenate([torch.stack(texts, 1).numpy()[:, None],
+                                   torch.stack(audios, 2).numpy()], axis=1)
+            for _ in range(args.warmup):
+                ours(), reference()
+            t = alternate({"ours": ours, "ref": reference}, args.repeats)
+        n = b * args.frames * (1 + spec.dep_q)
+        fps_ours, fps_ref = args.frames / t["ours"], args.frames / t["ref"]
+        rows.append(dict(part="moshi", batch=b, unit="tok", ref_s=t["ref"], ours_s=t["ours"],
+                         ours_first_s=first, ref_rate=n / t["ref"], ours_rate=n / t["ours"],
+                         speedup=t["ref"] / t["ours"], match=leading_match(got, want),
+                         steps=args.frames, ref_rtf=fps_ref / args.moshi_frame_rate,
+                         ours_rtf=fps_ours / args.moshi_frame_rate))
+    tr = spec.temporal
+    desc = (f"moshi: temporal {tr.num_layers} layers width {tr.dim}, depformer "
+            f"{spec.depformer.num_layers} layers width {spec.depformer.dim}, {spec.codebooks} "
+            f"codebooks (dep_q {spec.dep_q}), delays {list(spec.delays)}; {args.frames} frames, "
+            f"RTF at {args.moshi_frame_rate} frames/s")
+    return rows, desc
+
+
+def musicgen_sizes(size: str, layers: int) -> dict:
+    d = dict(vocab_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+             ffn_dim=64, num_codebooks=4) if size == "tiny" else dict(
+        vocab_size=1024, hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
+        ffn_dim=1024, num_codebooks=4)
+    if layers:
+        d["num_hidden_layers"] = layers
+    return d
+
+
+def bench_musicgen(args, batches):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+    import transformers
+
+    from audiolm.checkpoints import musicgen
+    from audiolm.models import pattern_lm
+
+    sizes = musicgen_sizes(args.size, args.layers)
+    k, v, d = sizes["num_codebooks"], sizes["vocab_size"], sizes["hidden_size"]
+    torch.manual_seed(args.seed)
+    cfg = transformers.MusicgenDecoderConfig(
+        **sizes, max_position_embeddings=args.frames + k + 8, pad_token_id=v, bos_token_id=v,
+        activation_function="gelu", dropout=0.0)
+    ref = transformers.MusicgenForCausalLM(cfg).eval()
+    ref.config._attn_implementation = "eager"
+    with tempfile.TemporaryDirectory(prefix="bench_musicgen_") as path:
+        ref.save_pretrained(path)
+        config, params = musicgen.load_pretrained(path)
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    module = pattern_lm.build(config)
+    gen = decoders.pattern_generate(module, args.frames)
+    cond_len = 8
+    # MusicGen's own generate reads every field from the config (no defaults filled in).
+    gen_cfg = transformers.GenerationConfig(
+        max_new_tokens=args.frames + k - 1, do_sample=False, num_beams=1, num_return_sequences=1,
+        pad_token_id=v, bos_token_id=v, decoder_start_token_id=v, use_cache=True,
+        guidance_scale=None)
+    no_cache_cfg = transformers.GenerationConfig(**{**gen_cfg.to_dict(), "use_cache": False})
+    rows = []
+    for b in batches:
+        ehs = np.random.default_rng(args.seed + b).standard_normal((b, cond_len, d)).astype(
+            np.float32)
+        ehs_t = torch.from_numpy(ehs)
+        ehs_mask_t = torch.ones((b, cond_len), dtype=torch.long)
+        conds = {f"cond.{musicgen.CROSS_ID}": jnp.asarray(ehs),
+                 f"cond.{musicgen.CROSS_ID}.mask": jnp.ones((b, cond_len), bool)}
+        bos = torch.full((b * k, 1), v, dtype=torch.long)
+        key = jax.random.key(args.seed)
+
+        def reference(config=gen_cfg):
+            with torch.no_grad():
+                return ref.generate(input_ids=bos, encoder_hidden_states=ehs_t,
+                                    encoder_attention_mask=ehs_mask_t, generation_config=config)
+
+        ours = lambda: np.asarray(gen(params, conds, key))  # noqa: E731
+        got, first = first_call(ours)
+        # transformers 5.23's cached MusicGen generate with encoder_hidden_states disagrees
+        # with its own forward; the uncached one is its exact greedy decode: compare to that.
+        want = reference(no_cache_cfg).numpy()
+        for _ in range(args.warmup):
+            ours(), reference()
+        t = alternate({"ours": ours, "ref": reference}, args.repeats)
+        n = b * k * args.frames
+        rows.append(dict(part="musicgen", batch=b, unit="tok", ref_s=t["ref"], ours_s=t["ours"],
+                         ours_first_s=first, ref_rate=n / t["ref"], ours_rate=n / t["ours"],
+                         speedup=t["ref"] / t["ours"],
+                         match=leading_match(got, want) if want.shape == got.shape else -1,
+                         steps=args.frames))
+    desc = (f"musicgen: {sizes['num_hidden_layers']} layers width {d}, {k} codebooks x {v}, "
+            f"delay pattern, cross-attention to {cond_len} condition tokens; {args.frames} "
+            f"frames, no CFG; reference timed with its KV cache, match vs its uncached greedy "
+            f"(its cached generate with cross-attention does not reproduce its own forward)")
+    return rows, desc
+
+
+def bench_code2wav(args, batches, pair):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    from audiolm.models import code2wav as cw
+
+    model, model_config, params = pair
+    c = model_config.code2wav
+    module = cw.build(c)
+    c2w_params = jax.tree_util.tree_map(jnp.asarray, params["code2wav"])
+    variants = {"chunked_decode": decoders.code2wav_stream(module, args.c2w_chunk,
+                                                           args.c2w_context),
+                "compiled chunk": decoders.code2wav_stream_compiled(module, args.c2w_chunk,
+                                                                    args.c2w_context)}
+    ref = model.code2wav
+    rows = []
+    for b in batches:
+        codes = np.random.default_rng(args.seed + b).integers(
+            0, c.codebook_size, (b, c.num_codebooks, args.c2w_frames))
+        codes_t, codes_j = torch.from_numpy(codes).long(), jnp.asarray(codes, jnp.int32)
+
+        def reference():
+            with torch.no_grad():
+                return ref.chunked_decode(codes_t, chunk_size=args.c2w_chunk,
+                                          left_context_size=args.c2w_context)
+
+        fns, firsts, outs = {"ref": reference}, {}, {}
+        for name, decode in variants.items():
+            fns[name] = (lambda d: lambda: np.asarray(d(c2w_params, codes_j)))(decode)
+            outs[name], firsts[name] = first_call(fns[name])
+        same = float(np.abs(outs["chunked_decode"] - outs["compiled chunk"]).max())
+        if same > 1e-5:
+            raise SystemExit(f"code2wav: the compiled chunk loop differs from chunked_decode "
+                             f"by {same:.2e}")
+        for _ in range(args.warmup):
+            reference(), fns["compiled chunk"]()
+        # chunked_decode recompiles on every call: one timed run each is enough.
+        t = alternate({"ref": reference, "compiled chunk": fns["compiled chunk"]}, args.repeats)
+        t["chunked_decode"] = bench_thinker.median_time(fns["chunked_decode"], 1)
+        for name in variants:
+            seconds = b * outs[name].shape[-1] / c.sample_rate
+            rows.append(dict(part="code2wav", variant=name, batch=b, unit="s", ref_s=t["ref"],
+                             ours_s=t[name], ours_first_s=firsts[name],
+                             ref_rate=seconds / t["ref"], ours_rate=seconds / t[name],
+                             speedup=t["ref"] / t[name], match=-1, steps=args.c2w_frames,
+                             ref_rtf=seconds / t["ref"], ours_rtf=seconds / t[name]))
+    desc = (f"code2wav: {c.num_layers} layers width {c.hidden_size}, decoder_dim "
+            f"{c.decoder_dim}, {cw.total_upsampling(c)} samples/frame at {c.sample_rate} Hz; "
+            f"{args.c2w_frames} frames in chunks of {args.c2w_chunk} with {args.c2w_context} "
+            f"frames of left context; RTF = audio seconds (all rows) per compute second")
+    return rows, desc
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    bench_thinker.setup_threads(args.threads)
+    import jax
+    import torch
+
+    JIT_OPTIONS.clear()
+    JIT_OPTIONS.update(bench_thinker.jit_options(args.fast_compile) or {})
+
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    for p in parts:
+        if p not in PARTS:
+            raise SystemExit(f"--parts: unknown part {p!r}; expected some of {PARTS}")
+    batches = [int(x) for x in args.batches.split(",") if x.strip()]
+    rows, descs = [], []
+    pair = None
+    if "thinker" in parts or "code2wav" in parts:
+        size = "tiny" if args.size == "tiny" else "small"
+        pair = bench_thinker.build_pair(size, args.layers, args.seed, audio_output=True,
+                                        overrides=c2w_overrides(args.size))
+    if "thinker" in parts:
+        r, d = bench_thinker_decode(args, batches, pair)
+        rows += r
+        descs.append(d)
+    if "moshi" in parts:
+        r, d = bench_moshi(args, batches)
+        rows += r
+        descs.append(d)
+    if "musicgen" in parts:
+        r, d = bench_musicgen(args, batches)
+        rows += r
+        descs.append(d)
+    if "code2wav" in parts:
+        r, d = bench_code2wav(args, batches, pair)
+        rows += r
+        descs.append(d)
+
+    print(f"decode, greedy, fp32 CPU, {args.threads or 'default'} thread(s) each; torch "
+          f"{torch.__version__}, jax {jax.__version__}; ours = {decoders.__name__}; median of "
+          f"{args.repeats} alternating runs")
+    for d in descs:
+        print("  " + d)
+    head = (f"{'part':<26}{'B':>3}{'reference':>12}{'ours':>12}{'ours 1st':>10}"
+            f"{'ref rate':>15}{'ours rate':>15}{'speed-up':>10}{'match':>8}{'RTF ref':>9}"
+            f"{'RTF ours':>9}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        label = r["part"] + (f" ({r['variant']})" if "variant" in r else "")
+        rate = "{:>9.0f} tok/s" if r["unit"] == "tok" else "{:>9.2f}   s/s"
+        rtf = (f"{r['ref_rtf']:>9.2f}{r['ours_rtf']:>9.2f}" if "ours_rtf" in r else "")
+        match = f"{r['match']}/{r['steps']}" if r["match"] >= 0 else "-"
+        print(f"{label:<26}{r['batch']:>3}{r['ref_s'] * 1e3:>9.1f} ms{r['ours_s'] * 1e3:>9.1f} ms"
+              f"{r['ours_first_s']:>8.1f} s" + rate.format(r["ref_rate"]) +
+              rate.format(r["ours_rate"]) + f"{r['speedup']:>9.2f}x{match:>8}{rtf}")
+    print("rate: generated tokens/s (code2wav: audio seconds/s); speed-up = reference time / "
+          "ours (goal >= 3x); match = leading greedy steps identical in every row; 1st = first "
+          "call (compiles)")
+    results = {"args": vars(args), "descriptions": descs, "rows": rows,
+               "decoders": decoders.__name__, "jax": jax.__version__, "torch": torch.__version__}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
