@@ -27,8 +27,9 @@ drops each type (cross / prepend / global) per sample with probability
 
 Loss (`pattern_loss`, called by `loss_fn`): build the pattern sequence with valid steps only,
 revert the logits to frames, mask = target_mask AND the pattern's mask, CE per codebook, mean
-over codebooks (MusicGen). Sampling (`generate`): MusicGen's walk over the full layout with a
-prompt, CFG, greedy or top-k sampling, one KV-cached step per pattern step.
+over codebooks (MusicGen). Sampling: `audiolm.sample.pattern_lm` (MusicGen's walk over the full
+layout with a prompt, CFG and the sampling rules of `audiolm.sample.rules`, one KV-cached step per
+pattern step); `generate` here forwards to it.
 
 Family contract (notes/FAMILY_API.md): `build`, `init_params`, `describe_params`,
 `example_batch`, `loss_fn`; validation rules registered for "pattern_lm".
@@ -58,7 +59,7 @@ from audiolm.nn.params import default_kernel_init, partitioned
 
 __all__ = ["LMSpec", "PatternLM", "build", "spec_from_config", "init_params", "describe_params",
            "example_batch", "loss_fn", "pattern_for", "cfg_drop_mask", "guided_logits",
-           "pattern_loss", "rules", "COND_TYPES", "generate", "sample_codes", "apply_drop",
+           "pattern_loss", "rules", "COND_TYPES", "generate", "apply_drop",
            "null_condition", "init_cache"]
 
 COND_TYPES = ("cross", "prepend", "global")
@@ -388,86 +389,12 @@ def guided_logits(module: PatternLM, params: Any, seq: jax.Array,
     return u + (c - u) * scale
 
 
-def sample_codes(logits: jax.Array, rng: jax.Array, temperature: float, top_k: int) -> jax.Array:
-    """logits [..., V] -> ids [...]: greedy when temperature == 0, else softmax(logits / T)
-    restricted to the top_k largest (0 = all)."""
-    if temperature <= 0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = logits.astype(jnp.float32) / temperature
-    if 0 < top_k < logits.shape[-1]:
-        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
-    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+def generate(module: PatternLM, params: Any, conditions: Mapping[str, jax.Array], **kwargs):
+    """Samples codes [B, K, frames]; the implementation is `audiolm.sample.pattern_lm.generate`
+    (same arguments), imported lazily because the sampler builds on this module."""
+    from audiolm.sample import pattern_lm as sampler
 
-
-def generate(module: PatternLM, params: Any, conditions: Mapping[str, jax.Array], *,
-             frames: int, rng: jax.Array, prompt: jax.Array | None = None,
-             temperature: float = 1.0, top_k: int = 250, cfg_scale: float = 1.0) -> jax.Array:
-    """Samples codes [B, K, frames] (MusicGen's pattern decoding; jit-able with static
-    frames / temperature / top_k / cfg_scale).
-
-    The full pattern sequence starts as unknown (-1) except for the prompt [B, K, P] and the
-    special slots; from the first step holding frame P, each step s takes the logits at output
-    position s - 1 (classifier-free guided when cfg_scale != 1), samples one code per
-    codebook, writes the special token where the pattern has no code and never overwrites the
-    prompt. Conditioners run once; prepend tokens and the known steps are prefilled into a
-    KV cache, then each step decodes one position.
-    """
-    spec = module.spec
-    b = next(iter(conditions.values())).shape[0] if conditions else (
-        prompt.shape[0] if prompt is not None else 1)
-    pattern = pattern_for(spec, frames)
-    codes = jnp.full((b, spec.n_q, frames), -1, jnp.int32)
-    p_len = 0
-    if prompt is not None:
-        prompt = jnp.asarray(prompt, jnp.int32)
-        if prompt.ndim != 3 or prompt.shape[:2] != (b, spec.n_q) or prompt.shape[2] >= frames:
-            raise ValueError(f"generate: prompt shape {prompt.shape} must be [B={b}, "
-                             f"K={spec.n_q}, P < frames={frames}]")
-        p_len = prompt.shape[2]
-        codes = codes.at[:, :, :p_len].set(prompt)
-    seq, mask = patterns.build(pattern, codes, spec.card)
-    start = patterns.first_step_with(pattern, p_len)
-    total = seq.shape[-1]
-    # Conditioners run once; the loop decodes one step at a time with a KV cache, the
-    # conditional and null halves together when guided.
-    cond = module.apply({"params": params}, conditions or {}, method=module.condition)
-    guided = cfg_scale != 1.0
-    if guided:
-        cond = jax.tree_util.tree_map(lambda c, n: jnp.concatenate([c, n], axis=0), cond,
-                                      null_condition(cond))
-    p = cond["prepend"].shape[1] if spec.prepend_ids else 0
-    cache = init_cache(spec, 2 * b if guided else b, p + total, module.dtype)
-
-    def forward(tokens, cache, offset):
-        """Logits [B, K, V] at the last of `tokens` [B, K, n], and the new cache."""
-        if guided:
-            tokens = jnp.concatenate([tokens, tokens], axis=0)
-        logits, cache = module.apply({"params": params}, tokens, cond, cache, offset,
-                                     method=module.decode)
-        logits = logits[:, :, -1]
-        if guided:
-            c, u = logits[:b], logits[b:]
-            logits = u + (c - u) * cfg_scale
-        return logits, cache
-
-    last, cache = forward(seq[:, :, :start], cache, None)  # prefill: prepend + known steps
-
-    def step(s, carry):
-        seq, cache, last, rng = carry
-        rng, key = jax.random.split(rng)
-        nxt = sample_codes(last, key, temperature, top_k)  # [B, K] for step s
-        valid = jax.lax.dynamic_index_in_dim(mask, s, axis=1, keepdims=False)  # [K]
-        nxt = jnp.where(valid[None, :], nxt, spec.card)
-        cur = jax.lax.dynamic_index_in_dim(seq, s, axis=2, keepdims=False)
-        new = jnp.where(cur == -1, nxt, cur)
-        seq = jax.lax.dynamic_update_index_in_dim(seq, new, s, axis=2)
-        last, cache = forward(new[:, :, None], cache, s)
-        return seq, cache, last, rng
-
-    seq, _, _, _ = jax.lax.fori_loop(start, total, step, (seq, cache, last, rng))
-    out, _ = patterns.revert(pattern, seq, -1)
-    return out
+    return sampler.generate(module, params, conditions, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

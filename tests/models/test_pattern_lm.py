@@ -13,6 +13,7 @@ import pytest
 from audiolm import patterns
 from audiolm.models import conditioners as cond_lib
 from audiolm.models import pattern_lm
+from audiolm.sample import pattern_lm as sampler
 from configs import pattern_lm as presets
 
 B = 2
@@ -208,7 +209,7 @@ def test_generate_greedy_is_self_consistent(setup):
     module, params, spec = s["module"], s["params"], s["module"].spec
     frames, p_len = 9, 2  # full layout of 9 frames = 13 steps: the setup's compiled shapes
     prompt = jnp.asarray(s["batch"]["codes"][:, :, :p_len])
-    gen = jax.jit(lambda p, c, pr: pattern_lm.generate(
+    gen = jax.jit(lambda p, c, pr: sampler.generate(
         module, p, c, frames=frames, rng=jax.random.PRNGKey(0), prompt=pr, temperature=0.0,
         cfg_scale=2.0))
     codes = np.asarray(gen(params, s["conds"], prompt))
@@ -225,14 +226,6 @@ def test_generate_greedy_is_self_consistent(setup):
     pred = np.asarray(jnp.argmax(jnp.nan_to_num(pred), axis=-1))
     assert bool(np.all(np.asarray(valid)))
     np.testing.assert_array_equal(pred[:, :, p_len:], codes[:, :, p_len:])
-
-
-def test_sample_codes_top_k():
-    logits = jnp.log(jnp.array([[0.1, 0.2, 0.3, 0.4]] * 2000))
-    ids = np.asarray(pattern_lm.sample_codes(logits, jax.random.PRNGKey(0), 1.0, 2))
-    assert set(np.unique(ids)) == {2, 3}
-    assert abs(np.mean(ids == 3) - 4 / 7) < 0.04
-    assert np.all(np.asarray(pattern_lm.sample_codes(logits, None, 0.0, 0)) == 3)
 
 
 def test_bfloat16_compute_close_to_float32(setup):
