@@ -23,9 +23,9 @@ single-threaded XLA by default (--threads).
     python experiments/bench_decode.py                         # small sizes, B = 1 and 8
     python experiments/bench_decode.py --size=tiny --parts=moshi,musicgen --json=/tmp/d.json
 
-Which decoders are "ours" is one import below (`decoders`): the model-level decode APIs
-(Thinker KV cache, MoshiLM.step / depformer_step, pattern_lm.generate) wrapped in jitted loops
-here, until audiolm.sample (issue 8) provides them.
+Which decoders are "ours" is one line below (`decoders = ...`): `SampleDecoders`, audiolm.sample's
+compiled samplers (issue 8), or `ModelLevelDecoders`, the model-level decode APIs (Thinker KV
+cache, MoshiLM.step / depformer_step, pattern LM decode) wrapped in jitted loops here.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def parse(argv=None):
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch and XLA CPU threads (1: both single-threaded; 0: defaults)")
+    ap.add_argument("--decoders", default="", choices=("", "sample", "model"),
+                    help="ours: audiolm.sample's samplers or the model-level loops of this "
+                         "script (default: the `decoders` line of the script)")
     ap.add_argument("--fast-compile", action="store_true",
                     help="compile ours with XLA backend optimisation off (smoke tests only: "
                          "fast compiles, slower code)")
@@ -90,14 +93,22 @@ def _jit(fn):
 class ModelLevelDecoders:
     """Greedy decoders built on the model modules' own decode entry points."""
 
+    name = "model-level decode APIs (jitted loops in this script)"
+
     @staticmethod
-    def thinker_generate(module, new_tokens: int):
-        """fn(params, prompt [B, P] int32) -> generated [B, new_tokens]: prefill into a
-        preallocated KV cache, then new_tokens - 1 cached steps in a fori_loop; one jit."""
+    def thinker_generate(model_config, new_tokens: int):
+        """fn(params {"thinker", ...}, prompt [B, P] int32) -> generated [B, new_tokens]:
+        prefill into a preallocated KV cache, then new_tokens - 1 cached steps in a fori_loop;
+        one jit."""
         import jax
         import jax.numpy as jnp
 
+        from audiolm.models import thinker as thinker_lib
+
+        module = thinker_lib.from_config(model_config)
+
         def generate(params, prompt):
+            params = params["thinker"]
             b, p = prompt.shape
             caches = module.init_caches(b, p + new_tokens)
             out = module.apply({"params": params}, prompt, caches=caches)
@@ -163,7 +174,8 @@ class ModelLevelDecoders:
             out = jnp.stack(out, axis=1)
             return {"model": model_state, "prev": out, "user": hist, "frame": o + 1}, out
 
-        return init, _jit(step)
+        jitted = _jit(step)
+        return init, lambda params, state, user, rng: jitted(params, state, user)
 
     @staticmethod
     def pattern_generate(module, frames: int):
@@ -209,8 +221,59 @@ class ModelLevelDecoders:
         return decode
 
 
-# The decoders under test: switch to audiolm.sample's jitted generate functions here.
-decoders = ModelLevelDecoders
+class SampleDecoders(ModelLevelDecoders):
+    """audiolm.sample's compiled samplers (issue 8), greedy: moshi.Sampler's streaming step,
+    sample.pattern_lm.generate, thinker_talker.TextSampler; the model-level wrappers above for
+    what audiolm.sample does not provide (Code2Wav: audiolm.models.code2wav.chunked_decode)."""
+
+    name = "audiolm.sample (Moshi Sampler.step, pattern_lm.generate, TextSampler)"
+
+    @staticmethod
+    def thinker_generate(model_config, new_tokens: int):
+        import jax
+        import numpy as np
+
+        from audiolm.models import thinker_talker as family
+        from audiolm.sample import thinker_talker as tt_sample
+
+        sampler = tt_sample.TextSampler(
+            family.build(model_config),
+            tt_sample.TextOptions(max_new_tokens=new_tokens, temperature=0.0, eos_id=None),
+            fast_compile=bool(JIT_OPTIONS))
+        key = jax.random.PRNGKey(0)
+
+        def generate(params, prompt):
+            prompt = np.asarray(prompt)
+            return sampler.generate({"aut": params["aut"], "thinker": params["thinker"]}, prompt,
+                                    np.ones(prompt.shape, bool), key)["tokens"]
+
+        return generate
+
+    @staticmethod
+    def moshi_streamer(module):
+        from audiolm.sample import moshi as moshi_sample
+
+        sampler = moshi_sample.Sampler(module, moshi_sample.Options(),
+                                       fast_compile=bool(JIT_OPTIONS))
+
+        def step(params, state, user, rng):
+            state, out = sampler.step(params, state, user, rng)
+            return state, out["tokens"]
+
+        return sampler.init_stream, step
+
+    @staticmethod
+    def pattern_generate(module, frames: int):
+        from audiolm.sample import pattern_lm as pattern_sample
+
+        return _jit(lambda p, c, r: pattern_sample.generate(
+            module, p, c, frames=frames, rng=r, temperature=0.0, top_k=0, cfg_scale=1.0))
+
+
+# The decoders under test: switching between audiolm.sample and the model-level APIs is here
+# (or per run with --decoders).
+decoders = SampleDecoders
+DECODERS = {"sample": SampleDecoders, "model": ModelLevelDecoders}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,12 +320,9 @@ def bench_thinker_decode(args, batches, pair):
     import numpy as np
     import torch
 
-    from audiolm.models import thinker as thinker_lib
-
     model, model_config, params = pair
-    module = thinker_lib.from_config(model_config)
-    th_params = jax.tree_util.tree_map(jnp.asarray, params["thinker"])
-    gen = decoders.thinker_generate(module, args.new_tokens)
+    th_params = {k: jax.tree_util.tree_map(jnp.asarray, params[k]) for k in ("aut", "thinker")}
+    gen = decoders.thinker_generate(model_config, args.new_tokens)
     rows = []
     for b in batches:
         prompt = bench_thinker.text_tokens(b, args.prompt, args.seed + b)
@@ -336,6 +396,7 @@ def bench_moshi(args, batches):
     module = M.build(config)
     spec = module.spec
     init, step = decoders.moshi_streamer(module)
+    key = jax.random.PRNGKey(args.seed)  # unused by greedy decoding
     n_user = spec.codebooks - spec.dep_q
     rows = []
     for b in batches:
@@ -356,7 +417,7 @@ def bench_moshi(args, batches):
         def ours():
             state, outs = init(b), []
             for o in range(args.frames):
-                state, out = step(params, state, user_j[o])
+                state, out = step(params, state, user_j[o], key)
                 outs.append(np.asarray(out))  # the frame is needed on the host (streaming)
             return np.stack(outs, axis=2)
 
@@ -522,6 +583,9 @@ def main(argv=None) -> dict:
     import jax
     import torch
 
+    global decoders
+    if args.decoders:
+        decoders = DECODERS[args.decoders]
     JIT_OPTIONS.clear()
     JIT_OPTIONS.update(bench_thinker.jit_options(args.fast_compile) or {})
 
@@ -554,8 +618,9 @@ def main(argv=None) -> dict:
         descs.append(d)
 
     print(f"decode, greedy, fp32 CPU, {args.threads or 'default'} thread(s) each; torch "
-          f"{torch.__version__}, jax {jax.__version__}; ours = {decoders.__name__}; median of "
+          f"{torch.__version__}, jax {jax.__version__}; median of "
           f"{args.repeats} alternating runs")
+    print(f"  ours: {decoders.name}")
     for d in descs:
         print("  " + d)
     head = (f"{'part':<26}{'B':>3}{'reference':>12}{'ours':>12}{'ours 1st':>10}"
@@ -575,7 +640,7 @@ def main(argv=None) -> dict:
           "ours (goal >= 3x); match = leading greedy steps identical in every row; 1st = first "
           "call (compiles)")
     results = {"args": vars(args), "descriptions": descs, "rows": rows,
-               "decoders": decoders.__name__, "jax": jax.__version__, "torch": torch.__version__}
+               "decoders": decoders.name, "jax": jax.__version__, "torch": torch.__version__}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

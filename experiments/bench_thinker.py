@@ -57,6 +57,8 @@ def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="small", choices=sorted(SIZES))
     ap.add_argument("--layers", type=int, default=0, help="override the layer count (0: keep)")
+    ap.add_argument("--dense", action="store_true",
+                    help="every layer a dense SwiGLU (mlp_only_layers = all): isolates the MoE")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=10)
@@ -92,15 +94,19 @@ def setup_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def config_dict(size: str, layers: int = 0, audio_output: bool = False) -> dict:
-    """transformers Qwen3-Omni config (dict) whose Thinker has the text sizes of `size`."""
+def config_dict(size: str, layers: int = 0, audio_output: bool = False,
+                dense: bool = False) -> dict:
+    """transformers Qwen3-Omni config (dict) whose Thinker has the text sizes of `size`
+    (`dense`: no MoE layer)."""
     from tests import reference_qwen as ref
 
     text = dict(SIZES[size])
     if layers:
         text["num_hidden_layers"] = layers
     n_layers = text.get("num_hidden_layers", ref.TINY_TEXT["num_hidden_layers"])
-    if "mlp_only_layers" not in text:
+    if dense:
+        text["mlp_only_layers"] = list(range(n_layers))
+    elif "mlp_only_layers" not in text:
         text["mlp_only_layers"] = [i for i in ref.TINY_TEXT["mlp_only_layers"] if i < n_layers]
     hidden = text.get("hidden_size", ref.TINY_TEXT["hidden_size"])
     return ref.tiny_config_dict(
@@ -113,13 +119,13 @@ def config_dict(size: str, layers: int = 0, audio_output: bool = False) -> dict:
 
 
 def build_pair(size: str, layers: int = 0, seed: int = 0, audio_output: bool = False,
-               overrides: dict | None = None):
+               overrides: dict | None = None, dense: bool = False):
     """(transformers model, our model_config, our params): a random reference model written
     with save_pretrained and read back with our importer (same weights on both sides)."""
     from audiolm.checkpoints import qwen3_omni
     from tests import reference_qwen as ref
 
-    d = config_dict(size, layers, audio_output)
+    d = config_dict(size, layers, audio_output, dense)
     if overrides:
         d = ref.deep_merge(d, overrides)
     model = ref.build_model(ref.hf_config(d), seed=seed)
@@ -172,7 +178,8 @@ def main(argv=None) -> dict:
 
     from audiolm.models import thinker as thinker_lib
 
-    model, model_config, params = build_pair(args.config, args.layers, args.seed)
+    model, model_config, params = build_pair(args.config, args.layers, args.seed,
+                                             dense=args.dense)
     th_cfg = model_config.thinker
     ref_thinker = model.thinker
     ref_params = sum(p.numel() for p in ref_thinker.model.language_model.parameters()) + sum(
@@ -199,8 +206,8 @@ def main(argv=None) -> dict:
     want = ref_fwd().numpy()
     want_loss = float(ref_fwd_bwd())
 
-    rows, results = [], {"config": args.config, "batch": args.batch, "seq": args.seq,
-                         "threads": args.threads, "repeats": args.repeats,
+    rows, results = [], {"config": args.config, "dense": args.dense, "batch": args.batch,
+                         "seq": args.seq, "threads": args.threads, "repeats": args.repeats,
                          "params": int(ref_params), "jax": jax.__version__,
                          "torch": torch.__version__, "rows": []}
     for dispatch in [d.strip() for d in args.dispatch.split(",") if d.strip()]:
@@ -250,8 +257,10 @@ def main(argv=None) -> dict:
             rows.append(row)
             results["rows"].append(row)
 
-    print(f"Thinker {args.config}: {th_cfg.num_layers} layers, width {th_cfg.hidden_size}, "
-          f"{th_cfg.num_experts} experts top-{th_cfg.num_experts_per_tok}, vocab "
+    moe = len(thinker_lib.from_config(model_config).moe_layers())
+    print(f"Thinker {args.config}: {th_cfg.num_layers} layers ({moe} MoE), width "
+          f"{th_cfg.hidden_size}, {th_cfg.num_experts} experts top-{th_cfg.num_experts_per_tok}, "
+          f"vocab "
           f"{th_cfg.vocab_size}, {ref_params / 1e6:.2f} M params; B={args.batch} T={args.seq}; "
           f"fp32 CPU, {args.threads or 'default'} thread(s) each; torch {torch.__version__}, "
           f"jax {jax.__version__}; median of {args.repeats} alternating runs")

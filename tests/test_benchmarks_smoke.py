@@ -40,7 +40,7 @@ def test_bench_decode_main_runs():
     from experiments import bench_decode
 
     res = bench_decode.main(["--size=tiny", "--layers=1", "--batches=1", "--prompt=4",
-                             "--new-tokens=4", "--frames=4", "--c2w-frames=6", "--c2w-chunk=3",
+                             "--new-tokens=4", "--frames=4", "--c2w-frames=3", "--c2w-chunk=3",
                              "--c2w-context=2", "--repeats=1", "--warmup=0", "--fast-compile"])
     rows = res["rows"]
     assert {r["part"] for r in rows} == set(bench_decode.PARTS)
