@@ -115,10 +115,13 @@ def test_sampling_fixed_seed_reproducible(setup):
     prompt = np.random.default_rng(4).integers(0, V, (B, K, 7)).astype(np.int32)
     kw = dict(temperature=1.0, top_k=8, top_p=0.95, cfg_scale=2.0, prompt=prompt)
     a = ours(setup, rng=jax.random.PRNGKey(5), **kw)
+    compiled = sampler._sample._cache_size()
     b = ours(setup, rng=jax.random.PRNGKey(5), **kw)
     c = ours(setup, rng=jax.random.PRNGKey(6), **kw)
+    hot = ours(setup, rng=jax.random.PRNGKey(5), **dict(kw, temperature=3.0))
+    assert sampler._sample._cache_size() == compiled  # seeds and temperatures reuse one compile
     np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, c)
+    assert not np.array_equal(a, c) and not np.array_equal(a, hot)
     assert a.shape == (B, K, FRAMES) and a.min() >= 0 and a.max() < V
     np.testing.assert_array_equal(a[:, :, :7], prompt)
 

@@ -89,3 +89,24 @@ def test_init_from_restores_the_same_params(trained, tmp_path):
     assert source == trained and module.spec == own[0].spec
     for a, b in zip(jax.tree_util.tree_leaves(own[1]), jax.tree_util.tree_leaves(params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_write_samples_continues_a_prompt(trained, tmp_path):
+    """sample.extra.prompt_frames = P: the first P frames of the held-out examples are kept and
+    greedy decoding continues them (in-process, params restored from the trained workdir)."""
+    from audiolm.sample import pattern_lm as sampler
+    from audiolm.sample import runner
+    from configs import pattern_lm as presets
+
+    config = presets.get_config("variant=tiny")
+    config.data.name = "synthetic"
+    config.sample.num_samples, config.sample.max_new_tokens = 3, 6
+    config.sample.temperature, config.sample.cfg_scale = 0.0, 1.0
+    config.sample.extra.prompt_frames = 3
+    module, params, _ = runner.load_params(config, trained)
+    summary = sampler.write_samples(module, params, config, str(tmp_path))
+    codes = np.load(summary["tokens"])["codes"]
+    examples = sampler._examples(config, 3)
+    np.testing.assert_array_equal(codes[:, :, :3], examples["codes"][:, :, :3])
+    assert summary["prompt_frames"] == 3 and codes.shape == (3, 4, 6)
+    assert not np.array_equal(codes[:, :, 3:], examples["codes"][:, :, 3:6])  # generated, not copied
