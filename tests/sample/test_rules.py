@@ -17,13 +17,18 @@ from audiolm.sample import rules
 
 V = 12
 DRAWS = 64  # samples per example (rows of one batched draw)
-KS = (1, 3, 11)
-PS = (0.2, 0.9)
+KS = (1, 2, 5, 11)
+PS = (0.1, 0.5, 0.9)
 TOL = 1e-4  # fp32 cumulative-sum slack at the nucleus boundary
 
 logit_rows = hnp.arrays(np.float32, (V,), elements=st.floats(-8, 8, width=32, allow_subnormal=False))
 # (XLA on CPU flushes subnormals to zero, numpy does not: they would tie differently.)
-prop = settings(max_examples=25, deadline=None)
+prop = settings(max_examples=40, deadline=None)
+
+
+def fast_jit(f):
+    """jax.jit with XLA backend optimisation off: these graphs run a few times, compile dominates."""
+    return jax.jit(f, compiler_options={"xla_backend_optimization_level": 0})
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,7 +38,7 @@ def _sampler(top_k, top_p):
         rows = jnp.broadcast_to(logits, (DRAWS, V))
         ids = rules.sample_logits(rows, key, temperature, top_k, top_p)
         return ids, rules.mask_top_k(logits, top_k), rules.mask_top_p(logits, top_p)
-    return jax.jit(f)
+    return fast_jit(f)
 
 
 def allowed_top_k(logits, k):
@@ -77,7 +82,7 @@ def test_top_p_never_emits_excluded(logits, p, seed, temperature):
 
 
 @prop
-@given(logits=logit_rows, k=st.sampled_from((3,)), p=st.sampled_from(PS),
+@given(logits=logit_rows, k=st.sampled_from((2, 5)), p=st.sampled_from(PS),
        seed=st.integers(0, 2**31 - 1), temperature=st.floats(0.3, 3.0))
 def test_top_k_then_top_p_never_emits_excluded(logits, k, p, seed, temperature):
     ids = np.asarray(_sampler(k, p)(logits, jax.random.PRNGKey(seed), temperature)[0])
@@ -88,11 +93,11 @@ def test_top_k_then_top_p_never_emits_excluded(logits, k, p, seed, temperature):
 
 def test_fixed_seed_reproducible_and_seeds_differ():
     logits = np.zeros((V,), np.float32)  # uniform: two seeds agreeing on 64 draws ~impossible
-    f = _sampler(3, 0.9)
+    f = _sampler(5, 0.9)
     a, b, c = (np.asarray(f(logits, jax.random.PRNGKey(s), 1.0)[0]) for s in (3, 3, 4))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-    g = jax.jit(lambda key: rules.kyutai_sample(jnp.zeros((DRAWS, V)), key, 0.7, 4))
+    g = fast_jit(lambda key: rules.kyutai_sample(jnp.zeros((DRAWS, V)), key, 0.7, 4))
     k1, k2, k3 = (np.asarray(g(jax.random.PRNGKey(s))) for s in (3, 3, 4))
     np.testing.assert_array_equal(k1, k2)
     assert not np.array_equal(k1, k3)
@@ -105,11 +110,11 @@ def test_temperature_zero_is_argmax_static_and_traced():
     np.testing.assert_array_equal(np.asarray(rules.kyutai_sample(logits, None, 0.0, 3)), greedy)
     # traced per-row temperature: rows with 0 are greedy whatever the top-k / top-p / key
     temps = jnp.array([0.0, 5.0, 0.0, 5.0, 0.0])[:, None]
-    f = jax.jit(lambda l, t, key: rules.sample_logits(l, key, t, 3, 0.9))
+    f = fast_jit(lambda l, t, key: rules.sample_logits(l, key, t, 3, 0.9))
     for seed in range(4):
         out = np.asarray(f(logits, jnp.broadcast_to(temps, (5, 3)), jax.random.PRNGKey(seed)))
         np.testing.assert_array_equal(out[::2], greedy[::2])
-    g = jax.jit(lambda l, t, key: rules.kyutai_sample(l, key, t, 3))
+    g = fast_jit(lambda l, t, key: rules.kyutai_sample(l, key, t, 3))
     out = np.asarray(g(logits, jnp.broadcast_to(temps, (5, 3)), jax.random.PRNGKey(1)))
     np.testing.assert_array_equal(out[::2], greedy[::2])
 
@@ -119,12 +124,12 @@ def test_draw_follows_the_softmax():
     (about 4 standard errors)."""
     logits = jnp.array([2.0, 1.0, 0.0, -1.0, 0.5, 3.0])
     n = 20000
-    ids = np.asarray(rules.sample_logits(jnp.broadcast_to(logits, (n, 6)),
-                                         jax.random.PRNGKey(0), 2.0))
+    ids = np.asarray(fast_jit(lambda key: rules.sample_logits(
+        jnp.broadcast_to(logits, (n, 6)), key, 2.0))(jax.random.PRNGKey(0)))
     freq = np.bincount(ids, minlength=6) / n
     np.testing.assert_allclose(freq, np.asarray(jax.nn.softmax(logits / 2.0)), atol=0.015)
-    kids = np.asarray(rules.kyutai_sample(jnp.broadcast_to(logits, (n, 6)),
-                                          jax.random.PRNGKey(1), 2.0, 0))
+    kids = np.asarray(fast_jit(lambda key: rules.kyutai_sample(
+        jnp.broadcast_to(logits, (n, 6)), key, 2.0, 0))(jax.random.PRNGKey(1)))
     np.testing.assert_allclose(np.bincount(kids, minlength=6) / n,
                                np.asarray(jax.nn.softmax(logits / 2.0)), atol=0.015)
 
