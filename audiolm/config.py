@@ -65,6 +65,7 @@ def get_path(config: Any, path: str) -> Any:
 def check_keys(config: Any, path: str, allowed: Iterable[str], required: Iterable[str] = ()) -> None:
     """Section at `path` (root if empty) has only `allowed` keys and every `required` key."""
     section = get_path(config, path) if path else config
+    require(hasattr(section, "keys"), path or "config", section, "must be a section")
     allowed = set(allowed)
     for key in section.keys():
         if key not in allowed:
@@ -196,6 +197,10 @@ def _validate_train(config: Any) -> None:
     check_choice(config, "train.dtype", ("float32", "bfloat16"))
     check_float(config, "train.moe_aux_weight", lo=0.0)
     check_float(config, "train.moe_z_weight", lo=0.0)
+    # Family loss weights: every family's `train.loss` is a section of non-negative weights.
+    check_keys(config, "train.loss", get_path(config, "train.loss").keys())
+    for key in get_path(config, "train.loss").keys():
+        check_float(config, f"train.loss.{key}", lo=0.0)
 
 
 def _validate_sample(config: Any) -> None:
@@ -263,11 +268,12 @@ def validate(config: Any) -> Any:
     registry.family_module(family)  # importing the family registers its rules
     rules = _RULES.get(family)
     require(rules is not None, "model.family", family, "has no registered validation rules")
-    rules(config)
+    # Shared sections first: family rules may read train.loss / sample.extra.
     _validate_data(config)
     _validate_train(config)
     _validate_sample(config)
     _validate_mesh(config)
+    rules(config)
     return config
 
 

@@ -7,6 +7,8 @@
 Any field can be overridden: --config.train.steps=10 --config.model.thinker.num_layers=2.
 """
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -18,6 +20,15 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "describe
 
 
 def main(argv):
+    from audiolm.config import ConfigError
+
+    try:
+        _main(argv)
+    except ConfigError as e:  # the message names the field; a traceback would only add noise
+        sys.exit(f"ConfigError: {e}")
+
+
+def _main(argv):
     del argv
     config = _CONFIG.value
     if _MODE.value == "describe":
@@ -38,6 +49,22 @@ def main(argv):
     logging.info("done: %s", _WORKDIR.value)
 
 
+def parse_flags(argv):
+    """absl's parser, but an override of a field the config lacks is a one-line error naming
+    the dotted path (ml_collections raises a bare AttributeError/KeyError deep inside)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help.")
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        overrides = [a.split("=", 1)[0][len("--config."):] for a in argv[1:]
+                     if a.startswith("--config.")]
+        named = [o for o in overrides if o.rsplit(".", 1)[-1] in str(e)] or overrides
+        sys.exit(f"FATAL config override error: {', '.join(named) or 'config'}: "
+                 f"{type(e).__name__}: {e}; the config has no such field, or the value does "
+                 "not parse as the field's type (see --mode=describe or the config file)")
+
+
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

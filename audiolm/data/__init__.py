@@ -16,6 +16,7 @@ Entry points:
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import ml_collections
@@ -77,8 +78,8 @@ def validate_config(config: Any) -> None:
                 "must name a JSONL manifest or an audio directory when data.name='manifest'")
     cfg.require(0.0 <= data.holdout_fraction < 0.5, "data.holdout_fraction",
                 data.holdout_fraction, "must be in [0, 0.5)")
-    cfg.require(data.max_audio_seconds > 0, "data.max_audio_seconds", data.max_audio_seconds,
-                "must be > 0")
+    cfg.require(math.isfinite(data.max_audio_seconds) and data.max_audio_seconds > 0,
+                "data.max_audio_seconds", data.max_audio_seconds, "must be a finite number > 0")
     cfg.require(all(isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0
                     for b in data.bucket_seconds), "data.bucket_seconds",
                 data.bucket_seconds, "must be positive numbers of seconds")

@@ -75,7 +75,7 @@ def _validate_aut(config: Any) -> None:
     width = check_int(config, f"{p}.hidden_size", lo=4)
     require(width % 2 == 0, f"{p}.hidden_size", width,
             "must be even (sinusoidal positions are [sin, cos] halves)")
-    check_int(config, f"{p}.num_layers", lo=0)
+    check_int(config, f"{p}.num_layers", lo=1)
     heads = check_int(config, f"{p}.num_heads", lo=1)
     require(width % heads == 0, f"{p}.num_heads", heads,
             f"must divide {p}.hidden_size={width}")
