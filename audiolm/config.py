@@ -159,6 +159,9 @@ def _join(path: str, key: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Shared sections. Family rules live beside the family's model code.
 
+# Largest codebook count any family accepts (a validation bound, not a model size).
+MAX_CODEBOOKS = 64
+
 TOP_LEVEL_KEYS = ("model", "data", "train", "sample", "mesh", "seed", "init_from")
 
 TRAIN_SCHEMA = {

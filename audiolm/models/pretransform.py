@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audiolm.config import ConfigError, check_float, check_int, check_keys, get_path, require
+from audiolm.config import (MAX_CODEBOOKS, ConfigError, check_float, check_int, check_keys,
+                            get_path, require)
 
 __all__ = ["DiscretePretransform", "MuLawRVQ", "CodeSpace", "build", "validate", "register",
            "is_codec", "types"]
@@ -177,7 +178,7 @@ def types() -> list[str]:
 
 
 def _common_rules(config: Any, path: str) -> None:
-    check_int(config, f"{path}.n_q", lo=1)
+    check_int(config, f"{path}.n_q", lo=1, hi=MAX_CODEBOOKS)
     check_int(config, f"{path}.codebook_size", lo=2)
     check_int(config, f"{path}.sample_rate", lo=1)
     check_float(config, f"{path}.frame_rate", lo=0.0, lo_open=True)

@@ -234,6 +234,7 @@ CASES = [
 
 # Validator gaps found by these tests and fixed since (once strict xfails in BUGS).
 CASES += [
+    ("plm", SET("model.pretransform.n_q", 65), "model.pretransform.n_q", "must be <= 64"),
     ("tt", SET("model.audio", 5), "model.audio", "must be a section"),
     ("tt", SET("model.thinker", 5), "model.thinker", "must be a section"),
     ("moshi", SET("model.temporal", 5), "model.temporal", "must be a section"),
@@ -299,8 +300,6 @@ BUGS = [
      "text_temperature; audiolm/sample/moshi.py reads them with int()/float()"),
     ("moshi", SET("sample.extra.text_temperature", "hot"), "sample.extra.text_temperature",
      "sample.extra.text_temperature is not checked (float('hot') fails at sampling time)"),
-    ("plm", SET("model.pretransform.n_q", 65), "model.pretransform.n_q",
-     "issue 2: codebooks 1..64; pattern_lm pretransform n_q has no upper bound"),
     ("tt", ALL(SET("model.talker.num_codebooks", 65), SET("model.code2wav.num_codebooks", 65)),
      "num_codebooks", "issue 2: codebooks 1..64; talker/code2wav num_codebooks have no upper bound"),
     ("plm", SET("model.lm.num_layers", 0), "model.lm.num_layers",
