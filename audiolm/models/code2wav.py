@@ -27,6 +27,7 @@ codebook_size 2048; the other fields as published.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -363,3 +364,45 @@ def chunked_decode(module: Code2Wav, params: Any, codes: jax.Array, chunk_size: 
         wav = apply(params, codes[..., start - ctx:end])
         pieces.append(wav[:, ctx * per_frame - trim:] if start else wav)
     return jnp.concatenate(pieces, axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: a stateful decoder fed a few frames at a time.
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decode(module: Code2Wav, params: Any, codes: jax.Array) -> jax.Array:
+    return module.apply({"params": params}, codes)
+
+
+def init_stream(cfg: Any, batch: int) -> dict[str, Any]:
+    """Empty streaming state: no context frames yet, nothing emitted."""
+    return {"context": np.zeros((batch, cfg.num_codebooks, 0), np.int32), "frames": 0}
+
+
+def stream_step(module: Code2Wav, params: Any, state: dict[str, Any], codes: jax.Array,
+                left_context: int | None = None) -> tuple[dict[str, Any], jax.Array]:
+    """Decodes the next frames `codes` [B, G, n] of a stream -> (state, waveform chunk).
+
+    The state keeps the last `left_context` frames (default `receptive_field(config)`); each
+    step decodes [context, codes] and keeps the samples of the new frames, aligned on the full
+    decode's sample grid as in `chunked_decode`: the first chunk gives n * total_upsampling -
+    start_trim samples, later ones n * total_upsampling, so the concatenated chunks have
+    output_length(T) samples and equal the full decode once left_context >= receptive_field.
+    Shapes vary only while the context fills (one compile per context length, then one).
+    """
+    c = module.config
+    check_codes(codes, c)
+    left_context = receptive_field(c) if left_context is None else left_context
+    if left_context < 1:
+        raise ValueError(f"stream_step: left_context={left_context} must be >= 1")
+    ctx = state["context"]
+    if ctx.shape[:2] != codes.shape[:2]:
+        raise ValueError(f"stream_step: codes shape {tuple(codes.shape)} must be [B, G, n] with "
+                         f"[B, G] = {tuple(ctx.shape[:2])} of the stream")
+    k = ctx.shape[2]
+    x = jnp.concatenate([jnp.asarray(ctx, jnp.int32), jnp.asarray(codes, jnp.int32)], axis=2)
+    wav = _decode(module, params, x)
+    if state["frames"]:
+        wav = wav[:, k * total_upsampling(c) - start_trim(c):]
+    return {"context": x[:, :, -left_context:], "frames": state["frames"] + codes.shape[2]}, wav

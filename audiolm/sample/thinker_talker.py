@@ -1,0 +1,449 @@
+"""Thinker-Talker (Qwen3-Omni) generation: Thinker text, then Talker codec frames -> Code2Wav.
+
+Text (`TextSampler`): prompts are left-padded [B, P] with a mask; positions count the real
+tokens (cumsum(mask) - 1, pads at -1 are invisible keys), so a padded row decodes exactly as
+it would alone. Prefill (AuT features merged at the audio placeholders) fills a preallocated KV
+cache of P + max_new_tokens slots; decoding runs in `lax.while_loop`, one token per step,
+sampled with `rules.sample_logits` (greedy at temperature 0), each row stopping at its own EOS
+(`rules.stop_after_eos`: pad after it) and the loop ending when every row has.
+
+Speech (`SpeechSampler`, needs `model.enable_audio_output`): the Talker input follows
+transformers' `Qwen3OmniMoeForConditionalGeneration.generate` without the chat-template role
+markers: the prompt projected (hidden_projection of the Thinker's `accept_hidden_layer` state at
+audio positions, text_projection of the Thinker embeddings elsewhere), then the assistant head
+[tts_pad x 4, tts_bos, first text token] (text_projection) + codec embeddings [nothink,
+think_bos, think_eos, speaker, codec_pad, codec_bos]. Each Talker step samples codebook 0 from
+`codec_head` (special ids other than codec_eos masked), the code predictor the other codebooks,
+and the next input is the sum of the frame's code embeddings plus the next "trailing" text
+entry (the projected generated text, then tts_eos, then tts_pad). A row stops at codec_eos.
+`stream` yields waveform chunks as frames come (`code2wav.stream_step`); `generate` runs the
+same step in a `lax.while_loop`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audiolm.config import ConfigError
+from audiolm.models import code2wav as c2w_lib
+from audiolm.models import talker as talker_lib
+from audiolm.models import thinker_talker as family
+from audiolm.sample import rules
+
+
+def left_pad(prompts, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """List of 1-D int prompts -> (tokens [B, P] left-padded with pad_id, mask [B, P] bool)."""
+    prompts = [np.asarray(p, np.int32).reshape(-1) for p in prompts]
+    if not prompts or min(len(p) for p in prompts) < 1:
+        raise ValueError("prompts must be a non-empty list of non-empty token sequences")
+    width = max(len(p) for p in prompts)
+    tokens = np.full((len(prompts), width), pad_id, np.int32)
+    mask = np.zeros((len(prompts), width), bool)
+    for i, p in enumerate(prompts):
+        tokens[i, width - len(p):] = p
+        mask[i, width - len(p):] = True
+    return tokens, mask
+
+
+def positions_from_mask(mask):
+    """[B, P] bool -> int32 positions: real tokens count 0, 1, ...; pads are -1 (invisible)."""
+    mask = jnp.asarray(mask, bool)
+    return jnp.where(mask, jnp.cumsum(mask, axis=1) - 1, -1).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextOptions:
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 0.0
+    eos_id: int | None = None  # None: never stop early
+    pad_id: int = 0
+
+
+def _cheap_jit(fn, fast: bool):
+    """jax.jit, or (fast) compiled with XLA's backend optimisation off per argument signature
+    (short runs, where compiling dominates)."""
+    jitted = jax.jit(fn)
+    if not fast:
+        return jitted
+    from audiolm.models.moshi import compile_once
+
+    cache = {}
+
+    def call(*args):
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        key = (tree, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+        if key not in cache:
+            cache[key] = compile_once(jitted, *args)
+        return cache[key](*args)
+    return call
+
+
+class TextSampler:
+    """Compiled Thinker generation for one module and `TextOptions` (one compile per shape).
+
+    generate(params, tokens [B, P], mask [B, P], rng, features=None [B, F, n_mels],
+    frame_lengths=None [B]) -> dict(tokens [B, max_new_tokens] (pad after a row's EOS),
+    lengths [B] generated tokens incl. EOS, done [B], steps (loop iterations run)).
+    """
+
+    def __init__(self, module: family.ThinkerTalker, options: TextOptions,
+                 fast_compile: bool = False):
+        if options.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={options.max_new_tokens} must be >= 1")
+        self.module, self.options = module, options
+        self._run = _cheap_jit(self._impl, fast_compile)
+
+    def generate(self, params, tokens, mask, rng, features=None, frame_lengths=None):
+        tokens = np.asarray(tokens, np.int32)
+        mask = np.asarray(mask, bool)
+        if tokens.ndim != 2 or mask.shape != tokens.shape:
+            raise ValueError(f"tokens {tokens.shape} and mask {mask.shape} must both be [B, P]")
+        if not mask[:, -1].all():
+            raise ValueError("prompts must be left-padded: mask[:, -1] must be True in every row")
+        th = self.module.thinker
+        audio_lengths = None
+        if features is not None:
+            frame_lengths = (np.full((tokens.shape[0],), features.shape[1], np.int32)
+                             if frame_lengths is None else np.asarray(frame_lengths, np.int32))
+            from audiolm.models import aut as aut_lib
+
+            audio_lengths = aut_lib.num_audio_tokens(frame_lengths, self.module.aut.chunk_frames)
+        from audiolm.models import thinker as thinker_lib
+
+        thinker_lib.check_tokens(tokens, th.vocab_size, th.audio_token_id, audio_lengths)
+        return self._run(params, tokens, mask, rng, features, frame_lengths)
+
+    def _impl(self, params, tokens, mask, rng, features, frame_lengths):
+        module, o = self.module, self.options
+        b, p = tokens.shape
+        n = o.max_new_tokens
+        caches = module.thinker.init_caches(b, p + n)
+        pos = positions_from_mask(mask)
+        out = module.apply({"params": params}, tokens, features, frame_lengths, pos, caches)
+        eos = -1 if o.eos_id is None else o.eos_id
+
+        def cond(s):
+            return (s["i"] < n) & ~jnp.all(s["done"])
+
+        def body(s):
+            rng, key = jax.random.split(s["rng"])
+            tok = rules.sample_logits(s["logits"], key, o.temperature, o.top_k, o.top_p)
+            tok, done = rules.stop_after_eos(tok, s["done"], eos, o.pad_id)
+            length = s["lengths"] + (~s["done"]).astype(jnp.int32)
+            res = module.apply({"params": params}, tok[:, None], None, None, s["pos"][:, None],
+                               s["caches"])
+            return dict(i=s["i"] + 1, rng=rng, logits=res["logits"][:, -1],
+                        caches=res["caches"], pos=s["pos"] + 1, done=done, lengths=length,
+                        tokens=s["tokens"].at[:, s["i"]].set(tok))
+
+        state = dict(i=jnp.zeros((), jnp.int32), rng=rng, logits=out["logits"][:, -1],
+                     caches=out["caches"], pos=pos[:, -1] + 1, done=jnp.zeros((b,), bool),
+                     lengths=jnp.zeros((b,), jnp.int32),
+                     tokens=jnp.full((b, n), o.pad_id, jnp.int32))
+        s = jax.lax.while_loop(cond, body, state)
+        return {"tokens": s["tokens"], "lengths": s["lengths"], "done": s["done"],
+                "steps": s["i"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Speech: Talker -> code predictor -> Code2Wav.
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechOptions:
+    """Token ids of the Talker prompt (Thinker vocabulary: tts_*; codec vocabulary: speaker) and
+    the codec sampling settings."""
+    tts_bos_id: int
+    tts_eos_id: int
+    tts_pad_id: int
+    speaker_id: int
+    max_frames: int = 32
+    temperature: float = 0.0
+    top_k: int = 0
+
+
+def speech_options_from_config(config) -> SpeechOptions:
+    extra = config.sample.get("extra", {})
+    th, tk = config.model.thinker, config.model.talker
+    vals = {}
+    for key, hi, where in (("tts_bos_token_id", th.vocab_size, "model.thinker.vocab_size"),
+                           ("tts_eos_token_id", th.vocab_size, "model.thinker.vocab_size"),
+                           ("tts_pad_token_id", th.vocab_size, "model.thinker.vocab_size"),
+                           ("speaker_id", tk.vocab_size, "model.talker.vocab_size")):
+        v = extra.get(key, None)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < hi:
+            raise ConfigError(f"sample.extra.{key}={v!r}: speech output needs an int id in "
+                              f"[0, {where}={hi}) (the Talker prompt's special tokens)")
+        vals[key] = v
+    return SpeechOptions(vals["tts_bos_token_id"], vals["tts_eos_token_id"],
+                         vals["tts_pad_token_id"], vals["speaker_id"],
+                         max_frames=int(extra.get("max_frames", config.sample.max_new_tokens)),
+                         temperature=float(extra.get("codec_temperature",
+                                                     config.sample.temperature)),
+                         top_k=int(extra.get("codec_top_k", config.sample.top_k)))
+
+
+class SpeechSampler:
+    """Talker + code predictor frames and their waveform (see the module docstring).
+
+    prepare(params, tokens, mask, text, text_lengths, features, frame_lengths) -> talker state
+    (one jitted Thinker forward + Talker prefill); step(params, state, rng) -> (state, codes
+    [B, G], valid [B]); generate(...) -> dict(codes [B, G, max_frames], valid [B, max_frames],
+    frames [B]); stream(..., chunk) yields waveform chunks [B, samples] as frames are made.
+    """
+
+    def __init__(self, module: family.ThinkerTalker, options: SpeechOptions,
+                 fast_compile: bool = False):
+        if module.talker is None:
+            raise ValueError("model.enable_audio_output=False: this model has no Talker")
+        self.module, self.options = module, options
+        self.talker = module.talker
+        self.cfg = self.talker.config
+        self._prepare = _cheap_jit(self._prepare_impl, fast_compile)
+        self._step = _cheap_jit(self._step_impl, fast_compile)
+        self._generate = _cheap_jit(self._generate_impl, fast_compile)
+
+    # -- talker prompt --------------------------------------------------------------------
+
+    def _t(self, params, *args, method):
+        return self.talker.apply({"params": params["talker"]}, *args, method=method)
+
+    def _prepare_impl(self, params, tokens, mask, text, text_lengths, features, frame_lengths):
+        module, o, cfg = self.module, self.options, self.cfg
+        th = module.thinker
+        b, p = tokens.shape
+        pos = positions_from_mask(mask)
+        out = module.apply({"params": params}, tokens, features, frame_lengths, pos,
+                           return_hidden_states=True)
+        embeds = out["hidden_states"][0]
+        hidden = out["hidden_states"][cfg.accept_hidden_layer]
+        is_audio = (tokens == th.audio_token_id)[..., None]
+        user = jnp.where(is_audio, self._t(params, hidden, method=talker_lib.Talker.project_hidden),
+                         self._t(params, embeds, method=talker_lib.Talker.project_text))
+        table = params["thinker"]["embed_tokens"]["embedding"]
+        emb = lambda ids: jnp.take(table, ids, axis=0)  # the Thinker's token embeddings
+        special = self._t(params, emb(jnp.array([[o.tts_bos_id, o.tts_eos_id, o.tts_pad_id]])),
+                          method=talker_lib.Talker.project_text)[0]
+        bos_e, eos_e, pad_e = special[0], special[1], special[2]
+        text_e = self._t(params, emb(text), method=talker_lib.Talker.project_text)  # [B, N, D]
+        head_text = jnp.concatenate([jnp.broadcast_to(pad_e, (b, 4, pad_e.shape[-1])),
+                                     jnp.broadcast_to(bos_e, (b, 1, pad_e.shape[-1])),
+                                     text_e[:, :1]], axis=1)
+        codec_ids = jnp.array([cfg.codec_nothink_id, cfg.codec_think_bos_id,
+                               cfg.codec_think_eos_id, o.speaker_id, cfg.codec_pad_id,
+                               cfg.codec_bos_id], jnp.int32)
+        head = head_text + self._t(params, codec_ids, method=talker_lib.Talker.embed_codec)[None]
+        prefill = jnp.concatenate([user, head], axis=1)
+        prefill_mask = jnp.concatenate([mask, jnp.ones((b, head.shape[1]), bool)], axis=1)
+        # Trailing text: generated token j+1 at step j, tts_eos after the row's text, then pad.
+        n = text.shape[1]
+        j = jnp.arange(n)[None, :]
+        trailing = jnp.concatenate([text_e[:, 1:], jnp.zeros_like(text_e[:, :1])], axis=1)
+        trailing = jnp.where((j + 1 < text_lengths[:, None])[..., None], trailing,
+                             jnp.where((j + 1 == text_lengths[:, None])[..., None], eos_e, pad_e))
+        trailing = jnp.concatenate([trailing, jnp.broadcast_to(pad_e, (b, 1, pad_e.shape[-1]))],
+                                   axis=1)  # the last entry repeats for every later step
+        caches = self.talker.init_caches(b, prefill.shape[1] + o.max_frames)
+        tpos = positions_from_mask(prefill_mask)
+        res = self._t(params, prefill, tpos, caches, method=talker_lib.Talker.decode)
+        return dict(hidden=res["hidden"][:, -1], logits=res["logits"][:, -1],
+                    caches=res["caches"], pos=tpos[:, -1] + 1, step=jnp.zeros((), jnp.int32),
+                    trailing=trailing, done=jnp.zeros((b,), bool))
+
+    def _step_impl(self, params, s, rng):
+        o, cfg = self.options, self.cfg
+        k0, k1 = jax.random.split(rng)
+        logits = talker_lib.mask_codec_logits(s["logits"], cfg)
+        code0 = rules.sample_logits(logits, k0, o.temperature, o.top_k)
+        ended = code0 == cfg.codec_eos_id
+        valid = ~(s["done"] | ended)
+        safe0 = jnp.where(valid, code0, 0)  # EOS / finished rows: a placeholder audio code
+        codes, nxt = self._t(params, s["hidden"], safe0, k1, o.temperature, o.top_k,
+                             method=talker_lib.Talker.predict_frame)
+        last = s["trailing"].shape[1] - 1
+        nxt = nxt + s["trailing"][:, jnp.minimum(s["step"], last)]
+        res = self._t(params, nxt[:, None], s["pos"][:, None], s["caches"],
+                      method=talker_lib.Talker.decode)
+        state = dict(s, hidden=res["hidden"][:, -1], logits=res["logits"][:, -1],
+                     caches=res["caches"], pos=s["pos"] + 1, step=s["step"] + 1,
+                     done=s["done"] | ended)
+        return state, codes, valid
+
+    def _generate_impl(self, params, s, rng):
+        b = s["done"].shape[0]
+        g, n = self.cfg.num_codebooks, self.options.max_frames
+
+        def cond(c):
+            return (c["i"] < n) & ~jnp.all(c["s"]["done"])
+
+        def body(c):
+            rng, key = jax.random.split(c["rng"])
+            st, codes, valid = self._step_impl(params, c["s"], key)
+            return dict(i=c["i"] + 1, rng=rng, s=st,
+                        codes=c["codes"].at[:, :, c["i"]].set(jnp.where(valid[:, None], codes, 0)),
+                        valid=c["valid"].at[:, c["i"]].set(valid))
+
+        init = dict(i=jnp.zeros((), jnp.int32), rng=rng, s=s,
+                    codes=jnp.zeros((b, g, n), jnp.int32), valid=jnp.zeros((b, n), bool))
+        c = jax.lax.while_loop(cond, body, init)
+        return {"codes": c["codes"], "valid": c["valid"], "frames": jnp.sum(c["valid"], axis=1)}
+
+    # -- public ---------------------------------------------------------------------------
+
+    def prepare(self, params, tokens, mask, text, text_lengths, features=None,
+                frame_lengths=None):
+        """Talker state after the prefill. tokens/mask [B, P] the (left-padded) prompt, text
+        [B, N] the generated Thinker text (EOS and after excluded by text_lengths [B] >= 1)."""
+        text_lengths = np.asarray(text_lengths, np.int32)
+        if (text_lengths < 1).any():
+            raise ValueError(f"text_lengths {text_lengths.tolist()}: every row needs >= 1 text "
+                             "token to speak")
+        if features is not None and frame_lengths is None:
+            frame_lengths = np.full((tokens.shape[0],), features.shape[1], np.int32)
+        return self._prepare(params, jnp.asarray(tokens, jnp.int32), jnp.asarray(mask, bool),
+                             jnp.asarray(text, jnp.int32), jnp.asarray(text_lengths),
+                             features, frame_lengths)
+
+    def step(self, params, state, rng):
+        return self._step(params, state, rng)
+
+    def generate(self, params, state, rng):
+        """All frames (up to max_frames) in one `lax.while_loop`; per-step keys as in
+        `frames` (split of rng per step)."""
+        return self._generate(params, state, rng)
+
+    def frames(self, params, state, rng) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yields (codes [B, G], valid [B]) frame by frame until every row ended."""
+        for _ in range(self.options.max_frames):
+            if bool(np.all(np.asarray(state["done"]))):
+                return
+            rng, key = jax.random.split(rng)
+            state, codes, valid = self.step(params, state, key)
+            yield np.asarray(codes), np.asarray(valid)
+
+    def stream(self, params, state, rng, chunk: int = 4, left_context: int | None = None
+               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yields (waveform chunk [B, samples], codes [B, G, n], valid [B, n]) every `chunk`
+        frames (Code2Wav `stream_step`; the last chunk may be shorter). Frames of ended rows
+        decode code 0: cut each row at its frame count."""
+        c2w = self.module.code2wav
+        cparams = params["code2wav"]
+        wav_state = c2w_lib.init_stream(c2w.config, int(state["done"].shape[0]))
+        pending, flags = [], []
+        frames = self.frames(params, state, rng)
+        while True:
+            item = next(frames, None)
+            if item is not None:
+                pending.append(np.where(item[1][:, None], item[0], 0))
+                flags.append(item[1])
+            if pending and (len(pending) == chunk or item is None):
+                codes = np.stack(pending, 2)
+                wav_state, wav = c2w_lib.stream_step(c2w, cparams, wav_state, codes,
+                                                     left_context)
+                yield np.asarray(wav), codes, np.stack(flags, 1)
+                pending, flags = [], []
+            if item is None:
+                return
+
+
+# ---------------------------------------------------------------------------------------------
+# --mode=sample
+
+
+def _prompts(config, n: int):
+    """(audio [n, S] f32, lengths [n], reference texts) from the validation split of
+    config.data, or the family's example batch when data.name is 'synthetic'."""
+    m = config.model
+    if config.data.name == "synthetic":
+        batch = family.example_batch(m, n, np.random.default_rng(int(config.sample.seed)))
+        lengths = batch["audio_mask"].sum(axis=1)
+        return batch["audio"], lengths, [None] * n
+    from audiolm import data as data_lib
+
+    ds = data_lib.make_dataset(config.data, "validation")
+    if len(ds) == 0:
+        raise ValueError("sample: the validation split of config.data is empty")
+    idx = [i % len(ds) for i in range(n)]
+    clips = [ds.audio(i) for i in idx]
+    width = max(len(c) for c in clips)
+    audio = np.zeros((n, width), np.float32)
+    for i, c in enumerate(clips):
+        audio[i, :len(c)] = c
+    return audio, np.array([len(c) for c in clips]), [ds.text(i) for i in idx]
+
+
+def write_samples(module: family.ThinkerTalker, params, config, workdir: str) -> dict:
+    """Speech recognition samples: `sample.num_samples` clips -> Thinker transcripts
+    (`transcripts.jsonl`: ids, text, reference), `tokens.npz` (text ids and lengths; codec
+    codes with audio output) and, when model.enable_audio_output, `speech_<i>.wav` through
+    the Talker and streaming Code2Wav. Returns a summary dict."""
+    import soundfile as sf
+
+    from audiolm.audio import features as features_lib
+
+    m, s = config.model, config.sample
+    n = int(s.num_samples)
+    audio, lengths, refs = _prompts(config, n)
+    feats, frames = features_lib.log_mel_from_config(audio, m.audio, lengths=lengths)
+    feats, frames = np.asarray(feats), np.asarray(frames, np.int32)
+    tokenizer = None
+    bos = 1
+    if config.data.name != "synthetic":
+        from audiolm import data as data_lib
+
+        tokenizer = data_lib.make_tokenizer(config.data)
+        bos = tokenizer.bos_id
+    prompts = [family.asr_prompt(m, int(length), bos) for length in lengths]
+    tokens, mask = left_pad(prompts, m.thinker.pad_token_id)
+    options = TextOptions(max_new_tokens=int(s.max_new_tokens), temperature=float(s.temperature),
+                          top_k=int(s.top_k), top_p=float(s.top_p) if s.top_p < 1 else 0.0,
+                          eos_id=m.thinker.eos_token_id, pad_id=m.thinker.pad_token_id)
+    rng = jax.random.PRNGKey(int(s.seed))
+    out = TextSampler(module, options, fast_compile=True).generate(
+        params, tokens, mask, rng, feats, frames)
+    text, lengths_out = np.asarray(out["tokens"]), np.asarray(out["lengths"])
+    folder = os.path.join(workdir, "samples")
+    os.makedirs(folder, exist_ok=True)
+    arrays = {"text": text, "text_lengths": lengths_out, "prompt": tokens, "prompt_mask": mask}
+    with open(os.path.join(folder, "transcripts.jsonl"), "w") as f:
+        for i in range(n):
+            ids = [int(t) for t in text[i, :lengths_out[i]] if t != m.thinker.eos_token_id]
+            row = {"index": i, "ids": ids, "reference": refs[i]}
+            if tokenizer is not None:
+                row["text"] = tokenizer.decode(ids)
+            f.write(json.dumps(row) + "\n")
+    summary = {"family": "thinker_talker", "num_samples": n,
+               "text_tokens": lengths_out.tolist(), "files": ["transcripts.jsonl", "tokens.npz"]}
+    if m.enable_audio_output:
+        sp = SpeechSampler(module, speech_options_from_config(config), fast_compile=True)
+        spoken = np.maximum(lengths_out - np.asarray(out["done"], np.int32), 1)
+        state = sp.prepare(params, tokens, mask, text, spoken, feats, frames)
+        key = jax.random.fold_in(rng, 1)
+        pieces = list(sp.stream(params, state, key))
+        if not pieces:
+            raise ValueError("the Talker ended every row before its first frame "
+                             "(codec_eos first): no speech to write")
+        wav = np.concatenate([p[0] for p in pieces], axis=1)
+        codes = np.concatenate([p[1] for p in pieces], axis=2)
+        n_frames = np.concatenate([p[2] for p in pieces], axis=1).sum(axis=1)
+        hop, trim = c2w_lib.total_upsampling(m.code2wav), c2w_lib.start_trim(m.code2wav)
+        for i in range(n):
+            keep = max(int(n_frames[i]) * hop - trim, 0)
+            sf.write(os.path.join(folder, f"speech_{i}.wav"), wav[i, :keep],
+                     int(m.code2wav.sample_rate))
+            summary["files"].append(f"speech_{i}.wav")
+        arrays.update(codes=codes, frames=n_frames)
+        summary["speech_frames"] = n_frames.tolist()
+    np.savez(os.path.join(folder, "tokens.npz"), **arrays)
+    with open(os.path.join(folder, "thinker_talker_summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
