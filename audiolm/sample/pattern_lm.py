@@ -63,6 +63,10 @@ def generate(module: lm.PatternLM, params: Any, conditions: Mapping[str, jax.Arr
     conditions = dict(conditions or {})
     if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
         raise ValueError(f"generate: frames={frames!r} must be a positive int (static)")
+    if rng is None:
+        if not (isinstance(temperature, (int, float)) and temperature == 0):
+            raise ValueError("generate: rng is required unless temperature is a static 0 (greedy)")
+        rng = jax.random.PRNGKey(0)  # greedy: the keys are split but never used
     b = batch_size_of(conditions, prompt, batch)
     pattern = lm.pattern_for(spec, frames)
     if not pattern.starts_with_special:
@@ -102,8 +106,6 @@ def generate(module: lm.PatternLM, params: Any, conditions: Mapping[str, jax.Arr
         return logits, cache
 
     last, cache = forward(seq[:, :, :start], cache, None)  # prefill: prepend + known steps
-    if rng is None:
-        rng = jax.random.PRNGKey(0)  # only greedy decoding may omit it; keys are then unused
 
     def step(s, carry):
         seq, cache, last, rng = carry

@@ -131,3 +131,6 @@ def test_bad_prompt_and_frames(setup):
         ours(setup, temperature=0.0, prompt=np.zeros((B, K, FRAMES), np.int32))
     with pytest.raises(ValueError, match="frames=0"):
         sampler.generate(setup["module"], setup["params"], setup["conds"], frames=0, rng=None)
+    with pytest.raises(ValueError, match="rng is required"):
+        sampler.generate(setup["module"], setup["params"], setup["conds"], frames=4, rng=None,
+                         temperature=1.0)
