@@ -36,7 +36,7 @@ from audiolm.models import pattern_lm as lm
 from audiolm.models import pretransform as pretransform_lib
 from audiolm.sample import rules
 
-__all__ = ["generate", "sample", "write_samples", "batch_size_of"]
+__all__ = ["generate", "sample", "write_samples", "batch_size_of", "trim_cross_conditions"]
 
 
 def batch_size_of(conditions: Mapping[str, Any], prompt: Any, batch: int | None) -> int:
@@ -134,19 +134,46 @@ def _sample(params, conditions, prompt, rng, temperature, *, spec, dtype, frames
                     cfg_scale=cfg_scale, batch=batch)
 
 
+def trim_cross_conditions(spec: lm.LMSpec, conditions: Mapping[str, Any]) -> dict:
+    """Cuts the pre-computed (t5 / tensor) condition sequences that only feed cross-attention to
+    the last position any row's mask keeps (at least 1). Host side (numpy), before compiling.
+
+    Masked keys get no attention weight, so the logits are unchanged (up to float summation
+    order), while every decode step stops projecting the padding: an imported MusicGen's
+    encoder states are padded to its max_position_embeddings (2048).
+    """
+    out = dict(conditions)
+    for c in spec.conditioners:
+        if c.type not in ("t5", "tensor") or c.id not in spec.cross_ids \
+                or c.id in spec.prepend_ids or c.id in spec.global_ids:
+            continue
+        key = f"cond.{c.id}"
+        if key not in out or key + ".mask" not in out:
+            continue
+        mask = np.asarray(out[key + ".mask"], bool)
+        used = np.flatnonzero(mask.any(axis=0))
+        keep = int(used[-1]) + 1 if used.size else 1
+        if keep < mask.shape[1]:
+            out[key] = np.asarray(out[key])[:, :keep]
+            out[key + ".mask"] = mask[:, :keep]
+    return out
+
+
 def sample(module: lm.PatternLM, params: Any, conditions: Mapping[str, Any] | None = None, *,
            frames: int, rng: jax.Array | None = None, prompt: Any = None,
            temperature: float = 1.0, top_k: int = 250, top_p: float = 0.0,
            cfg_scale: float = 1.0, batch: int | None = None) -> jax.Array:
     """Compiled `generate`: one compile per (model, shapes, frames, top_k, top_p, cfg_scale,
-    greedy or not); the temperature is a traced argument. Returns codes [B, K, frames]."""
+    greedy or not); the temperature is a traced argument. Padding of cross-attention-only
+    embedding conditions is cut first (`trim_cross_conditions`). Returns codes [B, K, frames]."""
     temperature = float(temperature)
     if temperature < 0:
         raise ValueError(f"sample: temperature={temperature} must be >= 0")
     greedy = temperature == 0.0
     if not greedy and rng is None:
         raise ValueError("sample: rng is required when temperature > 0")
-    conditions = {k: jnp.asarray(v) for k, v in (conditions or {}).items()}
+    conditions = trim_cross_conditions(module.spec, conditions or {})
+    conditions = {k: jnp.asarray(v) for k, v in conditions.items()}
     b = batch_size_of(conditions, prompt, batch)
     return _sample(params, conditions, None if prompt is None else jnp.asarray(prompt, jnp.int32),
                    jax.random.PRNGKey(0) if rng is None else rng, jnp.float32(temperature),
