@@ -193,12 +193,9 @@ def _examples(config: Any, n: int) -> dict[str, np.ndarray]:
     family = registry.family_module(config.model.family)
     rows: list[dict[str, np.ndarray]] = []
     count = 0
-    for _ in range(2):  # a finite split read twice at most
-        for batch in batches_lib.make_batches(config, family, "test", finite=True):
-            rows.append(batch)
-            count += next(iter(batch.values())).shape[0]
-            if count >= n:
-                break
+    for batch in batches_lib.make_batches(config, family, "test", finite=True):
+        rows.append(batch)
+        count += next(iter(batch.values())).shape[0]
         if count >= n:
             break
     if not rows:

@@ -110,3 +110,16 @@ def test_write_samples_continues_a_prompt(trained, tmp_path):
     np.testing.assert_array_equal(codes[:, :, :3], examples["codes"][:, :, :3])
     assert summary["prompt_frames"] == 3 and codes.shape == (3, 4, 6)
     assert not np.array_equal(codes[:, :, 3:], examples["codes"][:, :, 3:6])  # generated, not copied
+
+
+def test_examples_cycle_a_small_test_split():
+    from audiolm.sample import pattern_lm as sampler
+    from configs import pattern_lm as presets
+
+    config = presets.get_config("variant=tiny")
+    config.data.name, config.data.batch_size, config.data.num_test = "synthetic", 2, 2
+    rows = sampler._examples(config, 5)
+    assert rows["codes"].shape[0] == 5
+    for i in (2, 4):
+        np.testing.assert_array_equal(rows["codes"][i], rows["codes"][0])
+    assert not np.array_equal(rows["codes"][1], rows["codes"][0])
