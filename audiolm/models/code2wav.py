@@ -375,13 +375,31 @@ def _decode(module: Code2Wav, params: Any, codes: jax.Array) -> jax.Array:
     return module.apply({"params": params}, codes)
 
 
+_FAST: dict = {}
+
+
+def _decode_fast(module: Code2Wav, params: Any, codes: jax.Array) -> jax.Array:
+    """`_decode` compiled with XLA's backend optimisation off (one executable per shape): for
+    short streams, where the few context-length shapes make compile time dominate."""
+    leaves = jax.tree_util.tree_leaves(params)
+    key = (module, tuple(codes.shape), tuple((x.shape, str(x.dtype)) for x in leaves))
+    if key not in _FAST:
+        lowered = _decode.lower(module, params, codes)
+        try:
+            _FAST[key] = lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
+        except Exception:  # noqa: BLE001 - option unknown to this backend: compile normally
+            _FAST[key] = lowered.compile()
+    return _FAST[key](params, codes)
+
+
 def init_stream(cfg: Any, batch: int) -> dict[str, Any]:
     """Empty streaming state: no context frames yet, nothing emitted."""
     return {"context": np.zeros((batch, cfg.num_codebooks, 0), np.int32), "frames": 0}
 
 
 def stream_step(module: Code2Wav, params: Any, state: dict[str, Any], codes: jax.Array,
-                left_context: int | None = None) -> tuple[dict[str, Any], jax.Array]:
+                left_context: int | None = None,
+                fast_compile: bool = False) -> tuple[dict[str, Any], jax.Array]:
     """Decodes the next frames `codes` [B, G, n] of a stream -> (state, waveform chunk).
 
     The state keeps the last `left_context` frames (default `receptive_field(config)`); each
@@ -389,7 +407,8 @@ def stream_step(module: Code2Wav, params: Any, state: dict[str, Any], codes: jax
     decode's sample grid as in `chunked_decode`: the first chunk gives n * total_upsampling -
     start_trim samples, later ones n * total_upsampling, so the concatenated chunks have
     output_length(T) samples and equal the full decode once left_context >= receptive_field.
-    Shapes vary only while the context fills (one compile per context length, then one).
+    Shapes vary only while the context fills (one compile per context length, then one);
+    fast_compile compiles them with XLA's backend optimisation off (short streams).
     """
     c = module.config
     check_codes(codes, c)
@@ -402,7 +421,7 @@ def stream_step(module: Code2Wav, params: Any, state: dict[str, Any], codes: jax
                          f"[B, G] = {tuple(ctx.shape[:2])} of the stream")
     k = ctx.shape[2]
     x = jnp.concatenate([jnp.asarray(ctx, jnp.int32), jnp.asarray(codes, jnp.int32)], axis=2)
-    wav = _decode(module, params, x)
+    wav = (_decode_fast if fast_compile else _decode)(module, params, x)
     if state["frames"]:
         wav = wav[:, k * total_upsampling(c) - start_trim(c):]
     return {"context": x[:, :, -left_context:], "frames": state["frames"] + codes.shape[2]}, wav

@@ -196,9 +196,9 @@ class SpeechSampler:
     """Talker + code predictor frames and their waveform (see the module docstring).
 
     prepare(params, tokens, mask, text, text_lengths, features, frame_lengths) -> talker state
-    (one jitted Thinker forward + Talker prefill); step(params, state, rng) -> (state, codes
-    [B, G], valid [B]); generate(...) -> dict(codes [B, G, max_frames], valid [B, max_frames],
-    frames [B]); stream(..., chunk) yields waveform chunks [B, samples] as frames are made.
+    (one jitted Thinker forward + Talker prefill); run / step / generate / stream make frames
+    with one compiled `lax.while_loop` (`_run_impl`); stream decodes them to waveform chunks
+    as they come.
     """
 
     def __init__(self, module: family.ThinkerTalker, options: SpeechOptions,
@@ -208,9 +208,9 @@ class SpeechSampler:
         self.module, self.options = module, options
         self.talker = module.talker
         self.cfg = self.talker.config
+        self.fast_compile = fast_compile
         self._prepare = _cheap_jit(self._prepare_impl, fast_compile)
-        self._step = _cheap_jit(self._step_impl, fast_compile)
-        self._generate = _cheap_jit(self._generate_impl, fast_compile)
+        self._run = _cheap_jit(self._run_impl, fast_compile)
 
     # -- talker prompt --------------------------------------------------------------------
 
@@ -278,12 +278,16 @@ class SpeechSampler:
                      done=s["done"] | ended)
         return state, codes, valid
 
-    def _generate_impl(self, params, s, rng):
+    def _run_impl(self, params, s, rng, limit):
+        """Up to `limit` (traced) more frames in a `lax.while_loop`, stopping when every row
+        ended. One compile serves `generate` (limit = max_frames), `stream` (limit = chunk)
+        and `step` (limit = 1); the PRNG chain continues across calls (rng split per frame).
+        Returns (state, rng, codes [B, G, max_frames], valid [B, max_frames], frames made)."""
         b = s["done"].shape[0]
         g, n = self.cfg.num_codebooks, self.options.max_frames
 
         def cond(c):
-            return (c["i"] < n) & ~jnp.all(c["s"]["done"])
+            return (c["i"] < jnp.minimum(limit, n)) & ~jnp.all(c["s"]["done"])
 
         def body(c):
             rng, key = jax.random.split(c["rng"])
@@ -295,7 +299,7 @@ class SpeechSampler:
         init = dict(i=jnp.zeros((), jnp.int32), rng=rng, s=s,
                     codes=jnp.zeros((b, g, n), jnp.int32), valid=jnp.zeros((b, n), bool))
         c = jax.lax.while_loop(cond, body, init)
-        return {"codes": c["codes"], "valid": c["valid"], "frames": jnp.sum(c["valid"], axis=1)}
+        return c["s"], c["rng"], c["codes"], c["valid"], c["i"]
 
     # -- public ---------------------------------------------------------------------------
 
@@ -313,50 +317,47 @@ class SpeechSampler:
                              jnp.asarray(text, jnp.int32), jnp.asarray(text_lengths),
                              features, frame_lengths)
 
+    def run(self, params, state, rng, limit: int):
+        """(state, rng, codes [B, G, n], valid [B, n]) for the next n <= limit frames."""
+        state, rng, codes, valid, n = self._run(params, state, rng, jnp.int32(limit))
+        n = int(n)
+        return state, rng, np.asarray(codes)[:, :, :n], np.asarray(valid)[:, :n]
+
     def step(self, params, state, rng):
-        return self._step(params, state, rng)
+        """One frame: (state, rng, codes [B, G], valid [B]); valid is False for ended rows (and
+        every row once all ended: then no frame was made and codes are 0)."""
+        state, rng, codes, valid = self.run(params, state, rng, 1)
+        if codes.shape[2] == 0:
+            b, g = valid.shape[0], self.cfg.num_codebooks
+            return state, rng, np.zeros((b, g), np.int32), np.zeros((b,), bool)
+        return state, rng, codes[:, :, 0], valid[:, 0]
 
     def generate(self, params, state, rng):
-        """All frames (up to max_frames) in one `lax.while_loop`; per-step keys as in
-        `frames` (split of rng per step)."""
-        return self._generate(params, state, rng)
-
-    def frames(self, params, state, rng) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yields (codes [B, G], valid [B]) frame by frame until every row ended."""
-        for _ in range(self.options.max_frames):
-            if bool(np.all(np.asarray(state["done"]))):
-                return
-            rng, key = jax.random.split(rng)
-            state, codes, valid = self.step(params, state, key)
-            yield np.asarray(codes), np.asarray(valid)
+        """Every frame (up to max_frames) in one call -> dict(codes [B, G, n], valid [B, n],
+        frames [B] valid frames per row)."""
+        _, _, codes, valid = self.run(params, state, rng, self.options.max_frames)
+        return {"codes": codes, "valid": valid, "frames": valid.sum(axis=1)}
 
     def stream(self, params, state, rng, chunk: int = 4, left_context: int | None = None
                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yields (waveform chunk [B, samples], codes [B, G, n], valid [B, n]) every `chunk`
-        frames (Code2Wav `stream_step`; the last chunk may be shorter). Frames of ended rows
-        decode code 0: cut each row at its frame count."""
+        frames (n = chunk but for the last), decoded by Code2Wav `stream_step` as they come;
+        the same frames as `generate` with the same rng. Frames of ended rows decode code 0:
+        cut each row at its frame count."""
+        if chunk < 1:
+            raise ValueError(f"chunk={chunk} must be >= 1")
         c2w = self.module.code2wav
-        cparams = params["code2wav"]
         wav_state = c2w_lib.init_stream(c2w.config, int(state["done"].shape[0]))
-        pending, flags = [], []
-        frames = self.frames(params, state, rng)
-        while True:
-            item = next(frames, None)
-            if item is not None:
-                pending.append(np.where(item[1][:, None], item[0], 0))
-                flags.append(item[1])
-            if pending and (len(pending) == chunk or item is None):
-                codes = np.stack(pending, 2)
-                wav_state, wav = c2w_lib.stream_step(c2w, cparams, wav_state, codes,
-                                                     left_context)
-                yield np.asarray(wav), codes, np.stack(flags, 1)
-                pending, flags = [], []
-            if item is None:
+        made = 0
+        while made < self.options.max_frames:
+            state, rng, codes, valid = self.run(params, state, rng,
+                                                min(chunk, self.options.max_frames - made))
+            if codes.shape[2] == 0:
                 return
-
-
-# ---------------------------------------------------------------------------------------------
-# --mode=sample
+            made += codes.shape[2]
+            wav_state, wav = c2w_lib.stream_step(c2w, params["code2wav"], wav_state, codes,
+                                                 left_context, self.fast_compile)
+            yield np.asarray(wav), codes, valid
 
 
 def _prompts(config, n: int):
