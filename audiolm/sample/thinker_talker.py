@@ -23,6 +23,7 @@ same step in a `lax.while_loop`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Iterator
@@ -100,7 +101,12 @@ class TextSampler:
         if options.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={options.max_new_tokens} must be >= 1")
         self.module, self.options = module, options
-        self._run = _cheap_jit(self._impl, fast_compile)
+        # Temperature, EOS and pad ids are traced: samplers differing only in them share one
+        # compiled loop (per module, max_new_tokens, top_k, top_p and input shapes).
+        key = (module, options.max_new_tokens, options.top_k, options.top_p, fast_compile)
+        if key not in _TEXT_RUNS:
+            _TEXT_RUNS[key] = _cheap_jit(functools.partial(_text_impl, *key[:4]), fast_compile)
+        self._run = _TEXT_RUNS[key]
 
     def generate(self, params, tokens, mask, rng, features=None, frame_lengths=None):
         tokens = np.asarray(tokens, np.int32)
@@ -120,38 +126,44 @@ class TextSampler:
         from audiolm.models import thinker as thinker_lib
 
         thinker_lib.check_tokens(tokens, th.vocab_size, th.audio_token_id, audio_lengths)
-        return self._run(params, tokens, mask, rng, features, frame_lengths)
+        o = self.options
+        dyn = (jnp.float32(o.temperature), jnp.int32(-1 if o.eos_id is None else o.eos_id),
+               jnp.int32(o.pad_id))
+        return self._run(params, tokens, mask, rng, features, frame_lengths, *dyn)
 
-    def _impl(self, params, tokens, mask, rng, features, frame_lengths):
-        module, o = self.module, self.options
-        b, p = tokens.shape
-        n = o.max_new_tokens
-        caches = module.thinker.init_caches(b, p + n)
-        pos = positions_from_mask(mask)
-        out = module.apply({"params": params}, tokens, features, frame_lengths, pos, caches)
-        eos = -1 if o.eos_id is None else o.eos_id
 
-        def cond(s):
-            return (s["i"] < n) & ~jnp.all(s["done"])
+_TEXT_RUNS: dict = {}
 
-        def body(s):
-            rng, key = jax.random.split(s["rng"])
-            tok = rules.sample_logits(s["logits"], key, o.temperature, o.top_k, o.top_p)
-            tok, done = rules.stop_after_eos(tok, s["done"], eos, o.pad_id)
-            length = s["lengths"] + (~s["done"]).astype(jnp.int32)
-            res = module.apply({"params": params}, tok[:, None], None, None, s["pos"][:, None],
-                               s["caches"])
-            return dict(i=s["i"] + 1, rng=rng, logits=res["logits"][:, -1],
-                        caches=res["caches"], pos=s["pos"] + 1, done=done, lengths=length,
-                        tokens=s["tokens"].at[:, s["i"]].set(tok))
 
-        state = dict(i=jnp.zeros((), jnp.int32), rng=rng, logits=out["logits"][:, -1],
-                     caches=out["caches"], pos=pos[:, -1] + 1, done=jnp.zeros((b,), bool),
-                     lengths=jnp.zeros((b,), jnp.int32),
-                     tokens=jnp.full((b, n), o.pad_id, jnp.int32))
-        s = jax.lax.while_loop(cond, body, state)
-        return {"tokens": s["tokens"], "lengths": s["lengths"], "done": s["done"],
-                "steps": s["i"]}
+def _text_impl(module, n, top_k, top_p, params, tokens, mask, rng, features, frame_lengths,
+               temperature, eos, pad):
+    """The Thinker decode loop (see TextSampler); n, top_k, top_p static."""
+    b, p = tokens.shape
+    caches = module.thinker.init_caches(b, p + n)
+    pos = positions_from_mask(mask)
+    out = module.apply({"params": params}, tokens, features, frame_lengths, pos, caches)
+
+    def cond(s):
+        return (s["i"] < n) & ~jnp.all(s["done"])
+
+    def body(s):
+        rng, key = jax.random.split(s["rng"])
+        tok = rules.sample_logits(s["logits"], key, temperature, top_k, top_p)
+        tok, done = rules.stop_after_eos(tok, s["done"], eos, pad)
+        length = s["lengths"] + (~s["done"]).astype(jnp.int32)
+        res = module.apply({"params": params}, tok[:, None], None, None, s["pos"][:, None],
+                           s["caches"])
+        return dict(i=s["i"] + 1, rng=rng, logits=res["logits"][:, -1],
+                    caches=res["caches"], pos=s["pos"] + 1, done=done, lengths=length,
+                    tokens=s["tokens"].at[:, s["i"]].set(tok))
+
+    state = dict(i=jnp.zeros((), jnp.int32), rng=rng, logits=out["logits"][:, -1],
+                 caches=out["caches"], pos=pos[:, -1] + 1, done=jnp.zeros((b,), bool),
+                 lengths=jnp.zeros((b,), jnp.int32),
+                 tokens=jnp.full((b, n), pad, jnp.int32))
+    s = jax.lax.while_loop(cond, body, state)
+    return {"tokens": s["tokens"], "lengths": s["lengths"], "done": s["done"],
+            "steps": s["i"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,7 +409,11 @@ def write_samples(module: family.ThinkerTalker, params, config, workdir: str) ->
     feats, frames = features_lib.log_mel_from_config(audio, m.audio, lengths=lengths)
     feats, frames = np.asarray(feats), np.asarray(frames, np.int32)
     tokenizer = None
-    bos = 1
+    th = m.thinker
+    specials = {getattr(th, k) for k in family.THINKER_TOKEN_IDS}
+    # The synthetic batches' bos (family.example_batch): eos - 1 when free, else 1.
+    bos = th.eos_token_id - 1 if th.eos_token_id >= 1 and th.eos_token_id - 1 not in specials \
+        else 1
     if config.data.name != "synthetic":
         from audiolm import data as data_lib
 

@@ -4,12 +4,15 @@ streaming Code2Wav vs one full decode (<= 1e-5); per-row EOS stopping; Talker st
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from audiolm.audio import features as features_lib
+from audiolm.config import ConfigError
 from audiolm.models import aut as aut_lib
 from audiolm.models import code2wav as c2w_lib
 from audiolm.models import thinker_talker as family
@@ -105,8 +108,8 @@ def test_per_row_eos_stopping_and_sampling(loaded):
     free = np.asarray(_text_sampler(module, max_new_tokens=N_NEW, pad_id=pad).generate(
         params, tokens, mask, jax.random.PRNGKey(0))["tokens"])
     eos = int(free[0, 3])  # row 0 stops at its 4th token; the others where (if) they emit it
-    out = S.TextSampler(module, S.TextOptions(max_new_tokens=N_NEW, eos_id=eos, pad_id=pad),
-                        fast_compile=True).generate(params, tokens, mask, jax.random.PRNGKey(0))
+    out = _text_sampler(module, max_new_tokens=N_NEW, eos_id=eos, pad_id=pad).generate(
+        params, tokens, mask, jax.random.PRNGKey(0))
     got, lengths = np.asarray(out["tokens"]), np.asarray(out["lengths"])
     for i in range(len(prompts)):
         hits = np.flatnonzero(free[i] == eos)
@@ -116,8 +119,9 @@ def test_per_row_eos_stopping_and_sampling(loaded):
         assert (got[i, stop:] == pad).all()
     assert lengths[0] <= 4
     assert int(out["steps"]) == (lengths.max() if np.asarray(out["done"]).all() else N_NEW)
-    # Sampling: a fixed seed reproduces, another seed differs, top-k 1 is greedy.
-    sampler = _text_sampler(module, max_new_tokens=12, temperature=1.5, top_k=20, pad_id=pad)
+    # Sampling (the same compiled loop: temperature is traced): a fixed seed reproduces,
+    # another seed differs.
+    sampler = _text_sampler(module, max_new_tokens=N_NEW, temperature=1.5, pad_id=pad)
     a = np.asarray(sampler.generate(params, tokens, mask, jax.random.PRNGKey(5))["tokens"])
     b = np.asarray(sampler.generate(params, tokens, mask, jax.random.PRNGKey(5))["tokens"])
     c = np.asarray(sampler.generate(params, tokens, mask, jax.random.PRNGKey(6))["tokens"])
@@ -191,3 +195,36 @@ def test_talker_speech_stream_equals_loop(loaded):
     # against the full decode above).
     wav = np.concatenate([p[0] for p in pieces], axis=1)
     assert wav.shape == (2, c2w_lib.output_length(mc.code2wav, n)) and np.isfinite(wav).all()
+
+
+def test_write_samples_transcripts_tokens_and_speech(loaded, tmp_path):
+    import soundfile as sf
+
+    from configs import thinker_talker as tt_configs
+
+    _, _, mc, params, module = loaded
+    config = tt_configs.get_config("variant=tiny")
+    config.model = mc.copy_and_resolve_references()
+    config.model.aut.max_frames = 100  # short synthetic clips (data layout only)
+    config.data.name = "synthetic"
+    config.sample.update(num_samples=2, max_new_tokens=5, temperature=0.0)
+    extra = config.sample.extra
+    extra.update(tts_bos_token_id=143, tts_eos_token_id=144, tts_pad_token_id=142,
+                 speaker_id=50, max_frames=3)
+    summary = S.write_samples(module, params, config, str(tmp_path))
+    folder = tmp_path / "samples"
+    rows = [json.loads(line) for line in (folder / "transcripts.jsonl").read_text().splitlines()]
+    data = np.load(folder / "tokens.npz")
+    assert len(rows) == 2 and data["text"].shape == (2, 5)
+    assert rows[0]["ids"] == [int(t) for t in data["text"][0, :data["text_lengths"][0]]
+                              if t != mc.thinker.eos_token_id]
+    assert data["codes"].shape[:2] == (2, mc.code2wav.num_codebooks)
+    for i in range(2):
+        wav, sr = sf.read(folder / f"speech_{i}.wav")
+        assert sr == mc.code2wav.sample_rate
+        assert len(wav) == max(int(data["frames"][i]) * c2w_lib.total_upsampling(mc.code2wav)
+                               - c2w_lib.start_trim(mc.code2wav), 0)
+    assert summary["speech_frames"] == data["frames"].tolist()
+    del extra["speaker_id"]
+    with pytest.raises(ConfigError, match=r"sample.extra.speaker_id=None"):
+        S.write_samples(module, params, config, str(tmp_path))
