@@ -17,8 +17,8 @@ the `match` column counts the leading steps that agree for every row). Parts (--
             context; RTF = seconds of audio per second of compute.
 
 Ours and the reference alternate inside every repeat (the machine is shared); warm-up first
-(ours: the first call compiles, reported as `1st`); median of --repeats. One torch thread and
-single-threaded XLA by default (--threads).
+(ours: the first call compiles, reported as `1st`); median of --repeats. Both sides on one CPU
+core by default (--threads; the process is pinned, bench_thinker.setup_threads).
 
     python experiments/bench_decode.py                         # small sizes, B = 1 and 8
     python experiments/bench_decode.py --size=tiny --parts=moshi,musicgen --json=/tmp/d.json
@@ -65,7 +65,7 @@ def parse(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch and XLA CPU threads (1: both single-threaded; 0: defaults)")
+                    help="CPU cores for torch and XLA (1: both on one pinned core; 0: defaults)")
     ap.add_argument("--decoders", default="", choices=("", "sample", "model"),
                     help="ours: audiolm.sample's samplers or the model-level loops of this "
                          "script (default: the `decoders` line of the script)")
@@ -633,7 +633,7 @@ def bench_code2wav(args, batches, pair):
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    bench_thinker.setup_threads(args.threads)
+    threads = bench_thinker.setup_threads(args.threads)
     import jax
     import torch
 
@@ -671,7 +671,7 @@ def main(argv=None) -> dict:
         rows += r
         descs.append(d)
 
-    print(f"decode, greedy, fp32 CPU, {args.threads or 'default'} thread(s) each; torch "
+    print(f"decode, greedy, fp32 CPU, {threads}; torch "
           f"{torch.__version__}, jax {jax.__version__}; median of "
           f"{args.repeats} alternating runs")
     print(f"  ours: {decoders.name}")
@@ -696,7 +696,7 @@ def main(argv=None) -> dict:
           "time / ours (goal >= 3x); CPU-time = the same ratio of process CPU seconds (robust to "
           "other load); match = leading greedy steps identical in every row; 1st = first "
           "call (compiles)")
-    results = {"args": vars(args), "descriptions": descs, "rows": rows,
+    results = {"args": vars(args), "pinning": threads, "descriptions": descs, "rows": rows,
                "decoders": decoders.name, "jax": jax.__version__, "torch": torch.__version__}
     if args.json:
         with open(args.json, "w") as f:

@@ -13,8 +13,8 @@ weights), checks that the logits agree, then times on CPU:
 Ours and the reference run alternately inside every repeat (the machine is shared: alternating
 spreads load changes over both sides); warm-up calls first (ours: the first call compiles and is
 reported apart); median of --repeats. Both sides compute the same thing: text only, positions
-0..T-1, no MoE auxiliary loss. torch and XLA get the same number of threads (--threads, default
-1; 0 leaves both at their defaults).
+0..T-1, no MoE auxiliary loss. torch and XLA get the same cores (--threads, default 1: the
+process is pinned to one core, see `setup_threads`; 0 leaves both at their defaults).
 
     python experiments/bench_thinker.py                          # small config, B=4, T=128
     python experiments/bench_thinker.py --config=medium --batch=2 --seq=256 --json=/tmp/t.json
@@ -69,7 +69,7 @@ def parse(argv=None):
                     help="capacity dispatch: slots per expert = factor * tokens * top_k / experts "
                          "(0: the config's, 2.0; >= num_experts never drops a token)")
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch and XLA CPU threads (1: both single-threaded; 0: defaults)")
+                    help="CPU cores for torch and XLA (1: both on one pinned core; 0: defaults)")
     ap.add_argument("--fast-compile", action="store_true",
                     help="compile ours with XLA backend optimisation off (smoke tests only: "
                          "fast compiles, slower code)")
@@ -78,20 +78,34 @@ def parse(argv=None):
     return ap.parse_args(argv)
 
 
-def setup_threads(threads: int) -> None:
-    """Single-threaded XLA when threads == 1 (only effective before jax is imported) and the same
-    torch thread count."""
+def setup_threads(threads: int) -> str:
+    """Gives torch and XLA the same `threads` CPU cores; returns how (for the header).
+
+    XLA's CPU runtime runs independent ops concurrently on its own pool even with
+    --xla_cpu_multi_thread_eigen=false (measured: ~1.9 CPU-seconds per second on the Thinker),
+    so in a fresh process (jax not imported yet) the process is pinned to `threads` cores
+    before any pool starts: every thread, torch's and XLA's, inherits the mask. Imported
+    already (tests): torch threads are set, nothing is pinned."""
     os.environ.setdefault("NO_TORCH_COMPILE", "1")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    if threads == 1 and "jax" not in sys.modules:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                                   + " --xla_cpu_multi_thread_eigen=false").strip()
+    how = "default threads"
+    if threads > 0 and "jax" not in sys.modules:
+        if threads == 1:
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                       + " --xla_cpu_multi_thread_eigen=false").strip()
+        if hasattr(os, "sched_setaffinity"):
+            cores = sorted(os.sched_getaffinity(0))[:threads]
+            os.sched_setaffinity(0, cores)
+            how = f"process pinned to CPU core(s) {cores}"
     if _ROOT not in sys.path:
         sys.path.insert(0, _ROOT)
     import torch
 
     if threads > 0:
         torch.set_num_threads(threads)
+        if how == "default threads":
+            how = f"torch {threads} thread(s), XLA unpinned"
+    return how
 
 
 def config_dict(size: str, layers: int = 0, audio_output: bool = False,
@@ -174,7 +188,7 @@ def alternate(fns: dict, repeats: int, cpu: dict | None = None) -> dict:
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    setup_threads(args.threads)
+    threads = setup_threads(args.threads)
 
     import jax
     import jax.numpy as jnp
@@ -213,8 +227,8 @@ def main(argv=None) -> dict:
     want_loss = float(ref_fwd_bwd())
 
     rows, results = [], {"config": args.config, "dense": args.dense, "batch": args.batch,
-                         "seq": args.seq, "threads": args.threads, "repeats": args.repeats,
-                         "params": int(ref_params), "jax": jax.__version__,
+                         "seq": args.seq, "threads": args.threads, "pinning": threads,
+                         "repeats": args.repeats, "params": int(ref_params), "jax": jax.__version__,
                          "torch": torch.__version__, "rows": []}
     for dispatch in [d.strip() for d in args.dispatch.split(",") if d.strip()]:
         if dispatch not in ("dropless", "capacity"):
@@ -271,7 +285,7 @@ def main(argv=None) -> dict:
           f"{th_cfg.hidden_size}, {th_cfg.num_experts} experts top-{th_cfg.num_experts_per_tok}, "
           f"vocab "
           f"{th_cfg.vocab_size}, {ref_params / 1e6:.2f} M params; B={args.batch} T={args.seq}; "
-          f"fp32 CPU, {args.threads or 'default'} thread(s) each; torch {torch.__version__}, "
+          f"fp32 CPU, {threads}; torch {torch.__version__}, "
           f"jax {jax.__version__}; median of {args.repeats} alternating runs")
     head = (f"{'op':<9}{'dispatch':<10}{'transformers':>14}{'ours':>11}{'ours 1st':>11}"
             f"{'ref tok/s':>12}{'ours tok/s':>12}{'speed-up':>10}{'CPU-time':>10}"
