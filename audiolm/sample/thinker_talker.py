@@ -26,7 +26,7 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Iterator
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp

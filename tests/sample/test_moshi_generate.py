@@ -180,3 +180,22 @@ def test_write_samples(imported, tmp_path):
     with pytest.raises(ValueError, match=r"user codes shape \(2, 2, 5\) must be"):
         S.Sampler(module).generate(params, np.zeros((2, 2, 5), np.int32),
                                    jax.random.PRNGKey(0))
+
+
+def test_runner_samples_from_an_imported_kyutai_dir(tmp_path):
+    """--mode=sample path: a Kyutai checkpoint dir as config file + init_from, Kyutai sampling
+    (temperature 0.8 / top-k 250 audio, 0.7 / 25 text from configs/moshi.py)."""
+    from audiolm.sample import runner
+
+    m = cm.tiny()
+    folder = ref_lib.save_checkpoint(ref_lib.reference_model(m, seed=4), m,
+                                     str(tmp_path / "ckpt"))
+    config = cm.get_config(f"file={folder}/config.json")
+    config.init_from = folder
+    config.sample.update(max_new_tokens=8, num_samples=2)
+    summary = runner.run(config, str(tmp_path / "work"))
+    assert summary["family"] == "moshi" and summary["frames"] == 6
+    assert summary["options"]["top_k"] == 250 and summary["options"]["text_top_k"] == 25
+    data = np.load(tmp_path / "work" / "samples" / "tokens.npz")
+    assert data["tokens"].shape == (2, 4, 8) and (data["tokens"][:, 1:] < 16).all()
+    assert (tmp_path / "work" / "samples" / "summary.json").exists()
