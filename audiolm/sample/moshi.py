@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm import patterns
+from audiolm.config import ConfigError
 from audiolm.models import moshi as M
 
 
@@ -295,7 +296,11 @@ def write_samples(module: M.MoshiLM, params, config, workdir: str) -> dict:
     """Generates `sample.num_samples` rows of `sample.max_new_tokens` frames and writes
     workdir/samples/tokens.npz (tokens [B, G, N] per step, codes [B, G, N - max_delay]
     undelayed, user [B, K_user, N]) and text.txt (one line per row: the text ids of the
-    undelayed text stream without the padding ids). Returns a summary dict."""
+    undelayed text stream without the padding ids). User codebooks come from
+    `sample.extra.user_codes` (else absent, -1). A conditioned model is sampled with
+    `moshi.example_conditions` drawn from `sample.seed` (random LUT values / tensors); no
+    classifier-free guidance (`sample.cfg_scale` must be 1). No Mimi codec ships with audiolm,
+    so no WAV is written. Returns a summary dict."""
     spec = module.spec
     if spec.dep_q == 0:
         raise ValueError("model.depformer.num_slices=0: this Moshi model generates no audio; "
@@ -306,6 +311,9 @@ def write_samples(module: M.MoshiLM, params, config, workdir: str) -> dict:
     if n <= int(lags[:1 + spec.dep_q].max()):
         raise ValueError(f"sample.max_new_tokens={n}: must exceed the generated streams' "
                          f"largest delay {int(lags[:1 + spec.dep_q].max())}")
+    if float(s.cfg_scale) != 1.0:
+        raise ConfigError(f"sample.cfg_scale={s.cfg_scale}: classifier-free guidance is not "
+                          "implemented for the moshi family; use 1.0")
     options = options_from_config(config)
     user = _user_codes(spec, config, b, n)
     conditions = None
