@@ -38,7 +38,8 @@ import ml_collections
 import numpy as np
 
 import audiolm.nn as anl
-from audiolm.config import ConfigError, check_float, check_int, check_schema, get_path, require
+from audiolm.config import (MAX_CODEBOOKS, ConfigError, check_float, check_int, check_schema,
+                            get_path, require)
 
 # The tiny Code2Wav: every size of the module is a field here (one comment per field).
 DEFAULTS = ml_collections.ConfigDict(dict(
@@ -101,7 +102,7 @@ def validate_code2wav(config: Any, path: str = "model.code2wav") -> None:
     """
     check_schema(config, path, DEFAULTS)
     check_int(config, f"{path}.codebook_size", lo=1)
-    check_int(config, f"{path}.num_codebooks", lo=1)
+    check_int(config, f"{path}.num_codebooks", lo=1, hi=MAX_CODEBOOKS)
     check_int(config, f"{path}.hidden_size", lo=1)
     check_int(config, f"{path}.num_layers", lo=1)
     heads = check_int(config, f"{path}.num_heads", lo=1)
@@ -355,13 +356,14 @@ def chunked_decode(module: Code2Wav, params: Any, codes: jax.Array, chunk_size: 
         raise ValueError(f"chunked_decode: chunk_size={chunk_size} and left_context="
                          f"{left_context} must be >= 1")
     per_frame, trim = total_upsampling(c), start_trim(c)
-    apply = jax.jit(lambda p, x: module.apply({"params": p}, x))
     total = codes.shape[-1]
     pieces = []
     for start in range(0, total, chunk_size):
         end = min(start + chunk_size, total)
         ctx = min(left_context, start)
-        wav = apply(params, codes[..., start - ctx:end])
+        # `_decode` is jitted at module level with the (hashable) module static: each chunk
+        # shape compiles once per process, not once per call.
+        wav = _decode(module, params, codes[..., start - ctx:end])
         pieces.append(wav[:, ctx * per_frame - trim:] if start else wav)
     return jnp.concatenate(pieces, axis=-1)
 

@@ -177,6 +177,12 @@ def test_chunked_decode_equals_full_decode():
     err = float(np.max(np.abs(chunked - full)))
     print(f"MEASURED chunked vs full decode {err:.1e}")
     assert err <= TOL, err  # measured 4.4e-06: float rounding only (windows differ)
+    # The chunk shapes compiled by the first call serve every later call (no recompiles).
+    compiled = cw._decode._cache_size()
+    again = np.asarray(cw.chunked_decode(cw.build(cfg), params, codes, chunk_size=chunk,
+                                         left_context=ctx))
+    assert cw._decode._cache_size() == compiled
+    np.testing.assert_array_equal(again, chunked)
 
 
 def test_bad_codes_raise_before_compute(ref_model):
