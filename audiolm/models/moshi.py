@@ -54,7 +54,8 @@ import numpy as np
 from audiolm import config as config_lib
 from audiolm import nn as blocks
 from audiolm import patterns
-from audiolm.config import ConfigError, check_bool, check_choice, check_float, check_int, require
+from audiolm.config import (ConfigError, check_bool, check_choice, check_float, check_int,
+                            check_str, require)
 
 FUSIONS = ("add", "concat", "cross_attention", "interleave")
 ZERO_TOKEN = -1  # embeds to exact zeros, masked in the loss
@@ -922,6 +923,8 @@ def rules(config) -> None:
     check_bool(config, "model.cross_pos_emb")
     check_float(config, "model.cross_pos_emb_scale")
     has_cross = fusion == "cross_attention"
+    require(hasattr(m.conditioners, "keys"), "model.conditioners", m.conditioners,
+            "must be a section (name -> conditioner), empty for none")
     for name in m.conditioners.keys():
         cp = f"model.conditioners.{name}"
         keys = ("type", "n_bins", "dim", "possible_values", "fuse")
@@ -932,6 +935,8 @@ def rules(config) -> None:
         if typ == "lut":
             n_bins = check_int(config, f"{cp}.n_bins", lo=1)
             pv = m.conditioners[name].possible_values
+            require(isinstance(pv, (list, tuple)), f"{cp}.possible_values", pv,
+                    "must be a list of condition values")
             require(len(pv) <= n_bins, f"{cp}.possible_values", list(pv),
                     f"has more values than {cp}.n_bins={n_bins}")
             require(fuse == "sum", f"{cp}.fuse", fuse, "a lut conditioner is summed ('sum')")
@@ -946,6 +951,22 @@ def rules(config) -> None:
         require(has_cross, "model.temporal.cross_attention", True,
                 "needs a cross-attention source: a conditioner with fuse='cross' or "
                 "model.fusion='cross_attention'")
+    _check_sample_extra(config)
+
+
+def _check_sample_extra(config) -> None:
+    """The Moshi sampler's text-stream knobs in sample.extra (read by audiolm.sample.moshi)."""
+    sample = config.get("sample", None)
+    extra = sample.get("extra", None) if hasattr(sample, "get") else None
+    if extra is None:
+        return
+    require(hasattr(extra, "keys"), "sample.extra", extra, "must be a section or None")
+    if "text_temperature" in extra:
+        check_float(config, "sample.extra.text_temperature", lo=0.0)
+    if "text_top_k" in extra:
+        check_int(config, "sample.extra.text_top_k", lo=0)
+    if "user_codes" in extra:
+        check_str(config, "sample.extra.user_codes")
 
 
 config_lib.register_rules("moshi", rules)

@@ -534,7 +534,7 @@ def rules(config: Any) -> None:
 
     check_keys(config, "model.lm", LM_KEYS, required=LM_KEYS)
     dim = check_int(config, "model.lm.dim", lo=1)
-    check_int(config, "model.lm.num_layers", lo=0)
+    check_int(config, "model.lm.num_layers", lo=1)
     heads = check_int(config, "model.lm.num_heads", lo=1)
     kv = check_int(config, "model.lm.num_kv_heads", lo=1)
     require(heads % kv == 0, "model.lm.num_kv_heads", kv,

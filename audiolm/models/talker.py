@@ -112,7 +112,7 @@ def validate_talker(config: Any, path: str = "model.talker") -> None:
     require(vocab > codebook, f"{path}.vocab_size", vocab,
             f"must be > {path}.codebook_size={codebook}: codebook 0's vocabulary holds the "
             "audio codes followed by the special codec ids")
-    check_int(config, f"{path}.num_codebooks", lo=2)
+    check_int(config, f"{path}.num_codebooks", lo=2, hi=cfglib.MAX_CODEBOOKS)
     experts = check_int(config, f"{path}.num_experts", lo=1)
     check_int(config, f"{path}.num_experts_per_tok", lo=1, hi=experts)
     check_int(config, f"{path}.moe_hidden", lo=1)

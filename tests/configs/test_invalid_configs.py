@@ -232,7 +232,7 @@ CASES = [
 ]
 
 
-# Validator gaps found by these tests and fixed since (once strict xfails in BUGS).
+# Validator gaps found by these tests and fixed since (once strict xfails).
 CASES += [
     ("plm", SET("model.pretransform.n_q", 65), "model.pretransform.n_q", "must be <= 64"),
     ("tt", SET("model.audio", 5), "model.audio", "must be a section"),
@@ -247,6 +247,15 @@ CASES += [
     ("moshi", SET("train.loss.audio_weight", -1.0), "train.loss.audio_weight", "must be >= 0"),
     ("tt", SET("model.aut.num_layers", 0), "model.aut.num_layers", "must be >= 1"),
     ("plm", SET("data.max_audio_seconds", float("inf")), "data.max_audio_seconds", "finite"),
+    ("moshi", SET("model.conditioners", 5), "model.conditioners", "must be a section"),
+    ("moshi@moshi_dev_2b", SET("model.conditioners.description.possible_values", 5),
+     "model.conditioners.description.possible_values", "must be a list"),
+    ("moshi", SET("sample.extra.text_top_k", -7), "sample.extra.text_top_k", "must be >= 0"),
+    ("moshi", SET("sample.extra.text_temperature", "hot"), "sample.extra.text_temperature",
+     "must be a number"),
+    ("tt", ALL(SET("model.talker.num_codebooks", 65), SET("model.code2wav.num_codebooks", 65)),
+     "num_codebooks", "must be <= 64"),
+    ("plm", SET("model.lm.num_layers", 0), "model.lm.num_layers", "must be >= 1"),
 ]
 
 
@@ -284,53 +293,14 @@ def test_unmutated_bases_are_valid():
 
 
 # ---------------------------------------------------------------------------------------------
-# Real validator bugs (see the reasons); strict: an XPASS means it was fixed, drop the mark.
-
-SCALAR_SECTION = ("validate() lets an AttributeError/TypeError escape instead of ConfigError "
-                  "when a section is replaced by a scalar: audiolm/config.py check_keys() calls "
-                  "section.keys() without checking that the value is a section (thinker_talker "
-                  "rules also do `'loss' in config.train` before train is checked)")
-BUGS = [
-    ("moshi", SET("model.conditioners", 5), "model.conditioners", SCALAR_SECTION),
-    ("moshi@moshi_dev_2b", SET("model.conditioners.description.possible_values", 5),
-     "model.conditioners.description.possible_values",
-     "audiolm/models/moshi.py rules(): len(possible_values) on a non-list raises TypeError"),
-    ("moshi", SET("sample.extra.text_top_k", -7), "sample.extra.text_top_k",
-     "sample.extra is schema-free (None) and moshi rules() do not check text_top_k / "
-     "text_temperature; audiolm/sample/moshi.py reads them with int()/float()"),
-    ("moshi", SET("sample.extra.text_temperature", "hot"), "sample.extra.text_temperature",
-     "sample.extra.text_temperature is not checked (float('hot') fails at sampling time)"),
-    ("tt", ALL(SET("model.talker.num_codebooks", 65), SET("model.code2wav.num_codebooks", 65)),
-     "num_codebooks", "issue 2: codebooks 1..64; talker/code2wav num_codebooks have no upper bound"),
-    ("plm", SET("model.lm.num_layers", 0), "model.lm.num_layers",
-     "issue 2: layers >= 1; pattern_lm accepts lm.num_layers=0 (check_int lo=0)"),
-]
-
-
-
-
-@pytest.mark.parametrize(
-    "case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=c[3]),
-                          id=_case_id(c)) for c in BUGS])
-def test_known_validator_gaps(case):
-    key, mutate, field, _ = case
-    family, variant = _family_variant(key)
-    config = _mutated(family, variant, mutate)
-    with pytest.raises(ConfigError) as info:
-        config_lib.validate(config)
-    assert field in str(info.value), str(info.value)
-
-
-# ---------------------------------------------------------------------------------------------
 # Mutations of valid configs.
 
 MUTATED_VARIANTS = [("thinker_talker", "tiny"), ("thinker_talker", "tiny_asr"), ("moshi", "tiny"),
                     ("pattern_lm", "tiny"), ("moshi", "tts_1_6b_en_fr"),
                     ("pattern_lm", "musicgen_small")]
-# Fields no rule reads yet: listed in BUGS above (moshi train.loss / sample.extra), or fields
-# the model ignores in that configuration (a tensor conditioner's n_bins / possible_values,
-# a codes pretransform's display name).
-UNCHECKED = ("train.loss.", "sample.extra.", "model.conditioners.speaker_wavs.n_bins",
+# Fields the model ignores in that configuration (a tensor conditioner's n_bins /
+# possible_values, a codes pretransform's display name).
+UNCHECKED = ("model.conditioners.speaker_wavs.n_bins",
              "model.conditioners.speaker_wavs.possible_values", "model.pretransform.name")
 
 
@@ -345,8 +315,7 @@ def _leaves(d, prefix=()):
 def _fields(family, variant):
     out = []
     for path, value in _leaves(_base(family, variant)):
-        if family == "moshi" and (any(path.startswith(u) for u in UNCHECKED)
-                                  or path.endswith(".possible_values")):  # in BUGS
+        if family == "moshi" and any(path.startswith(u) for u in UNCHECKED):
             continue
         if family == "pattern_lm" and path.startswith("model.pretransform.name"):
             continue
