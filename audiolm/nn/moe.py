@@ -126,9 +126,10 @@ class MoE(nn.Module):
         order = jnp.argsort(flat_expert, stable=True)
         xs = tokens[order // k]  # [N*k, D], grouped by expert
         group_sizes = jnp.bincount(flat_expert, length=self.num_experts).astype(jnp.int32)
-        hid = act(jax.lax.ragged_dot(xs, wi_gate, group_sizes)) * \
-            jax.lax.ragged_dot(xs, wi_up, group_sizes)
-        out = jax.lax.ragged_dot(hid, wo, group_sizes)  # [N*k, D]
+        # XLA:CPU lowers ragged_dot to a dense matmul per expert with masking (E times the
+        # FLOPs); padded tiles do only the routed work there. GPU/TPU have native kernels.
+        method = "tiles" if jax.default_backend() == "cpu" else "ragged_dot"
+        out = grouped_swiglu(xs, group_sizes, wi_gate, wi_up, wo, act, method)  # [N*k, D]
         out = jnp.zeros_like(out).at[order].set(out)  # back to assignment order
         return jnp.einsum("nkd,nk->nd", out.reshape(n, k, -1), weights)
 
@@ -151,3 +152,51 @@ class MoE(nn.Module):
             jnp.einsum("ecd,edh->ech", xin, wi_up)
         out = jnp.einsum("ech,ehd->ecd", hid, wo)
         return jnp.einsum("nec,ecd->nd", combine, out)
+
+
+GROUPED_METHODS = ("ragged_dot", "tiles")
+
+
+def tile_rows(num_rows: int, num_experts: int, max_tile: int = 64) -> int:
+    """Rows per tile: the largest power of two <= rows per expert, in [1, max_tile].
+
+    Padding costs at most E*(tile-1) rows, so the tile follows the mean group size (decode with
+    a few tokens gets tile 1: no padding, one weight gather per row).
+    """
+    tile = 1
+    while tile * 2 <= min(max_tile, num_rows // max(num_experts, 1)):
+        tile *= 2
+    return tile
+
+
+def grouped_swiglu(xs, group_sizes, wi_gate, wi_up, wo, act, method: str = "ragged_dot"):
+    """Per-group SwiGLU FFN: rows of group e go through expert e.
+
+    xs [M, D] sorted by group, group_sizes [E] int32 (sum = M), wi_gate/wi_up [E, D, h],
+    wo [E, h, D] -> [M, D]. method "ragged_dot": jax.lax.ragged_dot. "tiles": each group is
+    padded to a multiple of `tile_rows` rows, every tile gathers its expert's weights and the
+    tiles run as one batched matmul (static shapes: at most M + E*(tile-1) padded rows).
+    """
+    if method == "ragged_dot":
+        hid = act(jax.lax.ragged_dot(xs, wi_gate, group_sizes)) * \
+            jax.lax.ragged_dot(xs, wi_up, group_sizes)
+        return jax.lax.ragged_dot(hid, wo, group_sizes)
+    if method != "tiles":
+        raise ValueError(f"grouped_swiglu: method={method!r}: expected one of {GROUPED_METHODS}")
+    m, d = xs.shape
+    e = wi_gate.shape[0]
+    tile = tile_rows(m, e)
+    rows = -(-(m + e * (tile - 1)) // tile) * tile  # static bound of the padded rows
+    padded = (group_sizes + tile - 1) // tile * tile
+    src_start = jnp.cumsum(group_sizes) - group_sizes
+    dst_end = jnp.cumsum(padded)
+    row_group = jnp.repeat(jnp.arange(e), group_sizes, total_repeat_length=m)
+    dst = dst_end[row_group] - padded[row_group] + jnp.arange(m) - src_start[row_group]
+    xt = jnp.zeros((rows, d), xs.dtype).at[dst].set(xs).reshape(rows // tile, tile, d)
+    # Tiles past the last group hold zeros; clipping gives them some valid expert.
+    tile_group = jnp.minimum(
+        jnp.searchsorted(dst_end, jnp.arange(rows // tile) * tile, side="right"), e - 1)
+    hid = act(jnp.einsum("jtd,jdh->jth", xt, wi_gate[tile_group])) * \
+        jnp.einsum("jtd,jdh->jth", xt, wi_up[tile_group])
+    out = jnp.einsum("jth,jhd->jtd", hid, wo[tile_group]).reshape(rows, -1)
+    return out[dst]

@@ -116,3 +116,48 @@ def test_moe_gradients_finite_and_bad_config():
         ann.init_params(m.clone(top_k=5), jax.random.PRNGKey(0), x)
     with pytest.raises(ValueError, match="dispatch='sparse'"):
         ann.init_params(m.clone(dispatch="sparse"), jax.random.PRNGKey(0), x)
+
+
+@pytest.mark.parametrize("rows,experts,sizes", [
+    (40, 4, None),                 # random groups, tile 8
+    (3, 8, [0, 2, 0, 0, 0, 1, 0, 0]),  # decode-sized: mostly empty groups, tile 1
+    (256, 4, [0, 256, 0, 0]),     # one full group, tile 64
+])
+def test_grouped_swiglu_tiles_equal_ragged_dot(rows, experts, sizes):
+    from audiolm.nn.moe import grouped_swiglu, tile_rows
+    rng = np.random.default_rng(rows)
+    d, h = 6, 5
+    if sizes is None:
+        sizes = np.bincount(rng.integers(0, experts, rows), minlength=experts)
+    gs = jnp.asarray(sizes, jnp.int32)
+    xs = jnp.asarray(rng.normal(size=(rows, d)), jnp.float32)
+    ws = [jnp.asarray(rng.normal(size=s) * 0.3, jnp.float32)
+          for s in ((experts, d, h), (experts, d, h), (experts, h, d))]
+    expect = np.zeros((rows, d))
+    start = 0
+    for e, size in enumerate(np.asarray(sizes)):  # per-row numpy reference
+        for r in range(start, start + size):
+            x = np.asarray(xs[r], np.float64)
+            hid = _silu(x @ np.asarray(ws[0][e])) * (x @ np.asarray(ws[1][e]))
+            expect[r] = hid @ np.asarray(ws[2][e])
+        start += size
+
+    def loss(method, xs, *ws):
+        return jnp.sum(grouped_swiglu(xs, gs, *ws, jax.nn.silu, method) ** 2)
+
+    for method in ("ragged_dot", "tiles"):
+        out = jax.jit(grouped_swiglu, static_argnums=(5, 6))(xs, gs, *ws, jax.nn.silu, method)
+        np.testing.assert_allclose(out, expect, **TOL)
+    g_ref = jax.grad(lambda *a: loss("ragged_dot", *a), argnums=(0, 1, 2, 3))(xs, *ws)
+    g_tiles = jax.grad(lambda *a: loss("tiles", *a), argnums=(0, 1, 2, 3))(xs, *ws)
+    for a, b in zip(g_ref, g_tiles):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    assert tile_rows(rows, experts) == {40: 8, 3: 1, 256: 64}[rows]
+
+
+def test_grouped_swiglu_rejects_unknown_method():
+    from audiolm.nn.moe import grouped_swiglu
+    w = jnp.zeros((1, 2, 2))
+    with pytest.raises(ValueError, match="method='dense'"):
+        grouped_swiglu(jnp.zeros((1, 2)), jnp.ones((1,), jnp.int32), w, w, w, jax.nn.silu,
+                       "dense")
