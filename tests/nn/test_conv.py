@@ -42,7 +42,7 @@ def _np_causal_conv(x, kernel, bias, stride, dilation, groups):
 
 @pytest.mark.parametrize("k,stride,dilation,groups,t", [
     (3, 1, 1, 1, 9), (7, 1, 3, 1, 10), (4, 2, 1, 1, 9), (4, 2, 1, 1, 10), (5, 3, 1, 2, 11),
-    (7, 1, 1, 4, 8), (1, 1, 1, 1, 5)])
+    (7, 1, 1, 4, 8), (1, 1, 1, 1, 5), (3, 1, 9, 2, 13), (2, 1, 4, 1, 3), (7, 1, 2, 1, 1)])
 def test_causal_conv_matches_numpy_and_is_causal(k, stride, dilation, groups, t):
     x = _x((2, t, 4))
     m = ann.CausalConv1d(8, k, stride=stride, dilation=dilation, groups=groups)
@@ -61,7 +61,8 @@ def test_causal_conv_matches_numpy_and_is_causal(k, stride, dilation, groups, t)
 
 
 @pytest.mark.parametrize("k,stride,trim_left,groups", [(4, 2, 0, 1), (2, 2, 0, 1), (10, 5, 5, 1),
-                                                        (4, 2, 0, 4), (3, 1, 0, 2)])
+                                                        (4, 2, 0, 4), (3, 1, 0, 2), (5, 2, 0, 1),
+                                                        (7, 3, 1, 2), (16, 8, 0, 1)])
 def test_conv_transpose_matches_numpy(k, stride, trim_left, groups):
     t, cin, cout = 5, 4, 8
     x = _x((2, t, cin))
