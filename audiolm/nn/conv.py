@@ -170,6 +170,25 @@ class CausalConvTranspose1d(nn.Module):
         return y[:, self.trim_left: full - right]
 
 
+def fast_sin(x: jax.Array) -> jax.Array:
+    """sin(x) for float32 from elementwise mul/add only (max abs error ~2e-7 vs ~3e-8 for
+    jnp.sin). XLA:CPU's sin does not vectorise and is ~5x slower; SnakeBeta applies it to every
+    sample of the vocoders. Reduction by 2*pi in two parts (Cody-Waite), reflection into
+    [-pi/2, pi/2], then the odd Taylor polynomial to x^11 (truncation < 6e-8 there).
+    """
+    turns = jnp.round(x * (1 / (2 * math.pi)))
+    two_pi_hi = 6.28125  # few mantissa bits: turns * two_pi_hi is exact
+    r = x - turns * two_pi_hi - turns * (2 * math.pi - two_pi_hi)
+    half_pi = math.pi / 2
+    r = jnp.where(r > half_pi, math.pi - r, jnp.where(r < -half_pi, -math.pi - r, r))
+    r2 = r * r
+    poly = r2 * (-1 / 39916800) + 1 / 362880
+    poly = poly * r2 - 1 / 5040
+    poly = poly * r2 + 1 / 120
+    poly = poly * r2 - 1 / 6
+    return r + r * r2 * poly
+
+
 class SnakeBeta(nn.Module):
     """y = x + sin^2(x * exp(alpha)) / (exp(beta) + 1e-9), per channel, in float32.
 
@@ -190,7 +209,7 @@ class SnakeBeta(nn.Module):
         beta = jnp.exp(self.param("beta", init, (self.channels,), self.param_dtype)
                        .astype(jnp.float32))
         xf = x.astype(jnp.float32)
-        return (xf + jnp.square(jnp.sin(xf * alpha)) / (beta + 1e-9)).astype(self.dtype)
+        return (xf + jnp.square(fast_sin(xf * alpha)) / (beta + 1e-9)).astype(self.dtype)
 
 
 class LayerScale(nn.Module):

@@ -221,3 +221,15 @@ def test_convs_match_moshi_streaming_modules():
         with torch.no_grad():
             np.testing.assert_allclose(run(m, _conv_params(ref.convtr.convtr, True, g), x),
                                        _from_torch(ref(_to_torch(x))), **TOL)
+
+
+def test_fast_sin_matches_sin_and_its_gradient_is_cos():
+    from audiolm.nn.conv import fast_sin
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(-50, 50, 20001), rng.normal(size=5000) * 1000,
+                        [0.0, np.pi / 2, -np.pi / 2, np.pi, 2 * np.pi]]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    y = np.asarray(jax.jit(fast_sin)(jnp.asarray(x)), np.float64)
+    assert np.abs(y - np.sin(x64)).max() < 5e-7  # measured 2.1e-7
+    g = np.asarray(jax.jit(jax.vmap(jax.grad(fast_sin)))(jnp.asarray(x[:20001])), np.float64)
+    assert np.abs(g - np.cos(x64[:20001])).max() < 1e-5
