@@ -23,6 +23,7 @@ configuration module; fp32, eager attention, one thread, fixed seeds.
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import numpy as np
@@ -284,6 +285,28 @@ def build_model(cfg, seed: int = 0, norm_jitter: float = 0.1):
 
 def save_model(model, path: str) -> None:
     model.save_pretrained(path, safe_serialization=True)
+
+
+def component_tensors(path: str, prefix: str) -> tuple[dict[str, str], Any]:
+    """Index of a saved model's tensors under `prefix` ("talker." ...): ({name without the
+    prefix: safetensors file}, get_tensor(name) -> np.ndarray, files opened once each)."""
+    import glob
+
+    from safetensors import safe_open
+
+    where = {}
+    for f in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
+        with safe_open(f, "np") as s:
+            where.update({k[len(prefix):]: f for k in s.keys() if k.startswith(prefix)})
+    handles = {}
+
+    def get_tensor(name):
+        f = where[name]
+        if f not in handles:
+            handles[f] = safe_open(f, "np")
+        return handles[f].get_tensor(prefix + name)
+
+    return where, get_tensor
 
 
 def meta_model(cfg):

@@ -3,7 +3,6 @@ qwen3_omni_moe on a tiny random model (fp32), chunked decode, published paramete
 
 from __future__ import annotations
 
-import glob
 import os
 
 import jax
@@ -80,22 +79,13 @@ def test_published_config_and_output_length():
 def ref_model(tmp_path_factory):
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    safetensors = pytest.importorskip("safetensors")
+    pytest.importorskip("safetensors")
     ref = pytest.importorskip("reference_qwen")
     hf_cfg = ref.hf_config(ref.tiny_config_dict())
     model = ref.build_model(hf_cfg, seed=1)
     path = str(tmp_path_factory.mktemp("qwen_tiny_c2w"))
     ref.save_model(model, path)
-    where = {}
-    for f in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
-        with safetensors.safe_open(f, "np") as s:
-            for k in s.keys():
-                if k.startswith("code2wav."):
-                    where[k[len("code2wav."):]] = f
-
-    def get_tensor(name):
-        with safetensors.safe_open(where[name], "np") as s:
-            return s.get_tensor("code2wav." + name)
+    where, get_tensor = ref.component_tensors(path, "code2wav.")
 
     cfg = conv.code2wav_config_from_hf(hf_cfg.to_dict())
     cw.validate_code2wav(_root(cfg))

@@ -3,7 +3,6 @@ qwen3_omni_moe on a tiny random model (fp32), parameter counts of the published 
 
 from __future__ import annotations
 
-import glob
 import os
 
 import jax
@@ -97,26 +96,13 @@ def test_published_config_mapping():
 def ref_model(tmp_path_factory):
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    safetensors = pytest.importorskip("safetensors")
+    pytest.importorskip("safetensors")
     ref = pytest.importorskip("reference_qwen")
     hf_cfg = ref.hf_config(ref.tiny_config_dict())
     model = ref.build_model(hf_cfg, seed=0)
     path = str(tmp_path_factory.mktemp("qwen_tiny"))
     ref.save_model(model, path)
-
-    tensors = {}
-    for f in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
-        with safetensors.safe_open(f, "np") as s:
-            for k in s.keys():
-                if k.startswith("talker."):
-                    tensors[k[len("talker."):]] = f
-    handles = {}
-
-    def get_tensor(name):
-        f = tensors[name]
-        if f not in handles:
-            handles[f] = safetensors.safe_open(f, "np")
-        return handles[f].get_tensor("talker." + name)
+    tensors, get_tensor = ref.component_tensors(path, "talker.")
 
     cfg = conv.talker_config_from_hf(hf_cfg.to_dict())
     tk.validate_talker(_root(cfg))
