@@ -57,8 +57,8 @@ class MoE(nn.Module):
     shared_expert_hidden > 0 also `shared_expert` (GatedMLP) and `shared_expert_gate/kernel`
     [D, 1]. Expert i computes wo_i^T (act(wi_gate_i^T x) * wi_up_i^T x).
 
-    dispatch "dropless": assignments sorted by expert, grouped matmuls with `jax.lax.ragged_dot`
-    (static shapes, N*k rows). "capacity": one-hot einsum dispatch into [E, C] slots; an
+    dispatch "dropless": assignments sorted by expert, grouped matmuls (`grouped_swiglu`:
+    `jax.lax.ragged_dot` on GPU/TPU, padded tiles on CPU; static shapes, N*k rows). "capacity": one-hot einsum dispatch into [E, C] slots; an
     assignment beyond its expert's capacity is dropped (contributes 0). Slots are filled
     by choice rank first (all first choices before second choices), then token order.
     """
