@@ -52,7 +52,7 @@ THINKER_TOKEN_IDS = ("audio_token_id", "audio_start_token_id", "audio_end_token_
                      "eos_token_id", "pad_token_id")
 MODEL_KEYS = ("family", "enable_audio_output", "codec_frame_rate", "audio", "aut", "thinker",
               "talker", "code2wav")
-LOSS_SCHEMA = dict(text_weight=0.0)
+LOSS_SCHEMA = dict(text_weight=0.0, text_input_noise=0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,8 +203,8 @@ def rules(config: Any) -> None:
                         "come together")
     if "train" in config and "loss" in get_path(config, "train"):
         check_schema(config, "train.loss", LOSS_SCHEMA)
-        for key in LOSS_SCHEMA:
-            check_float(config, f"train.loss.{key}", lo=0.0)
+        check_float(config, "train.loss.text_weight", lo=0.0)
+        check_float(config, "train.loss.text_input_noise", lo=0.0, hi=1.0)
 
 
 config_lib.register_rules(FAMILY, rules)
@@ -445,17 +445,41 @@ def text_cross_entropy(logits: jax.Array, tokens: jax.Array,
     return (nll * w).sum() / n, acc, w.sum()
 
 
+def corrupt_text_inputs(tokens: jax.Array, target_mask: jax.Array, rate: float,
+                        rng: jax.Array) -> jax.Array:
+    """Replaces each transcript input token (the target positions; bos is kept) with probability
+    `rate` by a token drawn from the same row's transcript. Targets stay the originals: the
+    Thinker cannot lean on its own text history alone and must read the audio (the template
+    sentences of the speech set are otherwise guessable from the prefix).
+
+    tokens [B, T] int32, target_mask [B, T] -> tokens [B, T].
+    """
+    b, t = tokens.shape
+    flip_key, pick_key = jax.random.split(rng)
+    is_text = target_mask > 0
+    flip = is_text & jax.random.bernoulli(flip_key, rate, (b, t))
+    # A random text position of the row: the k-th text position, k uniform in [0, count).
+    count = jnp.maximum(jnp.sum(is_text, axis=1, keepdims=True), 1)
+    k = jnp.floor(jax.random.uniform(pick_key, (b, t)) * count).astype(jnp.int32)
+    rank = jnp.cumsum(is_text, axis=1) - 1  # rank of each text position within its row
+    pos = jnp.argmax((rank[:, None, :] == k[:, :, None]) & is_text[:, None, :], axis=-1)
+    return jnp.where(flip, jnp.take_along_axis(tokens, pos, axis=1), tokens)
+
+
 def loss_fn(module: ThinkerTalker, params: Any, batch: dict, rng: jax.Array, config: Any,
             train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Speech recognition: Thinker next-token CE on the transcript given the audio, plus the MoE
     aux losses. `batch` is the data pipeline's (see `example_batch`)."""
-    del rng, train  # no dropout in this family
     model_config = config.model
     feats, frame_lengths = features_from_batch(model_config, batch)
     audio_lengths = jnp.sum(jnp.asarray(batch["audio_mask"]), axis=1)
     tokens, target = asr_sequence(model_config, audio_lengths, batch["text"], batch["text_mask"],
                                   batch["audio"].shape[1])
-    out = module.apply({"params": params}, tokens, feats, frame_lengths)
+    inputs = tokens
+    noise = config.train.loss.get("text_input_noise", 0.0)
+    if train and noise > 0:
+        inputs = corrupt_text_inputs(tokens, target, noise, rng)
+    out = module.apply({"params": params}, inputs, feats, frame_lengths)
     ce, acc, n = text_cross_entropy(out["logits"], tokens, target)
     lb, z = out["aux"]["load_balance_loss"], out["aux"]["router_z_loss"]
     loss = (config.train.loss.text_weight * ce + config.train.moe_aux_weight * lb

@@ -168,6 +168,24 @@ def test_asr_sequence_layout():
     assert target[1].sum() == 0
 
 
+def test_text_input_noise_draws_from_the_row_transcript():
+    tokens = jnp.asarray([[7, 8, 1, 10, 11, 12, 2, 0], [7, 8, 1, 20, 2, 0, 0, 0]], jnp.int32)
+    target = (jnp.arange(8)[None] >= 3) & (tokens != 0)  # ids after bos, eos included
+    target = target.astype(jnp.float32)
+    key = jax.random.PRNGKey(3)
+    assert (family.corrupt_text_inputs(tokens, target, 0.0, key) == tokens).all()
+    out = np.asarray(family.corrupt_text_inputs(tokens, target, 1.0, key))
+    np.testing.assert_array_equal(out[:, :3], tokens[:, :3])  # audio markers and bos kept
+    np.testing.assert_array_equal(out[0, 7:], [0])
+    np.testing.assert_array_equal(out[1, 5:], [0, 0, 0])
+    assert set(out[0, 3:7]) <= {10, 11, 12, 2} and set(out[1, 3:5]) <= {20, 2}
+    many = np.stack([np.asarray(family.corrupt_text_inputs(tokens, target, 0.5,
+                                                           jax.random.PRNGKey(i)))
+                     for i in range(200)])
+    changed = (many[:, 0, 3:7] != np.asarray(tokens[0, 3:7])).mean()
+    assert 0.3 < changed < 0.45  # 0.5 flips, 1/4 of them draw the same token back: 0.375
+
+
 def test_loss_fn_on_example_batch(loaded):
     """The family loss (log-mel + AuT + Thinker + CE + MoE aux) on the data pipeline's batch
     layout is jit-able and starts near log(vocab). (That it trains through the shared loop is
@@ -193,6 +211,16 @@ def test_loss_fn_on_example_batch(loaded):
     assert abs(float(loss) - np.log(config.model.thinker.vocab_size)) < 1.0, float(loss)
     assert float(metrics["load_balance_loss"]) > 0
     assert float(metrics["text_targets"]) == float(batch["text_mask"][:, 1:].sum())
+    # Input noise acts in training only and leaves the targets (their count) alone.
+    noisy = config.copy_and_resolve_references()
+    noisy.train.loss.text_input_noise = 0.5
+    rng = jax.random.PRNGKey(0)
+    run = jax.jit(lambda p, train: family.loss_fn(module, p, batch, rng, noisy, train),
+                  static_argnums=1)
+    (l_train, m_train), (l_eval, _) = run(params, True), run(params, False)
+    assert float(l_eval) == pytest.approx(float(loss), abs=1e-5)
+    assert abs(float(l_train) - float(loss)) > 1e-4
+    assert float(m_train["text_targets"]) == float(metrics["text_targets"])
 
 
 def test_cached_decoding_equals_full_forward(loaded):

@@ -80,6 +80,7 @@ CASES = [
     ("model.code2wav.num_kv_heads", 3, r"model\.code2wav\.num_kv_heads=3: must divide"),
     ("model.enable_audio_output", "yes", r"model\.enable_audio_output='yes': must be a bool"),
     ("train.loss.text_weight", -1.0, r"train\.loss\.text_weight=-1\.0: must be >= 0"),
+    ("train.loss.text_input_noise", 1.5, r"train\.loss\.text_input_noise=1\.5: must be <= 1"),
 ]
 
 
