@@ -250,7 +250,8 @@ def loss_section(text_weight=1.0, text_input_noise=0.0):
     return ml_collections.ConfigDict(dict(
         text_weight=text_weight,  # Thinker next-token cross-entropy
         # training only: probability of replacing each transcript input token by another token
-        # of the same transcript (targets unchanged), so the Thinker must read the audio
+        # of the same transcript (targets unchanged), so the Thinker must read the audio.
+        # Main job, 1200 steps: 0.3 gave test CER 0.60 against 0.47 without (off by default).
         text_input_noise=text_input_noise,
     ))
 
