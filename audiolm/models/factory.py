@@ -6,7 +6,7 @@ Accepted inputs:
 - our experiment ConfigDict (``config.model.family == "pattern_lm"``) or its `model` section;
 - a stable-audio-tools config (dict, or a path to its JSON file)::
 
-    {"model_type": "lm", "sample_rate": 32000, "sample_size": ...,
+    {"model_type": "lm", "sample_rate": SR, "sample_size": ...,
      "model": {"pretransform": {...}, "conditioning": {"cond_dim": C, "configs": [...]},
                "lm": {"type": "continuous_transformer" | "x-transformers", "config": {...},
                       "codebook_pattern": "delay", "codebook_pattern_kwargs": {...},

@@ -461,8 +461,8 @@ def corrupt_text_inputs(tokens: jax.Array, target_mask: jax.Array, rate: float,
     # A random text position of the row: the k-th text position, k uniform in [0, count).
     count = jnp.maximum(jnp.sum(is_text, axis=1, keepdims=True), 1)
     k = jnp.floor(jax.random.uniform(pick_key, (b, t)) * count).astype(jnp.int32)
-    rank = jnp.cumsum(is_text, axis=1) - 1  # rank of each text position within its row
-    pos = jnp.argmax((rank[:, None, :] == k[:, :, None]) & is_text[:, None, :], axis=-1)
+    text_positions = jnp.argsort(~is_text, axis=1, stable=True)  # text positions first, in order
+    pos = jnp.take_along_axis(text_positions, k, axis=1)
     return jnp.where(flip, jnp.take_along_axis(tokens, pos, axis=1), tokens)
 
 
@@ -476,7 +476,7 @@ def loss_fn(module: ThinkerTalker, params: Any, batch: dict, rng: jax.Array, con
     tokens, target = asr_sequence(model_config, audio_lengths, batch["text"], batch["text_mask"],
                                   batch["audio"].shape[1])
     inputs = tokens
-    noise = config.train.loss.get("text_input_noise", 0.0)
+    noise = config.train.loss.text_input_noise
     if train and noise > 0:
         inputs = corrupt_text_inputs(tokens, target, noise, rng)
     out = module.apply({"params": params}, inputs, feats, frame_lengths)

@@ -58,9 +58,10 @@ class MoE(nn.Module):
     [D, 1]. Expert i computes wo_i^T (act(wi_gate_i^T x) * wi_up_i^T x).
 
     dispatch "dropless": assignments sorted by expert, grouped matmuls (`grouped_swiglu`:
-    `jax.lax.ragged_dot` on GPU/TPU, padded tiles on CPU; static shapes, N*k rows). "capacity": one-hot einsum dispatch into [E, C] slots; an
-    assignment beyond its expert's capacity is dropped (contributes 0). Slots are filled
-    by choice rank first (all first choices before second choices), then token order.
+    `jax.lax.ragged_dot` on GPU/TPU, padded tiles on CPU; static shapes, N*k rows).
+    "capacity": one-hot einsum dispatch into [E, C] slots; an assignment beyond its expert's
+    capacity is dropped (contributes 0). Slots are filled by choice rank first (all first
+    choices before second choices), then token order.
     """
     num_experts: int
     top_k: int
