@@ -292,7 +292,7 @@ def get_config(arg=None):
     arg = common.parse_arg(arg, variant="tiny", slices=8, fusion="add", file="")
     config = common.base_config()
     if arg.file:
-        from audiolm.checkpoints.moshi import load_config_file
+        from audiolm.importers.moshi import load_config_file
 
         loaded = load_config_file(arg.file)
         config.model = loaded.model

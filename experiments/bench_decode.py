@@ -401,7 +401,7 @@ def bench_moshi(args, batches):
 
     from tests import reference_moshi as ref_lib
 
-    from audiolm.checkpoints import moshi as ck
+    from audiolm.importers import moshi as ck
     from audiolm.models import moshi as M
 
     torch = ref_lib.torch
@@ -486,7 +486,7 @@ def bench_musicgen(args, batches):
     import transformers
 
     from audiolm import patterns
-    from audiolm.checkpoints import musicgen
+    from audiolm.importers import musicgen
     from audiolm.models import pattern_lm
 
     sizes = musicgen_sizes(args.size, args.layers)

@@ -2,7 +2,7 @@
 
 One run builds a random transformers `Qwen3OmniMoeForConditionalGeneration` (fp32, eval mode,
 eager attention, weights drawn by tests/reference_qwen.py), writes it with `save_pretrained`,
-imports it with `audiolm.checkpoints.qwen3_omni.load_pretrained` (so both sides hold the same
+imports it with `audiolm.importers.qwen3_omni.load_pretrained` (so both sides hold the same
 weights), checks that the logits agree, then times on CPU:
 
   fwd      logits of a [B, T] text batch (ours: jax.jit of Thinker.apply; reference:
@@ -136,7 +136,7 @@ def build_pair(size: str, layers: int = 0, seed: int = 0, audio_output: bool = F
                overrides: dict | None = None, dense: bool = False):
     """(transformers model, our model_config, our params): a random reference model written
     with save_pretrained and read back with our importer (same weights on both sides)."""
-    from audiolm.checkpoints import qwen3_omni
+    from audiolm.importers import qwen3_omni
     from tests import reference_qwen as ref
 
     d = config_dict(size, layers, audio_output, dense)

@@ -1,7 +1,7 @@
 """Reference harness for the Kyutai family: the `moshi` 0.2.13 package (test-time only).
 
 `lm_kwargs(model_config)` translates an audiolm moshi model config into `LMModel` kwargs (the
-inverse of `audiolm.checkpoints.moshi`'s JSON reader); `reference_model` builds a seeded fp32
+inverse of `audiolm.importers.moshi`'s JSON reader); `reference_model` builds a seeded fp32
 LMModel with every parameter drawn at random (norms and layer scales included);
 `meta_param_count` builds at full size on torch's meta device; `save_checkpoint` writes a
 Kyutai-style directory (config.json + model.safetensors) from a torch model.

@@ -24,7 +24,7 @@ Fusion of text and audio (`model.fusion`):
   interleave       positions alternate text_s, audio_s; text logits and the depformer read the
                    audio positions.
 
-Decoding API (for the sampler; see tests/checkpoints/test_moshi_import.py::greedy_generate,
+Decoding API (for the sampler; see tests/importers/test_moshi_import.py::greedy_generate,
 token-identical to Kyutai's LMGen): `state = module.init_state(B)` (ring KV cache per temporal
 layer, length = context); per frame `module.apply(p, column [B, 1+K, 1], state,
 method=MoshiLM.step)` -> text logits + hidden; then `cache = module.init_depformer_cache(B)` and

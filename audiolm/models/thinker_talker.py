@@ -4,7 +4,7 @@ Family contract (notes/FAMILY_API.md): `build`, `init_params`, `describe_params`
 `example_batch`, `loss_fn`, and `rules` registered with `audiolm.config.register_rules`.
 
 Params tree: {"aut": ..., "thinker": ..., "talker": ..., "code2wav": ...} (the last two only
-with `model.enable_audio_output`), the layout `audiolm.checkpoints.qwen3_omni.load_pretrained`
+with `model.enable_audio_output`), the layout `audiolm.importers.qwen3_omni.load_pretrained`
 returns.
 
 Training batch: the data pipeline's (`audiolm.data.batching`): audio [B, N] f32, audio_mask

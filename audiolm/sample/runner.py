@@ -2,7 +2,7 @@
 
 Params come from, in this order: the latest checkpoint in `workdir/checkpoints` (params only),
 else `config.init_from` (a checkpoint directory, or a pretrained model directory read by
-`audiolm.checkpoints.load_pretrained`), else a ConfigError naming `init_from`. Both go through
+`audiolm.importers.load_pretrained`), else a ConfigError naming `init_from`. Both go through
 `audiolm.train.checkpoint` (the trainer's restore: shapes checked against the config's model,
 params sharded over the config's mesh). Then `audiolm.sample.<family>.write_samples(module,
 params, config, workdir)` writes into `workdir/samples/` and returns a summary, which is printed

@@ -12,7 +12,7 @@ Where the starting point comes from (`restore_or_init`), in this order:
   1. the latest checkpoint in `workdir/checkpoints` (resume after a crash / pre-emption):
      params, optimizer state, step, RNG and the data iterator position;
   2. `config.init_from`: a checkpoint directory (a workdir, its `checkpoints/` folder or one
-     step folder) or a pretrained model directory read by `audiolm.checkpoints.load_pretrained`
+     step folder) or a pretrained model directory read by `audiolm.importers.load_pretrained`
      (Hugging Face / Kyutai files): params only; step, optimizer and data start fresh;
   3. scratch: the family's `init_params`.
 A checkpoint (or pretrained model) whose parameter tree or shapes differ from the config's model
@@ -187,12 +187,12 @@ def load_init_params(init_from: str, abstract_params: Any, shardings: Any) -> An
         manager.close()
         logging.info("initialised params from checkpoint %s step %d", directory, step)
         return restored["state"]["params"]
-    from audiolm import checkpoints as ckpt_lib
+    from audiolm import importers as ckpt_lib
 
     load_pretrained = getattr(ckpt_lib, "load_pretrained", None)
     if load_pretrained is None:
         raise ValueError(f"init_from={init_from!r} is not an Orbax checkpoint directory and "
-                         "audiolm.checkpoints has no load_pretrained importer")
+                         "audiolm.importers has no load_pretrained importer")
     _, params = load_pretrained(init_from)
     check_params_match(abstract_params, params, f"init_from={init_from} (pretrained)")
     logging.info("initialised params from pretrained model %s", init_from)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from audiolm.config import ConfigError, count_params
-from audiolm.checkpoints import qwen3_omni_talker as conv
+from audiolm.importers import qwen3_omni_talker as conv
 from audiolm.models import talker as tk
 
 TOL = 1e-4  # max abs error allowed against the fp32 reference
@@ -123,7 +123,7 @@ def test_every_checkpoint_tensor_is_used(ref_model):
 def test_load_pretrained_gives_these_params(ref_model):
     """The family loader (`load_pretrained` of a save_pretrained directory) maps the Talker
     config and tensors exactly as the converters tested here."""
-    from audiolm.checkpoints import qwen3_omni
+    from audiolm.importers import qwen3_omni
 
     model_config, params = qwen3_omni.load_pretrained(ref_model["path"])
     assert model_config.talker.to_dict() == ref_model["cfg"].to_dict()

@@ -19,7 +19,7 @@ TOL = 1e-4
 def loaded():
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from audiolm.checkpoints import qwen3_omni
+    from audiolm.importers import qwen3_omni
     from tests import reference_qwen as ref
 
     model, path = ref.tiny_checkpoint()

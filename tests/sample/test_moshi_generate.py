@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from audiolm.checkpoints import moshi as ck
+from audiolm.importers import moshi as ck
 from audiolm.models import moshi as M
 from audiolm.sample import moshi as S
 from configs import moshi as cm

@@ -1,7 +1,7 @@
 """Pattern LM generation (audiolm.sample.pattern_lm) against transformers' MusicGen `generate`.
 
 A tiny random `MusicgenForCausalLM` is saved with `save_pretrained` and imported with
-`audiolm.checkpoints.load_pretrained`. Greedy decoding of 32 frames (36 steps of the delay
+`audiolm.importers.load_pretrained`. Greedy decoding of 32 frames (36 steps of the delay
 pattern) must be token-identical to `generate(do_sample=False)`: without guidance, with
 classifier-free guidance (doubled batch, null condition = zero encoder states) and continuing a
 prompt. The compiled `sample` (which cuts the padding of the encoder states) and the plain
@@ -17,8 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from audiolm import checkpoints  # noqa: E402
-from audiolm.checkpoints import musicgen  # noqa: E402
+from audiolm import importers  # noqa: E402
+from audiolm.importers import musicgen  # noqa: E402
 from audiolm.models import pattern_lm  # noqa: E402
 from audiolm.sample import pattern_lm as sampler  # noqa: E402
 
@@ -44,7 +44,7 @@ def setup(tmp_path_factory):
                 p.add_(0.1 * torch.randn_like(p))
     path = str(tmp_path_factory.mktemp("musicgen"))
     model.save_pretrained(path)
-    model_config, params = checkpoints.load_pretrained(path)
+    model_config, params = importers.load_pretrained(path)
     module = pattern_lm.build(model_config)
     params = jax.tree_util.tree_map(jnp.asarray, params)
     rng = np.random.default_rng(0)

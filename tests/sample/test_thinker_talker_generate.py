@@ -26,7 +26,7 @@ WAV_TOL = 1e-5
 def loaded():
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from audiolm.checkpoints import qwen3_omni
+    from audiolm.importers import qwen3_omni
     from tests import reference_qwen as ref
 
     model, path = ref.tiny_checkpoint()

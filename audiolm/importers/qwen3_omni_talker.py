@@ -1,6 +1,6 @@
 """Qwen3-Omni Talker and Code2Wav: config mapping and weight conversion from Hugging Face.
 
-Used by the family loader (`audiolm/checkpoints/qwen3_omni.py`), which reads config.json and the
+Used by the family loader (`audiolm/importers/qwen3_omni.py`), which reads config.json and the
 safetensors lazily and hands each part its tensors:
 
 * `talker_config_from_hf(hf)` / `code2wav_config_from_hf(hf)`: the `talker_config` /

@@ -1,9 +1,9 @@
 """Importers of official / Hugging Face weights.
 
 `load_pretrained(path)` looks at the directory's config file and dispatches:
-  * `config.json` with `model_type` "qwen3_omni_moe"  -> `audiolm.checkpoints.qwen3_omni`
-  * `config.json` with `model_type` "musicgen" / "musicgen_decoder" -> `audiolm.checkpoints.musicgen`
-  * a Kyutai config (JSON with `text_card` / `dim`, or a TOML file) -> `audiolm.checkpoints.moshi`
+  * `config.json` with `model_type` "qwen3_omni_moe"  -> `audiolm.importers.qwen3_omni`
+  * `config.json` with `model_type` "musicgen" / "musicgen_decoder" -> `audiolm.importers.musicgen`
+  * a Kyutai config (JSON with `text_card` / `dim`, or a TOML file) -> `audiolm.importers.moshi`
 Each returns `(config, params)`: an experiment-ready model ConfigDict and a plain params pytree.
 """
 
@@ -15,11 +15,11 @@ import os
 from typing import Any
 
 _BY_MODEL_TYPE = {
-    "qwen3_omni_moe": "audiolm.checkpoints.qwen3_omni",
-    "musicgen": "audiolm.checkpoints.musicgen",
-    "musicgen_decoder": "audiolm.checkpoints.musicgen",
+    "qwen3_omni_moe": "audiolm.importers.qwen3_omni",
+    "musicgen": "audiolm.importers.musicgen",
+    "musicgen_decoder": "audiolm.importers.musicgen",
 }
-_KYUTAI = "audiolm.checkpoints.moshi"
+_KYUTAI = "audiolm.importers.moshi"
 
 
 def importer_for(path: str) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from audiolm import patterns
-from audiolm.checkpoints import moshi as ck
+from audiolm.importers import moshi as ck
 from audiolm.config import ConfigError
 from audiolm.models import moshi as M
 from configs import moshi as cm

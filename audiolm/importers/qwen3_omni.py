@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 import ml_collections
 import numpy as np
 
-from audiolm.checkpoints import qwen3_omni_talker as talker_ckpt
+from audiolm.importers import qwen3_omni_talker as talker_ckpt
 from audiolm.config import ConfigError
 
 SKIPPED_PREFIXES = ("thinker.visual.",)  # no vision model in audiolm

@@ -31,7 +31,7 @@ def _shapes(tree):
 
 def test_config_mapping_and_layout(tiny):
     ref, model, path = tiny
-    from audiolm.checkpoints import qwen3_omni
+    from audiolm.importers import qwen3_omni
     from configs import thinker_talker as tt_configs
 
     model_config, params, report = qwen3_omni.load_pretrained_with_report(path)
@@ -83,7 +83,7 @@ def _rewrite(dirpath, fn):
 
 def test_unused_tensor_is_an_error(tiny, tmp_path):
     _, _, path = tiny
-    from audiolm.checkpoints import qwen3_omni
+    from audiolm.importers import qwen3_omni
 
     d = _copy(path, tmp_path, "extra")
 
@@ -102,7 +102,7 @@ def test_unused_tensor_is_an_error(tiny, tmp_path):
 
 def test_missing_tensor_is_an_error(tiny, tmp_path):
     _, _, path = tiny
-    from audiolm.checkpoints import qwen3_omni
+    from audiolm.importers import qwen3_omni
 
     d = _copy(path, tmp_path, "missing")
 
@@ -123,7 +123,7 @@ def test_missing_tensor_is_an_error(tiny, tmp_path):
 
 def test_wrong_shape_is_an_error(tiny, tmp_path):
     _, _, path = tiny
-    from audiolm.checkpoints import qwen3_omni
+    from audiolm.importers import qwen3_omni
 
     d = _copy(path, tmp_path, "shape")
 
@@ -142,15 +142,15 @@ def test_sharded_and_bf16_checkpoints(tiny, tmp_path):
 
     import torch
 
-    from audiolm import checkpoints
-    from audiolm.checkpoints import qwen3_omni
+    from audiolm import importers
+    from audiolm.importers import qwen3_omni
 
     _, base = qwen3_omni.load_pretrained(path)
     sharded = str(tmp_path / "sharded")
     model.save_pretrained(sharded, max_shard_size="100KB")
     assert os.path.exists(os.path.join(sharded, "model.safetensors.index.json"))
     assert len([f for f in os.listdir(sharded) if f.endswith(".safetensors")]) > 1
-    cfg, params = checkpoints.load_pretrained(sharded)  # through the dispatcher
+    cfg, params = importers.load_pretrained(sharded)  # through the dispatcher
     jax.tree_util.tree_map(np.testing.assert_array_equal, params, base)
 
     half = str(tmp_path / "bf16")
@@ -163,7 +163,7 @@ def test_sharded_and_bf16_checkpoints(tiny, tmp_path):
 
 def test_not_a_checkpoint(tmp_path):
     pytest.importorskip("safetensors")
-    from audiolm.checkpoints import qwen3_omni
+    from audiolm.importers import qwen3_omni
 
     with pytest.raises(FileNotFoundError, match="config.json"):
         qwen3_omni.load_pretrained(str(tmp_path))

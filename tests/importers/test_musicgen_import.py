@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from audiolm import patterns  # noqa: E402
-from audiolm.checkpoints import musicgen  # noqa: E402
+from audiolm.importers import musicgen  # noqa: E402
 from audiolm.models import pattern_lm  # noqa: E402
 
 K, V, D = 4, 32, 32
