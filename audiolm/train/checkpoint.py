@@ -16,16 +16,28 @@ Where the starting point comes from (`restore_or_init`), in this order:
      (Hugging Face / Kyutai files): params only; step, optimizer and data start fresh;
   3. scratch: the family's `init_params`.
 A checkpoint (or pretrained model) whose parameter tree or shapes differ from the config's model
-raises `CheckpointMismatchError` naming the first differing parameters.
+raises `CheckpointMismatchError` naming the first differing parameters; one whose optimizer state
+differs (another `train.optimizer`, or clipping / weight decay toggled) names `train.optimizer`.
+
+Nothing silent, nothing lost:
+  * `Checkpointer.save` writes a step only when every float leaf of the params and optimizer
+    state is finite (one scalar fetched from the device); otherwise it refuses, logs why and
+    records the step in `Checkpointer.refused`.
+  * Resuming from the latest checkpoint falls back past incomplete or corrupt step folders (a
+    kill during a save, truncated or deleted files) to the newest readable one, with a warning
+    naming each skipped folder; `CheckpointCorruptError` when none is readable.
+  * After a non-finite loss, `last_good_step(ckpt, loss_of_params, abstract_params)` names the
+    newest checkpoint whose params are finite and give a finite loss.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -34,7 +46,11 @@ from audiolm.config import to_dict
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint's parameters do not match the config's model."""
+    """A checkpoint's parameters (or optimizer state) do not match the config."""
+
+
+class CheckpointCorruptError(ValueError):
+    """A checkpoint folder cannot be read: incomplete (killed during a save) or damaged files."""
 
 
 def _key_str(path) -> str:
@@ -104,6 +120,8 @@ class Checkpointer:
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("state", "data"))
+        self.refused: list[int] = []  # steps not saved because the state was not finite
+        self.skipped: list[str] = []  # unreadable checkpoints passed over by the last restore
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -112,23 +130,66 @@ class Checkpointer:
         return list(self.manager.all_steps())
 
     def save(self, step: int, state: Any, data_state: Any, force: bool = False) -> bool:
-        """Saves (asynchronously) if `step` is on the interval or `force`."""
+        """Saves (asynchronously) if `step` is on the interval or `force`, and only when the
+        params and optimizer state are finite; returns whether a save was started."""
+        step = int(step)
+        if not (force or self.manager.should_save(step)):
+            return False
+        bad = nonfinite_leaves(state.params, state.opt_state)
+        if bad:
+            self.refused.append(step)
+            logging.warning("checkpoint step %d NOT saved: %d non-finite leaves, e.g. %s; the "
+                            "previous checkpoint (%s) is kept as the latest", step, len(bad),
+                            ", ".join(bad[:3]), self.latest_step())
+            return False
         args = ocp.args.Composite(state=ocp.args.StandardSave(state.as_dict()),
                                   data=ocp.args.JsonSave(_jsonable(data_state)))
-        return self.manager.save(int(step), args=args, force=force)
+        return self.manager.save(step, args=args, force=force)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> tuple[dict, Any, int]:
-        """(state dict, data iterator state, step) of checkpoint `step` (default latest).
+        """(state dict, data iterator state, step) of checkpoint `step` (default: the newest
+        readable one; unreadable newer folders are skipped with a warning naming them).
 
         `abstract_state` is the TrainState of ShapeDtypeStructs with shardings (the target).
+        Raises CheckpointMismatchError (another model or optimizer: never skipped),
+        CheckpointCorruptError (the requested step, or every step, is unreadable).
         """
-        step = self.latest_step() if step is None else step
         target = abstract_state.as_dict()
-        check_params_match(target["params"], saved_params_metadata(self.directory, step),
-                           f"{self.directory}/{step}")
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
-                                          data=ocp.args.JsonRestore()))
+        if step is not None:
+            return self._restore_step(target, int(step))
+        steps = sorted(self.all_steps(), reverse=True)
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        skipped = []
+        for candidate in steps:
+            try:
+                restored = self._restore_step(target, candidate)
+            except CheckpointCorruptError as e:
+                skipped.append(str(e))
+                logging.warning("%s; falling back to the previous checkpoint", e)
+                continue
+            if skipped:
+                logging.warning("resumed from %s/%d after skipping %d unreadable newer "
+                                "checkpoint(s)", self.directory, candidate, len(skipped))
+            self.skipped = skipped
+            return restored
+        raise CheckpointCorruptError(
+            f"no readable checkpoint in {self.directory}:\n  " + "\n  ".join(skipped)
+            + "\nDelete the damaged step folders or use a fresh --workdir.")
+
+    def _restore_step(self, target: dict, step: int) -> tuple[dict, Any, int]:
+        where = f"{self.directory}/{step}"
+        saved = saved_state_metadata(self.directory, step)
+        check_params_match(target["params"], saved["params"], where)
+        check_opt_state_match(target["opt_state"], saved.get("opt_state"), where)
+        try:
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                              data=ocp.args.JsonRestore()))
+        except Exception as e:  # Orbax/tensorstore raise many types for damaged files
+            raise CheckpointCorruptError(
+                f"checkpoint {where} is incomplete or corrupt "
+                f"({type(e).__name__}: {_first_line(e)})") from e
         return restored["state"], restored["data"], step
 
     def wait(self) -> None:
@@ -139,13 +200,134 @@ class Checkpointer:
         self.manager.close()
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else repr(e)
+
+
+def saved_state_metadata(directory: str, step: int) -> Any:
+    """Tree of the saved train state's metadata (leaves with `.shape`) of `directory/step`.
+
+    Raises CheckpointCorruptError when the folder's metadata cannot be read or holds no params.
+    """
+    where = os.path.join(directory, str(step))
+    try:
+        meta = ocp.StandardCheckpointer().metadata(os.path.join(where, "state"))
+        tree = getattr(meta, "item_metadata", meta)
+    except Exception as e:
+        raise CheckpointCorruptError(f"checkpoint {where} is incomplete or corrupt: its state "
+                                     f"metadata is unreadable ({type(e).__name__}: "
+                                     f"{_first_line(e)})") from e
+    if tree is None or "params" not in tree:
+        raise CheckpointCorruptError(f"checkpoint {where} is incomplete or corrupt: no params "
+                                     "in its state metadata")
+    return tree
+
+
 def saved_params_metadata(directory: str, step: int) -> Any:
     """Tree of the saved params' metadata (with `.shape`) of checkpoint `directory/step`."""
-    meta = ocp.StandardCheckpointer().metadata(os.path.join(directory, str(step), "state"))
-    tree = getattr(meta, "item_metadata", meta)
-    if tree is None or "params" not in tree:
-        raise CheckpointMismatchError(f"checkpoint {directory}/{step} has no params")
-    return tree["params"]
+    return saved_state_metadata(directory, step)["params"]
+
+
+def check_opt_state_match(expected: Any, found: Any, source: str) -> None:
+    """Raises CheckpointMismatchError naming `train.optimizer` when the saved optimizer state
+    (leaf count or shapes, in tree order) differs from the config's optimizer."""
+    want = [tuple(getattr(x, "shape", np.shape(x))) for x in jax.tree_util.tree_leaves(expected)]
+    got = [tuple(getattr(x, "shape", np.shape(x))) for x in jax.tree_util.tree_leaves(found)]
+    if want == got:
+        return
+    raise CheckpointMismatchError(
+        f"checkpoint {source} was written with another optimizer: its optimizer state has "
+        f"{len(got)} arrays, train.optimizer (with train.clip_norm / train.weight_decay) of this "
+        f"config makes {len(want)}"
+        + ("" if len(want) != len(got) else " of other shapes")
+        + ". Resume with the train.optimizer settings the checkpoint was trained with (its "
+        "config.json), start a new --workdir with --config.init_from=<that checkpoint> to keep "
+        "the params only, or use a fresh --workdir.")
+
+
+def _float_leaves(tree: Any) -> list[tuple[str, Any]]:
+    return [(_key_str(p), x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+            if jnp.issubdtype(getattr(x, "dtype", np.asarray(x).dtype), jnp.inexact)]
+
+
+@jax.jit
+def _all_finite(leaves: list[Any]) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def nonfinite_leaves(params: Any, opt_state: Any = None) -> list[str]:
+    """Names ("params/...", "opt_state/...") of float leaves holding NaN or inf; [] if all are
+    finite. One scalar is fetched from the device in the usual (finite) case."""
+    named = ([("params/" + k, x) for k, x in _float_leaves(params)]
+             + [("opt_state/" + k, x) for k, x in _float_leaves(opt_state)])
+    if not named or bool(_all_finite([x for _, x in named])):
+        return []
+    return [k for k, x in named if not bool(jnp.all(jnp.isfinite(x)))]
+
+
+def last_good_step(ckpt: "Checkpointer", loss_of_params: Callable[[Any], Any],
+                   abstract_params: Any) -> int | None:
+    """The newest saved step whose params are finite and give a finite loss, else None.
+
+    Call it after a non-finite loss (the checkpoints on disk are all finite, but the params of
+    the newest may be the ones that produced the NaN):
+
+        ckpt.wait()
+        good = ckpt_lib.last_good_step(
+            ckpt, lambda p: eval_step(p, batch, rng)["loss"], exp.abstract_state.params)
+
+    Args:
+      ckpt: the run's Checkpointer (saves finished: call `ckpt.wait()` first).
+      loss_of_params: params -> scalar loss (e.g. the eval step on the batch whose loss was
+        not finite).
+      abstract_params: ShapeDtypeStructs (with shardings) of the params to restore into.
+    Returns:
+      the step, or None when no checkpoint qualifies (a fresh start with a lower learning rate is
+      the way out). Checkpoints are only read, never deleted.
+    """
+    target = jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=getattr(s, "sharding", None)),
+        abstract_params)
+    for step in sorted(ckpt.all_steps(), reverse=True):
+        where = f"{ckpt.directory}/{step}"
+        try:
+            params = restore_params(ckpt.directory, step, target, manager=ckpt.manager)
+        except (CheckpointCorruptError, CheckpointMismatchError) as e:
+            logging.warning("last good checkpoint: skipping %s (%s)", where, e)
+            continue
+        bad = nonfinite_leaves(params)
+        if bad:
+            logging.warning("last good checkpoint: %s has non-finite params (%s)", where, bad[0])
+            continue
+        loss = float(np.asarray(jax.device_get(loss_of_params(params))))
+        if np.isfinite(loss):
+            return step
+        logging.warning("last good checkpoint: the params of %s give loss %s", where, loss)
+    return None
+
+
+def restore_params(directory: str, step: int, target: Any, manager: Any = None) -> Any:
+    """The params of checkpoint `directory/step`, restored into `target` (ShapeDtypeStructs
+    with shardings). Raises CheckpointMismatchError / CheckpointCorruptError."""
+    where = f"{directory}/{step}"
+    check_params_match(target, saved_params_metadata(directory, step), where)
+    own = manager is None
+    if own:
+        manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item={"params": target},
+                restore_args={"params": ocp.checkpoint_utils.construct_restore_args(target)},
+                partial_restore=True)))
+    except Exception as e:
+        raise CheckpointCorruptError(f"checkpoint {where} is incomplete or corrupt "
+                                     f"({type(e).__name__}: {_first_line(e)})") from e
+    finally:
+        if own:
+            manager.close()
+    return restored["state"]["params"]
 
 
 def _find_checkpoint_dir(path: str) -> tuple[str, int | None] | None:
@@ -173,20 +355,17 @@ def load_init_params(init_from: str, abstract_params: Any, shardings: Any) -> An
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"init_from={init_from!r}: no finished checkpoint in it")
-        check_params_match(abstract_params, saved_params_metadata(directory, step),
-                           f"init_from={init_from}/{step}")
-        # Restore the params only, straight into their shards.
         target = jax.tree_util.tree_map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
             abstract_params, shardings)
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(
-                item={"params": target},
-                restore_args={"params": ocp.checkpoint_utils.construct_restore_args(target)},
-                partial_restore=True)))
-        manager.close()
+        try:
+            params = restore_params(directory, step, target, manager=manager)
+        except CheckpointMismatchError as e:
+            raise CheckpointMismatchError(f"init_from={init_from}: {e}") from None
+        finally:
+            manager.close()
         logging.info("initialised params from checkpoint %s step %d", directory, step)
-        return restored["state"]["params"]
+        return params
     from audiolm import importers as ckpt_lib
 
     load_pretrained = getattr(ckpt_lib, "load_pretrained", None)

@@ -38,9 +38,14 @@ def read_metrics(workdir: str, split: str | None = None) -> list[dict[str, Any]]
     return out
 
 
-def truncate_metrics(workdir: str, last_step: int) -> None:
+def truncate_metrics(workdir: str, last_step: int | None) -> None:
     """Drops records after `last_step` (written by a run that crashed after its last checkpoint),
-    so a resumed run's file matches an uninterrupted run's step for step."""
+    so a resumed run's file matches an uninterrupted run's step for step.
+
+    Call it on every start: with the resumed step, or with 0 (or None) when the run starts from
+    scratch / `init_from`, so a run killed before its first checkpoint does not leave its steps
+    in front of the new ones (1, 1, 2, ...)."""
+    last_step = 0 if last_step is None else int(last_step)
     path = os.path.join(workdir, METRICS_FILE)
     if jax.process_index() != 0 or not os.path.exists(path):
         return
