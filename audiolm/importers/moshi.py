@@ -27,12 +27,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
+import sys
 from typing import Any
 
 import ml_collections
 import numpy as np
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, packaged (a runtime dependency there)
+    import tomli as tomllib
+
+from audiolm import extras
 from audiolm.config import ConfigError, validate
 
 _PY_META_KEYS = ("moshi_name", "mimi_name", "tokenizer_name", "lora_name", "model_type",
@@ -418,7 +424,8 @@ def _find_weights(config_path: str, extra) -> str:
 
 def load_pretrained(path: str, dtype=np.float32):
     """(model ConfigDict, params) from a Kyutai checkpoint directory or config file."""
-    from safetensors.numpy import load_file
+    load_file = extras.require("safetensors.numpy", "import",
+                               "Importing Kyutai weights").load_file
 
     config_path = _find_config(path)
     loaded = load_config_file(config_path)

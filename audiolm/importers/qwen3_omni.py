@@ -28,8 +28,12 @@ from typing import Any, Callable, Iterable
 import ml_collections
 import numpy as np
 
+from audiolm import extras
 from audiolm.importers import qwen3_omni_talker as talker_ckpt
 from audiolm.config import ConfigError
+from audiolm.models import code2wav as c2w
+from audiolm.models.aut import stem_out_len
+from audiolm.models.thinker import is_moe_layer
 
 SKIPPED_PREFIXES = ("thinker.visual.",)  # no vision model in audiolm
 
@@ -153,8 +157,6 @@ def model_config_from_hf(hf: dict, preprocessor: dict | None = None) -> ml_colle
     if "talker_config" in hf and "code2wav_config" in hf:
         model.talker = talker_ckpt.talker_config_from_hf(hf["talker_config"])
         model.code2wav = talker_ckpt.code2wav_config_from_hf(hf["code2wav_config"])
-        from audiolm.models import code2wav as c2w
-
         model.codec_frame_rate = model.code2wav.sample_rate / c2w.total_upsampling(
             model.code2wav)
     elif model.enable_audio_output:
@@ -171,9 +173,8 @@ class TensorStore:
     """Lazy access to the tensors of a safetensors checkpoint directory (one tensor at a time)."""
 
     def __init__(self, path: str):
-        from safetensors import safe_open
-
-        self._safe_open = safe_open
+        self._safe_open = extras.require("safetensors", "import",
+                                         "Importing Qwen3-Omni weights").safe_open
         index = os.path.join(path, "model.safetensors.index.json")
         if os.path.exists(index):
             with open(index) as f:
@@ -233,8 +234,6 @@ def convert_aut(get_tensor, keys, model_config) -> tuple[dict, set[str]]:
         params[f"conv{i + 1}"] = {"kernel": np.ascontiguousarray(w.transpose(3, 2, 1, 0)),
                                   "bias": r.vector(f"conv2d{i + 1}.bias", c)}
         c_in = c
-    from audiolm.models.aut import stem_out_len
-
     params["conv_out"] = r.linear("conv_out", c * int(stem_out_len(n_mels)), d)
     heads = a.num_heads
     hd = d // heads
@@ -263,8 +262,6 @@ def convert_aut(get_tensor, keys, model_config) -> tuple[dict, set[str]]:
 def convert_thinker(get_tensor, keys, model_config) -> tuple[dict, set[str]]:
     """HF `thinker.model.*` + `thinker.lm_head.*` (names relative to `thinker.`) -> params of
     `audiolm.models.thinker.Thinker`."""
-    from audiolm.models.thinker import is_moe_layer
-
     t = model_config.thinker
     r = talker_ckpt._Reader(get_tensor, keys, "thinker")
     d = t.hidden_size

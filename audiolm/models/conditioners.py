@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audiolm import nn as anl
+from audiolm import extras, nn as anl
 from audiolm.nn.params import partitioned
 
 __all__ = ["TYPES", "ConditionerSpec", "ConditionerSet", "prepare", "example_inputs",
@@ -402,8 +402,8 @@ class T5Encoder(nn.Module):
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
+    load_file = extras.require("safetensors.numpy", "import",
+                               f"Reading the weights of {path!r}").load_file
     files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
     if not files:
         raise FileNotFoundError(f"{path!r} has no *.safetensors weights")
