@@ -22,6 +22,7 @@ import os
 from typing import Any, Iterable
 
 import numpy as np
+import tqdm
 
 from audiolm.audio.io import AudioError, read_audio
 
@@ -131,7 +132,7 @@ def load_audio_entries(entries: Iterable[dict[str, Any]], sample_rate: int, *,
     Returns (kept entries with "duration" added, clips [N] float32 aligned with them).
     """
     kept, clips = [], []
-    for entry in entries:
+    for entry in tqdm.tqdm(entries, desc="reading audio", unit="file", disable=None):
         name = entry["audio"]
         try:
             audio, _ = read_audio(name, sample_rate, mono=True, resample=resample)

@@ -31,6 +31,7 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
+import tqdm
 
 SPLITS = ("train", "validation", "test")
 NATIVE_RATE = 22050  # libespeak-ng's output rate
@@ -396,16 +397,25 @@ def generate(gen_config: dict[str, Any], cache_dir: str = "", num_workers: int =
     jobs = [(tmp, [(r["audio"], r["text"], r["profile"]) for r in flat[i:i + chunk]],
              gen_config["sample_rate"]) for i in range(0, len(flat), chunk)]
     try:
+        # A bar on a terminal (tqdm's disable=None), counted in utterances.
+        bar = tqdm.tqdm(total=len(flat), desc="synthesising speech", unit="utt", disable=None)
         if num_workers == 1 or len(jobs) <= 1:
-            results = [_synth_job(job) for job in jobs]
+            results = []
+            for job in jobs:
+                results.append(_synth_job(job))
+                bar.update(len(job[1]))
         else:
             import concurrent.futures
             import multiprocessing
 
             # spawn: the parent may already run jax threads, which fork would copy unsafely.
             ctx = multiprocessing.get_context("spawn")
+            results = []
             with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx) as pool:
-                results = list(pool.map(_synth_job, jobs))
+                for result in pool.map(_synth_job, jobs):
+                    results.append(result)
+                    bar.update(len(result[0]))
+        bar.close()
         durations = [d for part, _ in results for d in part]
         cpu_seconds = sum(cpu for _, cpu in results)
         for row, duration in zip(flat, durations):
