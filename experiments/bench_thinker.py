@@ -156,8 +156,11 @@ def text_tokens(batch: int, seq: int, seed: int = 0):
 
 
 def jit_options(fast_compile: bool) -> dict | None:
-    """`compiler_options` for jax.jit: backend optimisation off with --fast-compile."""
-    return {"xla_backend_optimization_level": 0} if fast_compile else None
+    """`compiler_options` for jax.jit: backend optimisation off with --fast-compile (the
+    options of `audiolm.nn.compile.fast_jit`)."""
+    from audiolm.nn.compile import FAST_COMPILER_OPTIONS
+
+    return dict(FAST_COMPILER_OPTIONS) if fast_compile else None
 
 
 def median_time(fn, repeats: int) -> float:

@@ -27,7 +27,6 @@ codebook_size 2048; the other fields as published.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -40,6 +39,7 @@ import numpy as np
 import audiolm.nn as anl
 from audiolm.config import (MAX_CODEBOOKS, ConfigError, check_float, check_int, check_schema,
                             get_path, require)
+from audiolm.nn.compile import fast_jit
 
 # The tiny Code2Wav: every size of the module is a field here (one comment per field).
 DEFAULTS = ml_collections.ConfigDict(dict(
@@ -372,26 +372,13 @@ def chunked_decode(module: Code2Wav, params: Any, codes: jax.Array, chunk_size: 
 # Streaming: a stateful decoder fed a few frames at a time.
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _decode(module: Code2Wav, params: Any, codes: jax.Array) -> jax.Array:
+def _decode_impl(module: Code2Wav, params: Any, codes: jax.Array) -> jax.Array:
     return module.apply({"params": params}, codes)
 
 
-_FAST: dict = {}
-
-
-def _decode_fast(module: Code2Wav, params: Any, codes: jax.Array) -> jax.Array:
-    """`_decode` compiled with XLA's backend optimisation off (one executable per shape): for
-    short streams, where the few context-length shapes make compile time dominate."""
-    leaves = jax.tree_util.tree_leaves(params)
-    key = (module, tuple(codes.shape), tuple((x.shape, str(x.dtype)) for x in leaves))
-    if key not in _FAST:
-        lowered = _decode.lower(module, params, codes)
-        try:
-            _FAST[key] = lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
-        except Exception:  # noqa: BLE001 - option unknown to this backend: compile normally
-            _FAST[key] = lowered.compile()
-    return _FAST[key](params, codes)
+_decode = jax.jit(_decode_impl, static_argnums=0)
+# Short streams: the few context-length shapes make compile time dominate.
+_decode_fast = fast_jit(_decode_impl, static_argnums=0)
 
 
 def init_stream(cfg: Any, batch: int) -> dict[str, Any]:

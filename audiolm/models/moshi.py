@@ -56,6 +56,7 @@ from audiolm import nn as blocks
 from audiolm import patterns
 from audiolm.config import (ConfigError, check_bool, check_choice, check_float, check_int,
                             check_str, require)
+from audiolm.nn.compile import fast_jit
 
 FUSIONS = ("add", "concat", "cross_attention", "interleave")
 ZERO_TOKEN = -1  # embeds to exact zeros, masked in the loss
@@ -612,18 +613,8 @@ def init_params(model_config, rng, columns: int = 4):
     init = lambda r: module.init(r, tokens, conds, method=MoshiLM.init_all)["params"]
     if isinstance(rng, jax.core.Tracer):  # traced by the caller (sharded init under jit)
         return flax.core.meta.unbox(init(rng))
-    return flax.core.meta.unbox(compile_once(jax.jit(init), rng)(rng))
-
-
-def compile_once(jitted, *args):
-    """Compiles `jitted` for `args` with XLA's backend optimisation off: for run-once graphs
-    (parameter init: one RNG kernel per tensor) it cuts CPU compile time ~5x. Falls back to
-    the default options where a backend rejects the option."""
-    lowered = jitted.lower(*args)
-    try:
-        return lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
-    except Exception:  # noqa: BLE001 - option unknown to this backend: compile normally
-        return lowered.compile()
+    # A run-once graph (one RNG kernel per tensor): compiled without backend optimisation.
+    return flax.core.meta.unbox(fast_jit(init)(rng))
 
 
 def describe_params(model_config) -> dict[str, dict[str, int]]:

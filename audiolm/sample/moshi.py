@@ -35,6 +35,8 @@ import numpy as np
 from audiolm import patterns
 from audiolm.config import ConfigError
 from audiolm.models import moshi as M
+from audiolm.nn.compile import fast_jit
+from audiolm.sample import rules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,16 +54,6 @@ def options_from_config(config) -> Options:
     return Options(temperature=float(s.temperature), top_k=int(s.top_k),
                    text_temperature=float(extra.get("text_temperature", s.temperature)),
                    text_top_k=int(extra.get("text_top_k", s.top_k)))
-
-
-def draw(logits, rng, temperature: float, top_k: int):
-    """logits [..., V] -> int32 [...]: argmax at temperature 0, else Kyutai's sampling."""
-    if temperature <= 0.0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    from audiolm.sample import rules
-
-    return rules.kyutai_sample(logits.astype(jnp.float32), rng, temperature,
-                               top_k).astype(jnp.int32)
 
 
 def stream_lags(spec: M.Spec) -> np.ndarray:
@@ -131,14 +123,15 @@ def step(module: M.MoshiLM, params, state, user, rng, conditions=None,
     if text_given is not None:
         text = jnp.asarray(text_given, jnp.int32)
     else:
-        text = draw(logits, keys[0], options.text_temperature, options.text_top_k)
+        text = rules.kyutai_sample(logits, keys[0], options.text_temperature,
+                                   options.text_top_k)
     out = [text]
     if part != "text":
         cache = module.init_depformer_cache(b)
         for k in range(spec.dep_q):
             lg, cache = module.apply({"params": params}, k, out[-1], hidden, cache,
                                      method=M.MoshiLM.depformer_step)
-            out.append(draw(lg, keys[k + 1], options.temperature, options.top_k))
+            out.append(rules.kyutai_sample(lg, keys[k + 1], options.temperature, options.top_k))
         tokens = jnp.stack(out, axis=1)
     else:  # text pass of concat: the audio columns are filled by the audio pass
         tokens = jnp.concatenate([text[:, None], col[:, 1:g]], axis=1)
@@ -180,22 +173,6 @@ def generated_codes(spec: M.Spec, tokens):
     return codes
 
 
-def _cheap_jit(fn):
-    """jax.jit compiled with XLA's backend optimisation off (`moshi.compile_once`): for short
-    runs (tests, a few samples) where compiling dominates. One executable per argument
-    signature."""
-    jitted = jax.jit(fn)
-    cache = {}
-
-    def call(*args):
-        leaves, tree = jax.tree_util.tree_flatten(args)
-        key = (tree, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
-        if key not in cache:
-            cache[key] = M.compile_once(jitted, *args)
-        return cache[key](*args)
-    return call
-
-
 class Sampler:
     """Compiled Moshi generation for one module and sampling `options` (one compile per shape).
 
@@ -212,7 +189,7 @@ class Sampler:
         self.module = module
         self.options = options
         self.spec = module.spec
-        jit = _cheap_jit if fast_compile else jax.jit
+        jit = fast_jit if fast_compile else jax.jit
         if self.spec.fusion == "concat":
             self.step_fn = None
         else:

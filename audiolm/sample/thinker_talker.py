@@ -36,6 +36,7 @@ from audiolm.config import ConfigError
 from audiolm.models import code2wav as c2w_lib
 from audiolm.models import talker as talker_lib
 from audiolm.models import thinker_talker as family
+from audiolm.nn.compile import fast_jit
 from audiolm.sample import rules
 
 
@@ -69,23 +70,9 @@ class TextOptions:
     pad_id: int = 0
 
 
-def _cheap_jit(fn, fast: bool):
-    """jax.jit, or (fast) compiled with XLA's backend optimisation off per argument signature
-    (short runs, where compiling dominates)."""
-    jitted = jax.jit(fn)
-    if not fast:
-        return jitted
-    from audiolm.models.moshi import compile_once
-
-    cache = {}
-
-    def call(*args):
-        leaves, tree = jax.tree_util.tree_flatten(args)
-        key = (tree, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
-        if key not in cache:
-            cache[key] = compile_once(jitted, *args)
-        return cache[key](*args)
-    return call
+def _jit(fn, fast: bool):
+    """jax.jit, or (fast: short runs, where compiling dominates) `fast_jit`."""
+    return fast_jit(fn) if fast else jax.jit(fn)
 
 
 class TextSampler:
@@ -105,7 +92,7 @@ class TextSampler:
         # compiled loop (per module, max_new_tokens, top_k, top_p and input shapes).
         key = (module, options.max_new_tokens, options.top_k, options.top_p, fast_compile)
         if key not in _TEXT_RUNS:
-            _TEXT_RUNS[key] = _cheap_jit(functools.partial(_text_impl, *key[:4]), fast_compile)
+            _TEXT_RUNS[key] = _jit(functools.partial(_text_impl, *key[:4]), fast_compile)
         self._run = _TEXT_RUNS[key]
 
     def generate(self, params, tokens, mask, rng, features=None, frame_lengths=None):
@@ -221,8 +208,8 @@ class SpeechSampler:
         self.talker = module.talker
         self.cfg = self.talker.config
         self.fast_compile = fast_compile
-        self._prepare = _cheap_jit(self._prepare_impl, fast_compile)
-        self._run = _cheap_jit(self._run_impl, fast_compile)
+        self._prepare = _jit(self._prepare_impl, fast_compile)
+        self._run = _jit(self._run_impl, fast_compile)
 
     # -- talker prompt --------------------------------------------------------------------
 

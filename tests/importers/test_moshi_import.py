@@ -18,25 +18,12 @@ from audiolm import patterns
 from audiolm.importers import moshi as ck
 from audiolm.config import ConfigError
 from audiolm.models import moshi as M
+from audiolm.nn.compile import fast_jit
 from configs import moshi as cm
 
 ref_lib = pytest.importorskip("tests.reference_moshi")
 torch = ref_lib.torch
 TOL = 1e-4
-
-
-def cheap_jit(fn):
-    """jax.jit compiled with XLA backend optimisation off (tests: compile time dominates)."""
-    jitted = jax.jit(fn)
-    cache = {}
-
-    def call(*args):
-        leaves, tree = jax.tree_util.tree_flatten(args)
-        key = (tree, tuple((np.shape(x), str(jnp.asarray(x).dtype)) for x in leaves))
-        if key not in cache:
-            cache[key] = M.compile_once(jitted, *args)
-        return cache[key](*args)
-    return call
 
 
 def _tiny_gqa():
@@ -67,7 +54,7 @@ def _imported(m, tmp_path, seed=0):
 def _ours(config, params, codes, conditions=None):
     spec = M.spec_from_config(config)
     module = M.build(config)
-    @cheap_jit
+    @fast_jit
     def forward(params, codes, conditions):
         inputs, targets, _ = M.delayed_inputs(spec, codes)
         out = module.apply({"params": params}, inputs, conditions)
@@ -167,7 +154,7 @@ def test_parity_no_depformer_stt_like(tmp_path):
         h, text_ref = ref.forward_text(torch.from_numpy(np.asarray(inputs)).long())
         extra_ref = torch.stack([head(h) for head in ref.extra_heads], 2).numpy()
     module = M.build(config)
-    out = cheap_jit(lambda p, x: module.apply({"params": p}, x))(params, inputs)
+    out = fast_jit(lambda p, x: module.apply({"params": p}, x))(params, inputs)
     err = max(float(np.max(np.abs(text_ref[:, 0].numpy() - np.asarray(out["text_logits"])))),
               float(np.max(np.abs(extra_ref - np.asarray(out["extra"])))))
     print(f"moshi parity stt-like: {err:.2e}")
@@ -186,9 +173,9 @@ def greedy_generate(module, params, user, frames):
     pattern = M.delay_pattern(spec, frames + 1)
     init = M.initial_tokens(spec)[:, 0]
     state = module.init_state(B)
-    step = cheap_jit(lambda p, col, st: module.apply({"params": p}, col, st,
-                                                     method=M.MoshiLM.step))
-    dsteps = [cheap_jit(lambda p, prev, h, c, k=k: module.apply(
+    step = fast_jit(lambda p, col, st: module.apply({"params": p}, col, st,
+                                                    method=M.MoshiLM.step))
+    dsteps = [fast_jit(lambda p, prev, h, c, k=k: module.apply(
         {"params": p}, k, prev, h, c, method=M.MoshiLM.depformer_step))
         for k in range(spec.dep_q)]
     generated, texts, audios = {}, [], []

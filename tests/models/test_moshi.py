@@ -14,6 +14,7 @@ import pytest
 from audiolm import config as config_lib
 from audiolm.config import ConfigError
 from audiolm.models import moshi as M
+from audiolm.nn.compile import fast_jit
 from configs import moshi as cm
 
 
@@ -36,30 +37,16 @@ def _codes(model, batch=2, frames=6, seed=0):
     return M.example_batch(model, batch, np.random.default_rng(seed), frames=frames)["codes"]
 
 
-def cheap_jit(fn):
-    """jax.jit compiled with XLA backend optimisation off (tests: compile time dominates)."""
-    jitted = jax.jit(fn)
-    cache = {}
-
-    def call(*args):
-        leaves, tree = jax.tree_util.tree_flatten(args)
-        key = (tree, tuple((np.shape(x), str(jnp.asarray(x).dtype)) for x in leaves))
-        if key not in cache:
-            cache[key] = M.compile_once(jitted, *args)
-        return cache[key](*args)
-    return call
-
-
 @functools.lru_cache(maxsize=None)
 def _forward_fn(spec):
     module = M.MoshiLM(spec)
-    return cheap_jit(lambda params, inputs: module.apply({"params": params}, inputs))
+    return fast_jit(lambda params, inputs: module.apply({"params": params}, inputs))
 
 
 @functools.lru_cache(maxsize=None)
 def _depformer_fn(spec):
     module = M.MoshiLM(spec)
-    return cheap_jit(lambda p, targets, hidden: module.apply(
+    return fast_jit(lambda p, targets, hidden: module.apply(
         {"params": p}, targets, hidden, method=M.MoshiLM.depformer_forward))
 
 
@@ -138,7 +125,7 @@ def test_fusion_mode(fusion):
     out = fwd(params, inputs)
     assert out["text_logits"].shape == (2, 5, 32) and np.isfinite(out["text_logits"]).all()
 
-    steps = {part: cheap_jit(functools.partial(
+    steps = {part: fast_jit(functools.partial(
         lambda p, col, st, part: module.apply({"params": p}, col, st, part=part,
                                               method=M.MoshiLM.step), part=part))
         for part in ("text", "audio", "frame")}
@@ -168,15 +155,15 @@ def test_fusion_mode(fusion):
         np.testing.assert_allclose(fwd(params, future)["text_logits"][:, :4],
                                    out["text_logits"][:, :4], atol=1e-5)
     # The training loss runs in every mode (text + audio CE, finite, about log(vocab)).
-    loss, metrics = cheap_jit(lambda p, b: M.loss_fn(module, p, b, None, _loss_config(model),
-                                                     True))(params, {"codes": _codes(model)})
+    loss, metrics = fast_jit(lambda p, b: M.loss_fn(module, p, b, None, _loss_config(model),
+                                                    True))(params, {"codes": _codes(model)})
     assert np.isfinite(loss) and 1.0 < float(metrics["text_loss"]) < 10.0
     if fusion == "add":
         # The depformer per-frame loop equals its teacher-forced form.
         logits = _depformer_fn(spec)(params, targets, out["hidden"])
         cache = module.init_depformer_cache(2)
         for k in range(spec.dep_q):
-            dstep = cheap_jit(lambda p, prev, h, c, k=k: module.apply(
+            dstep = fast_jit(lambda p, prev, h, c, k=k: module.apply(
                 {"params": p}, k, prev, h, c, method=M.MoshiLM.depformer_step))
             lg, cache = dstep(params, targets[:, k, 2], out["hidden"][:, 2], cache)
             np.testing.assert_allclose(lg, logits[:, k, 2], atol=1e-4, rtol=1e-4)
@@ -236,7 +223,7 @@ def test_loss_matches_manual_cross_entropy_and_masks_zero_ids():
     codes = _codes(model, frames=6, seed=5)
     codes[0, 0, :3] = -1  # zero text ids are not scored
     codes[1, 2, :] = -1
-    loss, metrics = cheap_jit(lambda p, b: M.loss_fn(module, p, b, None, config, True))(
+    loss, metrics = fast_jit(lambda p, b: M.loss_fn(module, p, b, None, config, True))(
         params, {"codes": jnp.asarray(codes)})
     # Manual: undelayed logits vs codes, masked where the reference masks.
     inputs, targets, valid = M.delayed_inputs(spec, jnp.asarray(codes))
@@ -267,7 +254,7 @@ def test_loss_decreases_with_adam():
     opt = optax.adam(1e-2)
     state = opt.init(params)
 
-    @cheap_jit
+    @fast_jit
     def train_step(params, state):
         (loss, _), grads = jax.value_and_grad(
             lambda p: M.loss_fn(module, p, batch, None, config, True), has_aux=True)(params)
@@ -295,6 +282,6 @@ def test_conditioned_model_requires_tensor_condition():
     with pytest.raises(ValueError, match=r"conditions\['spk'\] is required"):
         module.apply({"params": params}, inputs, {"cfg": np.array([0, 1])})
     batch = M.example_batch(tiny, 2, np.random.default_rng(0))
-    loss, _ = cheap_jit(lambda p, b: M.loss_fn(module, p, b, None, _loss_config(tiny), True))(
+    loss, _ = fast_jit(lambda p, b: M.loss_fn(module, p, b, None, _loss_config(tiny), True))(
         params, batch)
     assert np.isfinite(loss)

@@ -14,6 +14,7 @@ import pytest
 
 from audiolm.importers import moshi as ck
 from audiolm.models import moshi as M
+from audiolm.nn.compile import fast_jit
 from audiolm.sample import moshi as S
 from configs import moshi as cm
 
@@ -143,7 +144,7 @@ def test_decode_equals_teacher_forced_forward(fusion):
     out = S.Sampler(module, fast_compile=True).generate(params, user, jax.random.PRNGKey(0))
     columns, tokens = out["columns"], out["tokens"]
 
-    @S._cheap_jit
+    @fast_jit
     def forward(p, columns, tokens):
         full = module.apply({"params": p}, columns)
         targets = jnp.concatenate([tokens, columns[:, tokens.shape[1]:]], axis=1)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
+from audiolm.nn.compile import fast_jit
 from audiolm.sample import rules
 
 V = 12
@@ -24,11 +25,6 @@ TOL = 1e-4  # fp32 cumulative-sum slack at the nucleus boundary
 logit_rows = hnp.arrays(np.float32, (V,), elements=st.floats(-8, 8, width=32, allow_subnormal=False))
 # (XLA on CPU flushes subnormals to zero, numpy does not: they would tie differently.)
 prop = settings(max_examples=40, deadline=None)
-
-
-def fast_jit(f):
-    """jax.jit with XLA backend optimisation off: these graphs run a few times, compile dominates."""
-    return jax.jit(f, compiler_options={"xla_backend_optimization_level": 0})
 
 
 @functools.lru_cache(maxsize=None)
