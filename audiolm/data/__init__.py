@@ -41,6 +41,7 @@ DEFAULTS = ml_collections.ConfigDict({
     "batch_size": 16,  # utterances per global batch
     "bucket_seconds": (1.5, 2.0, 2.5, 3.0, 4.0),  # padded audio lengths; doubled up to the max
     "max_audio_seconds": 30.0,  # longer utterances are dropped (reported); also the last bucket
+    "min_audio_seconds": 0.1,  # shorter utterances are dropped (reported): no speech fits
     "max_text_len": 64,  # text tokens incl. bos/eos (fixed L; speech_synth needs <= 58 as bytes);
     # longer transcripts are dropped (reported)
     "tokenizer": "bytes",  # bytes | chars | sentencepiece
@@ -80,6 +81,10 @@ def validate_config(config: Any) -> None:
                 data.holdout_fraction, "must be in [0, 0.5)")
     cfg.require(math.isfinite(data.max_audio_seconds) and data.max_audio_seconds > 0,
                 "data.max_audio_seconds", data.max_audio_seconds, "must be a finite number > 0")
+    cfg.require(math.isfinite(data.min_audio_seconds)
+                and 0 <= data.min_audio_seconds < data.max_audio_seconds,
+                "data.min_audio_seconds", data.min_audio_seconds,
+                f"must be a finite number in [0, data.max_audio_seconds={data.max_audio_seconds})")
     cfg.require(all(isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0
                     for b in data.bucket_seconds), "data.bucket_seconds",
                 data.bucket_seconds, "must be positive numbers of seconds")
@@ -100,7 +105,6 @@ def resolve_config(data_config: Any) -> ml_collections.ConfigDict:
     return merged
 
 
-_resolve = resolve_config  # older name, used by audiolm.train.asr
 
 
 def make_tokenizer(data_config: Any):
@@ -125,6 +129,7 @@ def make_dataset(data_config: Any, split: str):
         raise ValueError(f"split={split!r}: must be one of {SPLITS}")
     tokenizer = make_tokenizer(data)
     common = dict(max_audio_seconds=float(data.max_audio_seconds),
+                  min_audio_seconds=float(data.min_audio_seconds),
                   max_text_len=int(data.max_text_len))
     if data.name == "speech_synth":
         import json

@@ -36,12 +36,16 @@ class AudioTextDataset:
       speaker_ids: int32 [U]; `speakers[speaker_ids[i]]` is the name (-1 = none given).
       sample_rate: of every clip.
       report: the bad-file report of the load (None for the generated set).
-      filtered: [(name, reason)] of utterances dropped for length limits.
+      filtered: [(name, reason)] of utterances dropped for length limits (too long, or shorter
+        than `min_audio_seconds`).
+      unknown_chars: {character: count} of transcript characters the tokenizer maps to unk
+        (`chars` alphabet); kept as unk, reported once as a warning.
     """
 
     def __init__(self, entries: Sequence[dict[str, Any]], clips: Sequence[np.ndarray],
                  tokenizer: Tokenizer, sample_rate: int, *, max_audio_seconds: float,
-                 max_text_len: int, report: Any = None, speakers: Sequence[str] | None = None):
+                 max_text_len: int, min_audio_seconds: float = 0.0, report: Any = None,
+                 speakers: Sequence[str] | None = None):
         if len(entries) != len(clips):
             raise ValueError(f"{len(entries)} entries but {len(clips)} clips")
         self.tokenizer = tokenizer
@@ -49,6 +53,9 @@ class AudioTextDataset:
         self.report = report
         self.filtered: list[tuple[str, str]] = []
         max_samples = int(round(max_audio_seconds * sample_rate))
+        min_samples = int(round(min_audio_seconds * sample_rate))
+        self.unknown_chars: dict[str, int] = {}
+        unknown_in = 0
         self.entries, self.clips, self.tokens = [], [], []
         for entry, clip in zip(entries, clips):
             name = entry.get("audio", entry["text"])
@@ -57,19 +64,33 @@ class AudioTextDataset:
                 self.filtered.append((name, f"{clip.shape[0] / sample_rate:.2f} s > "
                                             f"data.max_audio_seconds={max_audio_seconds}"))
                 continue
+            if clip.shape[0] < min_samples:
+                self.filtered.append((name, f"too short: {clip.shape[0]} samples "
+                                            f"({clip.shape[0] / sample_rate:.3f} s) < "
+                                            f"data.min_audio_seconds={min_audio_seconds}"))
+                continue
             if ids.shape[0] > max_text_len:
                 self.filtered.append((name, f"{ids.shape[0]} tokens with bos/eos > "
                                             f"data.max_text_len={max_text_len}"))
                 continue
+            unknown = tokenizer.unknown_chars(entry["text"])
+            unknown_in += bool(unknown)
+            for char in unknown:
+                self.unknown_chars[char] = self.unknown_chars.get(char, 0) + 1
             self.entries.append(entry)
             self.clips.append(clip)
             self.tokens.append(ids)
-        if self.filtered:
-            import logging
+        import logging
 
-            logging.getLogger("audiolm.data").warning(
-                "data: dropped %d utterances over the length limits, e.g. %s: %s",
-                len(self.filtered), *self.filtered[0])
+        log = logging.getLogger("audiolm.data")
+        for name, reason in self.filtered:
+            log.warning("data: skipping %s: %s", name, reason)
+        if self.unknown_chars:
+            counts = ", ".join(f"{c!r} x{n}" for c, n in sorted(
+                self.unknown_chars.items(), key=lambda kv: (-kv[1], kv[0])))
+            log.warning("data: %d characters outside the tokenizer's alphabet in %d utterances "
+                        "(kept as unk): %s; extend data.alphabet or normalise the transcripts",
+                        sum(self.unknown_chars.values()), unknown_in, counts)
         if speakers is None:
             speakers = sorted({e.get("speaker", "") for e in self.entries} - {""})
         self.speakers = list(speakers)

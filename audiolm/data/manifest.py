@@ -7,9 +7,15 @@ audio file (.wav .flac .ogg .mp3, searched recursively) with the `.txt` file of 
 Audio is read with soundfile, averaged to mono and resampled with soxr to the target rate.
 Problems never stop a load midway: each bad line or file is reported by name with its reason and
 then skipped (`on_bad_file="skip"`), or, with `on_bad_file="error"`, all of them are collected and
-raised together as one `BadDataError` after the scan. A bad file is one that is missing,
-unreadable/corrupt, empty, NaN/inf, silent only (peak below `SILENT_PEAK`), or at another rate
-when resampling is disabled.
+raised together as one `BadDataError` after the scan. A bad line is one that is not UTF-8 (the
+byte and column are named), not a JSON object, lacks an audio path, has an empty or
+whitespace-only transcript, repeats an earlier line (duplicate) or gives the same audio another
+transcript (conflicting: every line of that audio is dropped, since none can be trusted). A bad
+file is one that is missing, unreadable/corrupt, truncated (a WAV whose header promises more
+samples than it holds), empty, NaN/inf, silent only (peak below `SILENT_PEAK`), made of channels
+that cancel when averaged to mono, or at another rate when resampling is disabled. Clips shorter
+than `data.min_audio_seconds` and characters outside a `chars` alphabet are reported by the
+dataset (`audiolm.data.batching.AudioTextDataset`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import struct
 from typing import Any, Iterable
 
 import numpy as np
@@ -62,40 +69,75 @@ def _check_policy(on_bad_file: str) -> None:
 
 
 def read_jsonl(path: str, report: Report) -> list[dict[str, Any]]:
-    """Entries {"audio" (absolute), "text", "speaker"} of a JSONL manifest; bad lines reported."""
+    """Entries {"audio" (absolute), "text", "speaker"} of a JSONL manifest; bad lines reported
+    (module docstring), duplicates and conflicting transcripts included."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data.manifest={path!r}: no such manifest file")
     root = os.path.dirname(os.path.abspath(path))
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            name = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                report.add(name, f"not valid JSON ({e.msg})")
-                continue
-            if not isinstance(row, dict):
-                report.add(name, f"expected a JSON object, got {type(row).__name__}")
-                continue
-            audio, text = row.get("audio"), row.get("text")
-            speaker = row.get("speaker", "")
-            if not isinstance(audio, str) or not audio:
-                report.add(name, f"'audio' must be a non-empty path string, got {audio!r}")
-                continue
-            if not isinstance(text, str):
-                report.add(name, f"'text' must be a string, got {text!r}")
-                continue
-            if speaker is None:
-                speaker = ""
-            if not isinstance(speaker, (str, int)):
-                report.add(name, f"'speaker' must be a string, got {speaker!r}")
-                continue
-            entries.append({"audio": os.path.join(root, os.path.expanduser(audio)),
-                            "text": text, "speaker": str(speaker)})
-    return entries
+    with open(path, "rb") as f:  # bytes: a bad byte is one bad line, named, not a failed load
+        raw_lines = f.read().split(b"\n")
+    for number, raw in enumerate(raw_lines, start=1):
+        name = f"{path}:{number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            report.add(name, f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+            continue
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            report.add(name, f"not valid JSON ({e.msg})")
+            continue
+        if not isinstance(row, dict):
+            report.add(name, f"expected a JSON object, got {type(row).__name__}")
+            continue
+        audio, text = row.get("audio"), row.get("text")
+        speaker = row.get("speaker", "")
+        if not isinstance(audio, str) or not audio:
+            report.add(name, f"'audio' must be a non-empty path string, got {audio!r}")
+            continue
+        if not isinstance(text, str):
+            report.add(name, f"'text' must be a string, got {text!r}")
+            continue
+        if not text.strip():
+            report.add(name, f"empty or whitespace-only transcript {text!r}")
+            continue
+        if speaker is None:
+            speaker = ""
+        if not isinstance(speaker, (str, int)):
+            report.add(name, f"'speaker' must be a string, got {speaker!r}")
+            continue
+        entries.append(({"audio": os.path.join(root, os.path.expanduser(audio)),
+                         "text": text, "speaker": str(speaker)}, name))
+    return _drop_repeats(entries, report)
+
+
+def _drop_repeats(entries: list[tuple[dict[str, Any], str]],
+                  report: Report) -> list[dict[str, Any]]:
+    """Drops repeated (audio, text) lines and every line of an audio given two transcripts."""
+    texts: dict[str, dict[str, str]] = {}  # audio -> {normalised text: first line name}
+    for entry, name in entries:
+        texts.setdefault(entry["audio"], {}).setdefault(" ".join(entry["text"].split()), name)
+    kept, seen = [], set()
+    for entry, name in entries:
+        variants = texts[entry["audio"]]
+        if len(variants) > 1:
+            others = "; ".join(f"{line.rsplit(':', 1)[-1]}: {text!r}"
+                               for text, line in variants.items())
+            report.add(name, f"conflicting transcripts for {entry['audio']} (lines {others}); "
+                             "all its lines dropped")
+            continue
+        key = (entry["audio"], " ".join(entry["text"].split()))
+        if key in seen:
+            report.add(name, f"duplicate of line {variants[key[1]].rsplit(':', 1)[-1]} "
+                             "(same audio and transcript)")
+            continue
+        seen.add(key)
+        kept.append(entry)
+    return kept
 
 
 def scan_directory(path: str, report: Report) -> list[dict[str, Any]]:
@@ -118,10 +160,39 @@ def scan_directory(path: str, report: Report) -> list[dict[str, Any]]:
             except (OSError, UnicodeDecodeError) as e:
                 report.add(transcript, f"unreadable transcript ({e})")
                 continue
+            if not text:
+                report.add(transcript, "empty or whitespace-only transcript")
+                continue
             speaker = os.path.relpath(dirpath, path)
             entries.append({"audio": audio, "text": text,
                             "speaker": "" if speaker == "." else speaker})
     return entries
+
+
+def wav_shortfall(path: str) -> tuple[int, int] | None:
+    """(bytes the WAV header's data chunk declares, bytes the file holds after it) when the file
+    holds fewer than declared (a truncated copy or an interrupted write), else None. libsndfile
+    silently reads what is there, so this is checked from the RIFF header. Non-WAV files and
+    streaming WAVs (declared size 0 or 0xFFFFFFFF) give None."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            offset = 12
+            while offset + 8 <= size:
+                f.seek(offset)
+                chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
+                if chunk_id == b"data":
+                    if chunk_size in (0, 0xFFFFFFFF):
+                        return None
+                    held = size - offset - 8
+                    return (chunk_size, held) if held < chunk_size else None
+                offset += 8 + chunk_size + (chunk_size & 1)
+    except OSError:
+        return None
+    return None
 
 
 def load_audio_entries(entries: Iterable[dict[str, Any]], sample_rate: int, *,
@@ -134,20 +205,33 @@ def load_audio_entries(entries: Iterable[dict[str, Any]], sample_rate: int, *,
     kept, clips = [], []
     for entry in tqdm.tqdm(entries, desc="reading audio", unit="file", disable=None):
         name = entry["audio"]
+        short = wav_shortfall(name) if os.path.isfile(name) else None
+        if short is not None:
+            report.add(name, f"truncated: the WAV header promises {short[0]} bytes of samples, "
+                             f"the file holds {short[1]}")
+            continue
         try:
-            audio, _ = read_audio(name, sample_rate, mono=True, resample=resample)
+            audio, _ = read_audio(name, sample_rate, mono=False, resample=resample)
         except AudioError as e:
             report.add(name, str(e).removeprefix(f"{name}: "))
             continue
         if audio.size == 0:
             report.add(name, "empty after resampling")
             continue
+        channels = audio if audio.ndim == 2 else audio[None]  # [C, N]
+        audio = channels.mean(axis=0)
         peak = float(np.max(np.abs(audio)))
         if peak < SILENT_PEAK:
-            report.add(name, f"silent only (peak {peak:.2e} < {SILENT_PEAK:g})")
+            loudest = float(np.max(np.abs(channels)))
+            if loudest >= SILENT_PEAK:
+                report.add(name, f"its {channels.shape[0]} channels cancel when averaged to mono "
+                                 f"(channel peak {loudest:.2e}, mono peak {peak:.2e}): "
+                                 "opposite polarity; fix the file or keep one channel")
+            else:
+                report.add(name, f"silent only (peak {peak:.2e} < {SILENT_PEAK:g})")
             continue
         kept.append({**entry, "duration": audio.shape[0] / sample_rate})
-        clips.append(audio)
+        clips.append(np.ascontiguousarray(audio, np.float32))
     return kept, clips
 
 

@@ -34,6 +34,11 @@ class Tokenizer(abc.ABC):
     def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids`; pad/bos/eos (and out-of-range ids) are dropped."""
 
+    def unknown_chars(self, text: str) -> list[str]:
+        """Characters of `text` this tokenizer cannot represent (mapped to unk); [] for
+        tokenizers that cover every string."""
+        return []
+
     def encode_with_specials(self, text: str) -> list[int]:
         """[bos] + encode(text) + [eos]."""
         return [self.bos_id, *self.encode(text), self.eos_id]
@@ -74,6 +79,9 @@ class CharTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         return [self._ids.get(c, self.unk_id) for c in text]
+
+    def unknown_chars(self, text: str) -> list[str]:
+        return [c for c in text if c not in self._ids]
 
     def decode(self, ids: Sequence[int]) -> str:
         out = []
