@@ -378,7 +378,7 @@ def bench_thinker_decode(args, batches, pair):
 
 
 def moshi_config(size: str, layers: int):
-    from configs import moshi as cm
+    from audiolm.presets import moshi as cm
 
     if size == "tiny":
         m = cm.tiny()

@@ -5,7 +5,7 @@ import pytest
 
 from audiolm import config as config_lib
 from audiolm.config import ConfigError
-from configs import common
+from audiolm.presets import experiment as common
 
 
 def _cfg(**kw):

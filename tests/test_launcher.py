@@ -11,8 +11,7 @@ import sys
 import pytest
 
 from audiolm import config as config_lib
-from configs import moshi as moshi_configs
-from configs import thinker_talker as tt_configs
+from audiolm.presets.experiment import load_experiment_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "--config=configs/thinker_talker.py:variant=tiny"
@@ -54,7 +53,7 @@ def _assert_nothing_traced(stderr):
 def test_describe_prints_the_table(capsys):
     proc = _launch(TINY, "--mode=describe")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    want = _expected_table(tt_configs.get_config("variant=tiny"), capsys)
+    want = _expected_table(load_experiment_config("configs/thinker_talker.py", "variant=tiny"), capsys)
     assert proc.stdout.strip() == want.strip()
     rows = _rows(proc.stdout)
     assert list(rows) == ["aut", "thinker", "talker", "talker_code_predictor", "code2wav",
@@ -71,7 +70,7 @@ def test_override_changes_the_described_count(capsys):
     proc = _launch(TINY, "--mode=describe", "--config.model.thinker.num_layers=6")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _rows(proc.stdout)
-    config = tt_configs.get_config("variant=tiny")
+    config = load_experiment_config("configs/thinker_talker.py", "variant=tiny")
     config.model.thinker.num_layers = 6
     assert proc.stdout.strip() == _expected_table(config, capsys).strip()
     # 4 -> 6 layers: two more thinker layers, every other component unchanged.
@@ -127,6 +126,6 @@ def test_official_moshi_config_file_through_the_launcher(capsys):
     """Issue 5: the launcher accepts an official Kyutai config (`configs/moshi.py:file=PATH`)."""
     proc = _launch(f"--config=configs/moshi.py:file={MOSHI_FILE}", "--mode=describe")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    want = _expected_table(moshi_configs.get_config("variant=stt_1b_en_fr"), capsys)
+    want = _expected_table(load_experiment_config("configs/moshi.py", "variant=stt_1b_en_fr"), capsys)
     assert proc.stdout.strip() == want.strip()
     assert _rows(proc.stdout)["TOTAL"][0] > 9 * 10**8

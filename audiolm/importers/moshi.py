@@ -1,6 +1,6 @@
 """Kyutai (Moshi / Hibiki / STT / TTS) config files and safetensors checkpoints.
 
-`load_config_file(path)` reads every official flavour into the `configs/moshi.py` ConfigDict:
+`load_config_file(path)` reads every official flavour into the `audiolm.presets.moshi` ConfigDict:
   * Python JSON (`moshi_7b_202409.json`, Hugging Face `config.json`): LMModel kwargs
     (`dim`, `text_card`, `n_q`, `dep_q`, `hidden_scale`, `depformer_*`, `conditioners`, ...).
   * Rust TOML of an LM (`s2st-1b.toml`): `text_in_vocab_size`, `[transformer]`, `[depformer]`.
@@ -8,7 +8,7 @@
   * Files without architecture fields (the run-time `config.json` of the STT repos, the TTS
     server TOML): the architecture is that of the released model they name, found from the
     tokenizer file name or the `hf://kyutai/<repo>` paths (tables `TOKENIZER_PRESETS`,
-    `REPO_PRESETS` in configs/moshi.py); their own fields (delays, sampling) are applied on top.
+    `REPO_PRESETS` in audiolm.presets.moshi); their own fields (delays, sampling) are applied on top.
 Kyutai's published `stt_1b_enfr.json` lacks one comma; the JSON reader inserts a missing comma
 exactly where the parser reports "Expecting ',' delimiter" (nothing else is repaired).
 Run-time fields (tokenizer / mimi names, lm_gen_config, stt/tts config, server options) are kept
@@ -40,6 +40,8 @@ else:  # Python 3.10: the same parser, packaged (a runtime dependency there)
 
 from audiolm import extras
 from audiolm.config import ConfigError, validate
+from audiolm.models import moshi as family
+from audiolm.presets import moshi as presets  # the presets own every model-size literal
 
 _PY_META_KEYS = ("moshi_name", "mimi_name", "tokenizer_name", "lora_name", "model_type",
                  "lm_gen_config", "tts_config", "stt_config", "model_id", "mimi_config_name",
@@ -58,12 +60,6 @@ _PY_ARCH_KEYS = (
     "gradient_checkpointing", "same_initial")
 _NORMS = {"rms_norm_f32": ("rms", 1e-8), "rms_norm": ("rms", 1e-5),
           "layer_norm": ("layer", 1e-5), "layer_norm_f32": ("layer", 1e-8)}
-
-
-def _presets():
-    from configs import moshi as presets  # the presets own every model-size literal
-
-    return presets
 
 
 # ------------------------------------------------------------------------------------------
@@ -134,8 +130,6 @@ def _plain(d):
 
 
 def _validate_model(model, path):
-    from audiolm.models import moshi as family  # registers the rules
-
     config = ml_collections.ConfigDict({"model": model})
     try:
         family.rules(config)
@@ -144,7 +138,6 @@ def _validate_model(model, path):
 
 
 def _base_from_names(path, names) -> ml_collections.ConfigDict:
-    presets = _presets()
     for name in names:
         if not isinstance(name, str):
             continue
@@ -163,7 +156,6 @@ def _base_from_names(path, names) -> ml_collections.ConfigDict:
 
 
 def _from_python(path: str, raw: dict):
-    presets = _presets()
     extra = {k: raw[k] for k in _PY_META_KEYS if k in raw}
     unknown = sorted(set(raw) - set(_PY_META_KEYS) - set(_PY_ARCH_KEYS))
     if unknown:
@@ -289,7 +281,6 @@ _RUST_TRANSFORMER_KEYS = ("d_model", "num_heads", "num_layers", "dim_feedforward
 
 
 def _rust_transformer(path, prefix, t, depformer_slices=None):
-    presets = _presets()
     unknown = sorted(set(t) - set(_RUST_TRANSFORMER_KEYS))
     if unknown:
         raise _err(path, f"{prefix}.{unknown[0]}", t[unknown[0]], "is not a known field")
@@ -325,7 +316,6 @@ def _rust_transformer(path, prefix, t, depformer_slices=None):
 
 
 def _from_rust_lm(path, lm, prefix=""):
-    presets = _presets()
     known = ("text_in_vocab_size", "text_out_vocab_size", "audio_vocab_size", "audio_codebooks",
              "transformer", "depformer", "conditioners", "extra_heads")
     unknown = sorted(set(lm) - set(known))
@@ -447,8 +437,6 @@ def _load_state(weights, load_file):
 
 def convert_state_dict(model_config, state: dict, dtype=np.float32) -> dict:
     """Kyutai LMModel state dict (numpy, torch layout) -> params of `audiolm.models.moshi`."""
-    from audiolm.models import moshi as family
-
     spec = family.spec_from_config(model_config)
     used: set[str] = set()
 

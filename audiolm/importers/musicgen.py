@@ -29,7 +29,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from audiolm.models import pattern_lm
 from audiolm.models.conditioners import _read_safetensors
+from audiolm.presets import pattern_lm as presets  # config builders and the EnCodec 32 kHz rates
 
 CROSS_ID = "encoder_hidden_states"
 
@@ -39,8 +41,6 @@ _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "g
 
 def model_config_from_hf(cfg: dict[str, Any], max_frames: int | None = None) -> ml_collections.ConfigDict:
     """Pattern LM model config of a MusicgenDecoderConfig dict."""
-    from configs import pattern_lm as presets  # config builders and the EnCodec 32 kHz rates
-
     if cfg.get("model_type") == "musicgen":
         raise ValueError(
             "musicgen: this directory holds a full MusicgenForConditionalGeneration (T5 + EnCodec "
@@ -130,8 +130,6 @@ def convert(tensors: dict[str, np.ndarray], model_config: Any) -> dict:
 
 
 def _check_against_model(params: dict, model_config: Any) -> None:
-    from audiolm.models import pattern_lm
-
     shapes = jax.eval_shape(lambda r: pattern_lm.init_params(model_config, r),
                             jax.random.PRNGKey(0))
     flat_p = {jax.tree_util.keystr(k): v.shape

@@ -8,8 +8,9 @@ upsample rate r [SnakeBeta -> ConvTranspose(k=2r, stride r, trimmed r samples on
 residual units with dilations `residual_dilations`], SnakeBeta, causal conv to 1 channel,
 clamp to [-1, 1].
 
-Config: `DEFAULTS` (the tiny model) documents every field of `model.code2wav`;
-`validate_code2wav` checks them. Sizes of the published model (Qwen3-Omni-30B-A3B config.json):
+Config: `DEFAULTS` (the tiny model, from `audiolm.presets.thinker_talker`) lists every field of
+`model.code2wav`; `validate_code2wav` checks them. Sizes of the published model (Qwen3-Omni-30B-A3B
+config.json):
 
   codebook_size 2048, num_codebooks 16, hidden_size 1024, num_layers 8, num_heads 16,
   num_kv_heads 16, head_dim 64, ffn_hidden 3072, rope_theta 1e4, sliding_window 72,
@@ -37,35 +38,14 @@ import ml_collections
 import numpy as np
 
 import audiolm.nn as anl
+from audiolm.presets import thinker_talker as tt_presets
 from audiolm.config import (MAX_CODEBOOKS, ConfigError, check_float, check_int, check_schema,
                             get_path, require)
 from audiolm.nn.compile import fast_jit
 
-# The tiny Code2Wav: every size of the module is a field here (one comment per field).
-DEFAULTS = ml_collections.ConfigDict(dict(
-    codebook_size=64,  # ids per codebook
-    num_codebooks=4,  # codebooks per frame (G); must match model.talker.num_codebooks
-    hidden_size=32,  # pre-transformer and upsampler width
-    num_layers=2,  # pre-transformer layers
-    num_heads=4,  # query heads of the pre-transformer
-    num_kv_heads=4,  # key/value heads (equal to num_heads in the published model: MHA)
-    head_dim=8,  # width of one attention head
-    ffn_hidden=64,  # SwiGLU hidden width of the pre-transformer
-    rope_theta=1e4,  # RoPE base (rotate-half style)
-    sliding_window=8,  # causal attention window in frames (query sees the last `window` keys)
-    layer_scale_init=0.01,  # initial LayerScale on both residual branches
-    rms_norm_eps=1e-5,  # epsilon of every RMSNorm of the pre-transformer
-    upsampling_ratios=(2, 2),  # causal ConvTranspose (k = s = ratio) + ConvNeXt stages
-    convnext_kernel=7,  # causal depthwise conv kernel of the ConvNeXt blocks
-    convnext_mlp_ratio=4,  # ConvNeXt MLP width = ratio * hidden_size
-    convnext_eps=1e-6,  # ConvNeXt LayerNorm epsilon
-    convnext_scale_init=1e-6,  # ConvNeXt gamma (LayerScale) initial value
-    decoder_dim=32,  # channels after the first decoder conv; halved by every decoder block
-    upsample_rates=(4, 3),  # decoder block strides (ConvTranspose kernel 2r, stride r)
-    decoder_kernel=7,  # kernel of the decoder's first/last causal convs and residual convs
-    residual_dilations=(1, 3, 9),  # dilations of the residual units of every decoder block
-    sample_rate=24000,  # output sample rate in Hz (frame rate = sample_rate / total upsampling)
-))
+# The field schema of this section (tiny sizes): every field is declared, with its comment, in
+# `audiolm.presets.thinker_talker.code2wav_section`.
+DEFAULTS = tt_presets.code2wav_section()
 
 
 def total_upsampling(cfg: Any) -> int:

@@ -5,8 +5,9 @@ The Talker turns Thinker states into audio codes, one frame at a time. A frame h
 the small dense code predictor (HF "MTP") then predicts codebooks 1..G-1 of the same frame,
 autoregressively inside the frame, with RoPE positions restarting at 0 every frame.
 
-Config: `DEFAULTS` (the tiny model) documents every field of `model.talker`; `validate_talker`
-checks them. Sizes of the published model (Qwen3-Omni-30B-A3B, read from its config.json):
+Config: `DEFAULTS` (the tiny model, from `audiolm.presets.thinker_talker`) lists every field of
+`model.talker`; `validate_talker` checks them. Sizes of the published model (Qwen3-Omni-30B-A3B,
+read from its config.json):
 
   thinker_hidden_size 2048, projection_hidden 2048, hidden_size 1024, num_layers 20,
   num_heads 16, num_kv_heads 2, head_dim 128, rope_theta 1e6, rms_norm_eps 1e-6,
@@ -35,50 +36,15 @@ import ml_collections
 import numpy as np
 
 import audiolm.nn as anl
+from audiolm.presets import thinker_talker as tt_presets
 from audiolm import config as cfglib
 
 from audiolm.config import check_bool, check_choice, check_float, check_int, \
     check_schema, require
 
-# The tiny Talker: every size of the module is a field here (one comment per field).
-DEFAULTS = ml_collections.ConfigDict(dict(
-    thinker_hidden_size=32,  # width of the Thinker states fed to both projections
-    projection_hidden=48,  # hidden width of text_/hidden_projection (Linear-SiLU-Linear)
-    hidden_size=32,  # Talker decoder width
-    num_layers=2,  # Talker decoder layers (every layer is MoE with a shared expert)
-    num_heads=4,  # query heads
-    num_kv_heads=2,  # key/value heads (GQA); divides num_heads
-    head_dim=8,  # width of one attention head
-    rope_theta=1e6,  # RoPE base (rotate-half style)
-    rms_norm_eps=1e-6,  # epsilon of every RMSNorm (layers, final norm, q/k norms)
-    vocab_size=80,  # codec vocabulary of codebook 0: audio codes then special ids (EOS, pad...)
-    codebook_size=64,  # ids per codebook (audio codes are < codebook_size in every codebook)
-    num_codebooks=4,  # codes per frame (G): codebook 0 from codec_head, 1..G-1 from the predictor
-    num_experts=4,  # routed experts per MoE layer
-    num_experts_per_tok=2,  # experts picked per token (top-k)
-    moe_hidden=16,  # hidden width of one routed expert (SwiGLU)
-    shared_expert_hidden=24,  # hidden width of the shared expert (SwiGLU, sigmoid-gated)
-    norm_topk_prob=True,  # renormalise the top-k routing weights to sum to 1
-    moe_dispatch="dropless",  # dropless (sorted, grouped matmul) | capacity (einsum)
-    moe_capacity_factor=2.0,  # capacity per expert = factor * tokens * top_k / experts
-    accept_hidden_layer=1,  # Thinker layer whose output feeds hidden_projection
-    codec_pad_id=64,  # codec id: padding
-    codec_bos_id=65,  # codec id: beginning of speech
-    codec_eos_id=66,  # codec id: end of speech (the only special id codec_head may emit)
-    codec_nothink_id=67,  # codec id: prompt marker "no thinking"
-    codec_think_bos_id=68,  # codec id: start of the thinking prompt
-    codec_think_eos_id=69,  # codec id: end of the thinking prompt
-    code_predictor=ml_collections.ConfigDict(dict(
-        hidden_size=32,  # code predictor width; equals the Talker width (it reads its hidden)
-        num_layers=2,  # dense decoder layers
-        num_heads=4,  # query heads
-        num_kv_heads=2,  # key/value heads (GQA)
-        head_dim=8,  # width of one attention head
-        ffn_hidden=64,  # SwiGLU hidden width
-        rope_theta=1e6,  # RoPE base; positions restart at 0 in every frame
-        rms_norm_eps=1e-6,  # epsilon of every RMSNorm
-    )),
-))
+# The field schema of this section (tiny sizes): every field is declared, with its comment, in
+# `audiolm.presets.thinker_talker.talker_section`.
+DEFAULTS = tt_presets.talker_section()
 
 MOE_DISPATCH = ("dropless", "capacity")
 _SPECIAL_IDS = ("codec_pad_id", "codec_bos_id", "codec_eos_id", "codec_nothink_id",

@@ -15,9 +15,10 @@ import pytest
 
 from audiolm import config as config_lib
 from audiolm.models import code2wav as c2w
-from configs import moshi as moshi_configs
-from configs import pattern_lm as plm_configs
-from configs import thinker_talker as tt_configs
+from audiolm.presets import moshi as moshi_configs
+from audiolm.presets import pattern_lm as plm_configs
+from audiolm.presets import thinker_talker as tt_configs
+from audiolm.presets.experiment import load_experiment_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -27,14 +28,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_issue4_presets_exist():
-    assert {"tiny", "design_reference", "qwen3_omni_30b_a3b"} <= set(tt_configs.VARIANTS)
+    assert {"tiny", "design_reference", "qwen3_omni_30b_a3b"} <= set(tt_configs.PRESETS)
 
 
 def test_issue4_design_reference_is_the_design_table():
     """AuT 1024/24/16; Thinker 4096/40/32 GQA 8, 64 experts top-4, MoE every 2nd layer; Talker
     1536/24/12 GQA 4, 32 experts top-4, 4 codebooks x 2048; Code2Wav 512 wide, upsampling
     [8, 5, 4, 2] = 320x at 16 kHz (50 frames/s)."""
-    config = tt_configs.get_config("variant=design_reference")
+    config = load_experiment_config("configs/thinker_talker.py", "variant=design_reference")
     config_lib.validate(config)
     m = config.model
     assert (m.aut.hidden_size, m.aut.num_layers, m.aut.num_heads) == (1024, 24, 16)
@@ -57,7 +58,7 @@ def test_issue4_design_reference_is_the_design_table():
 
 
 def test_issue4_release_preset_is_the_published_config():
-    m = tt_configs.get_config("variant=qwen3_omni_30b_a3b").model
+    m = load_experiment_config("configs/thinker_talker.py", "variant=qwen3_omni_30b_a3b").model
     a = m.aut
     assert (a.num_layers, a.hidden_size, a.num_heads, a.ffn_hidden, a.output_dim) == \
         (32, 1280, 20, 5120, 2048)
@@ -194,7 +195,7 @@ def test_issue5_gated_hidden_rule():
 
 def test_issue6_presets_and_musicgen_small_shape():
     assert {"tiny", "musicgen_small"} <= set(plm_configs.PRESETS)
-    config = plm_configs.get_config("variant=musicgen_small")
+    config = load_experiment_config("configs/pattern_lm.py", "variant=musicgen_small")
     config_lib.validate(config)
     m = config.model
     assert (m.lm.dim, m.lm.num_layers, m.lm.num_heads, m.lm.ffn_hidden) == (1024, 24, 16, 4096)
@@ -206,6 +207,6 @@ def test_issue6_presets_and_musicgen_small_shape():
     assert cond.type == "t5" and cond.dim == 768 and list(m.conditioning.cross_attention_ids) == [
         cid]
     # The tiny preset exercises all three conditioning routes.
-    tiny = plm_configs.get_config("variant=tiny").model.conditioning
+    tiny = load_experiment_config("configs/pattern_lm.py", "variant=tiny").model.conditioning
     assert tiny.cross_attention_ids and tiny.prepend_ids and tiny.global_ids
     assert math.isclose(config.sample.cfg_scale, 3.0)

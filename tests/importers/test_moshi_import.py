@@ -19,7 +19,8 @@ from audiolm.importers import moshi as ck
 from audiolm.config import ConfigError
 from audiolm.models import moshi as M
 from audiolm.nn.compile import fast_jit
-from configs import moshi as cm
+from audiolm.presets import moshi as cm
+from audiolm.presets.experiment import load_experiment_config
 
 ref_lib = pytest.importorskip("tests.reference_moshi")
 torch = ref_lib.torch
@@ -307,7 +308,7 @@ def test_file_fields_kept_and_get_config_file_arg():
     assert tts.sample_extra.py_n_q == 24 and tts.sample_extra.py_cfg_coef == 2.0
     stt = ck.load_config_file(os.path.join(ref_lib.CONFIG_DIR, "stt_2.6b_en.json"))
     assert stt.sample_extra.stt_config.audio_delay_seconds == 2.5
-    config = cm.get_config(f"file={os.path.join(ref_lib.CONFIG_DIR, 'moshi_dev_2b.json')}")
+    config = load_experiment_config("configs/moshi.py", f"file={os.path.join(ref_lib.CONFIG_DIR, 'moshi_dev_2b.json')}")
     assert config.model.to_dict() == cm.moshi_dev_2b().to_dict()
 
 

@@ -32,7 +32,7 @@ def _shapes(tree):
 def test_config_mapping_and_layout(tiny):
     ref, model, path = tiny
     from audiolm.importers import qwen3_omni
-    from configs import thinker_talker as tt_configs
+    from audiolm.presets.experiment import load_experiment_config
 
     model_config, params, report = qwen3_omni.load_pretrained_with_report(path)
     a, th = model_config.aut, model_config.thinker
@@ -45,7 +45,7 @@ def test_config_mapping_and_layout(tiny):
     assert tuple(th.mlp_only_layers) == (1,) and th.audio_token_id == 150
     assert model_config.talker.num_codebooks == model_config.code2wav.num_codebooks == 4
     # The imported model section is a valid experiment config.
-    config = tt_configs.get_config("variant=tiny")
+    config = load_experiment_config("configs/thinker_talker.py", "variant=tiny")
     config.model = model_config
     config_lib.validate(config)
     # Same tree and shapes as our own initialisation of that config.

@@ -15,7 +15,9 @@ from audiolm import config as config_lib
 from audiolm.config import ConfigError
 from audiolm.models import moshi as M
 from audiolm.nn.compile import fast_jit
-from configs import moshi as cm
+from audiolm.tasks import codes as codes_task
+from audiolm.presets import moshi as cm
+from audiolm.presets.experiment import load_experiment_config
 
 
 def _rules(model):
@@ -60,7 +62,7 @@ def test_every_preset_validates(name):
 
 
 def test_get_config_validates_and_describes():
-    config = cm.get_config("variant=tiny")
+    config = load_experiment_config("configs/moshi.py", "variant=tiny")
     desc = config_lib.describe(config)
     params = _tiny()[1]
     n = sum(x.size for x in jax.tree_util.tree_leaves(params))
@@ -69,11 +71,11 @@ def test_get_config_validates_and_describes():
     shapes = jax.eval_shape(lambda r: M.init_params(config.model, r), jax.random.PRNGKey(0))
     assert jax.tree_util.tree_map(lambda x: x.shape, shapes) == \
         jax.tree_util.tree_map(lambda x: x.shape, params)
-    streaming = cm.get_config("variant=v0_1_streaming,slices=4")
+    streaming = load_experiment_config("configs/moshi.py", "variant=v0_1_streaming,slices=4")
     assert streaming.model.depformer.num_slices == 4
     config_lib.validate(streaming)
     with pytest.raises(ValueError, match="variant='nope'"):
-        cm.get_config("variant=nope")
+        load_experiment_config("configs/moshi.py", "variant=nope")
 
 
 BAD = [
@@ -211,7 +213,7 @@ def test_bad_inputs_raise_clear_errors():
 def _loss_config(model):
     config = ml_collections.ConfigDict()
     config.model = model
-    config.train = ml_collections.ConfigDict({"loss": cm.train_loss()})
+    config.train = ml_collections.ConfigDict({"loss": load_experiment_config("configs/moshi.py").train.loss})
     return config
 
 

@@ -14,7 +14,8 @@ from audiolm import patterns
 from audiolm.models import conditioners as cond_lib
 from audiolm.models import pattern_lm
 from audiolm.sample import pattern_lm as sampler
-from configs import pattern_lm as presets
+from audiolm.tasks import codes as codes_task
+from audiolm.presets import pattern_lm as presets
 
 B = 2
 

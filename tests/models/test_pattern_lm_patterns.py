@@ -9,7 +9,8 @@ import pytest
 
 from audiolm import patterns
 from audiolm.models import pattern_lm
-from configs import pattern_lm as presets
+from audiolm.tasks import codes as codes_task
+from audiolm.presets import pattern_lm as presets
 
 K, V, T, B = 4, 8, 5, 2
 

@@ -7,7 +7,7 @@ import pytest
 
 from audiolm.config import ConfigError
 from audiolm.models import pretransform
-from configs import pattern_lm as presets
+from audiolm.presets import pattern_lm as presets
 
 
 def test_codes_round_trip_exact():

@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 
 from audiolm.models import conditioners as cond_lib  # noqa: E402
 from audiolm.models import pattern_lm  # noqa: E402
-from configs import pattern_lm as presets  # noqa: E402
+from audiolm.presets import pattern_lm as presets  # noqa: E402
 
 TEXTS = ["ambient drones with a slow pulse", "rock", "jazz trio, brushed drums & upright bass"]
 MAX_LEN = 24

@@ -145,9 +145,9 @@ def test_is_moe_layer_follows_reference_rule():
 
 
 def test_asr_sequence_layout():
-    from configs import thinker_talker as tt_configs
+    from audiolm.presets.experiment import load_experiment_config
 
-    model = tt_configs.get_config("variant=tiny").model
+    model = load_experiment_config("configs/thinker_talker.py", "variant=tiny").model
     th = model.thinker
     hop, chunk = model.audio.hop_length, model.aut.chunk_frames
     lengths = np.array([250 * hop, 0])  # 250 frames -> 33 AuT tokens; an empty padding row
@@ -190,10 +190,10 @@ def test_loss_fn_on_example_batch(loaded):
     """The family loss (log-mel + AuT + Thinker + CE + MoE aux) on the data pipeline's batch
     layout is jit-able and starts near log(vocab). (That it trains through the shared loop is
     tests/train/test_families.py.)"""
-    from configs import thinker_talker as tt_configs
+    from audiolm.presets.experiment import load_experiment_config
 
     ref, _, model_config, params = loaded
-    config = tt_configs.get_config("variant=tiny")
+    config = load_experiment_config("configs/thinker_talker.py", "variant=tiny")
     config.model = model_config.copy_and_resolve_references()
     config.model.enable_audio_output = False
     config.model.aut.max_frames = 150

@@ -7,14 +7,15 @@ import pytest
 
 from audiolm import config as config_lib
 from audiolm.config import ConfigError
-from configs import thinker_talker as tt_configs
+from audiolm.presets import thinker_talker as tt_configs
+from audiolm.presets.experiment import load_experiment_config
 
 
 def _cfg(variant="tiny"):
-    return tt_configs.get_config(f"variant={variant}")
+    return load_experiment_config("configs/thinker_talker.py", f"variant={variant}")
 
 
-@pytest.mark.parametrize("variant", sorted(tt_configs.VARIANTS))
+@pytest.mark.parametrize("variant", sorted(tt_configs.PRESETS))
 def test_presets_validate(variant):
     config_lib.validate(_cfg(variant))
 

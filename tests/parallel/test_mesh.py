@@ -20,7 +20,7 @@ import toy_family  # noqa: E402
 
 def _mesh_config(**axes):
     sizes = {"data": 1, "fsdp": 1, "expert": 1, "tensor": 1, **axes}
-    from configs.common import default_mesh_rules
+    from audiolm.presets.experiment import default_mesh_rules
 
     return ml_collections.ConfigDict({"axes": sizes, "rules": default_mesh_rules()})
 

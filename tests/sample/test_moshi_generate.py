@@ -16,7 +16,8 @@ from audiolm.importers import moshi as ck
 from audiolm.models import moshi as M
 from audiolm.nn.compile import fast_jit
 from audiolm.sample import moshi as S
-from configs import moshi as cm
+from audiolm.presets import moshi as cm
+from audiolm.presets.experiment import load_experiment_config
 
 ref_lib = pytest.importorskip("tests.reference_moshi")
 torch = ref_lib.torch
@@ -162,7 +163,7 @@ def test_decode_equals_teacher_forced_forward(fusion):
 
 def test_write_samples(imported, tmp_path):
     _, config, params = imported
-    full = cm.get_config()
+    full = load_experiment_config("configs/moshi.py")
     full.model = config
     full.sample.temperature = 0.0
     full.sample.extra.text_temperature = 0.0
@@ -191,7 +192,7 @@ def test_runner_samples_from_an_imported_kyutai_dir(tmp_path):
     m = cm.tiny()
     folder = ref_lib.save_checkpoint(ref_lib.reference_model(m, seed=4), m,
                                      str(tmp_path / "ckpt"))
-    config = cm.get_config(f"file={folder}/config.json")
+    config = load_experiment_config("configs/moshi.py", f"file={folder}/config.json")
     config.init_from = folder
     config.sample.update(max_new_tokens=8, num_samples=2)
     summary = runner.run(config, str(tmp_path / "work"))

@@ -57,7 +57,7 @@ def test_sample_writes_tokens_wavs_and_summary(trained):
     assert codes.shape == (N, 4, FRAMES) and codes.dtype == np.int32
     assert codes.min() >= 0 and codes.max() < 16
     assert "cond__prompt" in tokens.files  # the conditions the samples were drawn with
-    from configs import pattern_lm as presets
+    from audiolm.presets.experiment import load_experiment_config
     pt = pretransform_lib.build(presets.tiny().pretransform)
     audio = np.asarray(pt.decode(codes))
     assert len(summary["wavs"]) == N
@@ -78,10 +78,10 @@ def test_no_checkpoint_and_no_init_from_fails_clearly(tmp_path):
 
 
 def test_init_from_restores_the_same_params(trained, tmp_path):
-    from audiolm.sample import runner
-    from configs import pattern_lm as presets
+    from audiolm.train import sampling as runner
+    from audiolm.presets.experiment import load_experiment_config
 
-    config = presets.get_config("variant=tiny")
+    config = load_experiment_config("configs/pattern_lm.py", "variant=tiny")
     config.data.name = "synthetic"
     own = runner.load_params(config, trained)
     config.init_from = trained
@@ -95,10 +95,10 @@ def test_write_samples_continues_a_prompt(trained, tmp_path):
     """sample.extra.prompt_frames = P: the first P frames of the held-out examples are kept and
     greedy decoding continues them (in-process, params restored from the trained workdir)."""
     from audiolm.sample import pattern_lm as sampler
-    from audiolm.sample import runner
-    from configs import pattern_lm as presets
+    from audiolm.train import sampling as runner
+    from audiolm.presets.experiment import load_experiment_config
 
-    config = presets.get_config("variant=tiny")
+    config = load_experiment_config("configs/pattern_lm.py", "variant=tiny")
     config.data.name = "synthetic"
     config.sample.num_samples, config.sample.max_new_tokens = 3, 6
     config.sample.temperature, config.sample.cfg_scale = 0.0, 1.0
@@ -114,9 +114,9 @@ def test_write_samples_continues_a_prompt(trained, tmp_path):
 
 def test_examples_cycle_a_small_test_split():
     from audiolm.sample import pattern_lm as sampler
-    from configs import pattern_lm as presets
+    from audiolm.presets.experiment import load_experiment_config
 
-    config = presets.get_config("variant=tiny")
+    config = load_experiment_config("configs/pattern_lm.py", "variant=tiny")
     config.data.name, config.data.batch_size, config.data.num_test = "synthetic", 2, 2
     rows = sampler._examples(config, 5)
     assert rows["codes"].shape[0] == 5

@@ -200,10 +200,10 @@ def test_talker_speech_stream_equals_loop(loaded):
 def test_write_samples_transcripts_tokens_and_speech(loaded, tmp_path):
     import soundfile as sf
 
-    from configs import thinker_talker as tt_configs
+    from audiolm.presets.experiment import load_experiment_config
 
     _, _, mc, params, module = loaded
-    config = tt_configs.get_config("variant=tiny")
+    config = load_experiment_config("configs/thinker_talker.py", "variant=tiny")
     config.model = mc.copy_and_resolve_references()
     config.model.aut.max_frames = 100  # short synthetic clips (data layout only)
     config.data.name = "synthetic"

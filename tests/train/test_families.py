@@ -13,8 +13,9 @@ FAMILIES = ["thinker_talker", "moshi", "pattern_lm"]
 
 
 def tiny_synthetic_config(family, steps=8, batch_size=2):
-    module = pytest.importorskip(f"configs.{family}")
-    config = module.get_config("tiny")
+    from audiolm.presets.experiment import load_experiment_config
+
+    config = load_experiment_config(f"configs/{family}.py", "tiny")
     config.data.name = "synthetic"
     config.data.batch_size = batch_size
     config.data.num_train = batch_size  # one fixed batch

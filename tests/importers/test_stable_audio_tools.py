@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from audiolm.config import ConfigError
-from audiolm.models import factory, pretransform
-from configs import pattern_lm as presets
+from audiolm.importers import stable_audio_tools as sat
+from audiolm.models import pretransform
+from audiolm.presets import pattern_lm as presets
 
 
 def sat_config():
@@ -46,7 +47,7 @@ def sat_config():
 def test_stable_audio_tools_layout_builds_and_runs(tmp_path):
     path = tmp_path / "model_config.json"
     path.write_text(json.dumps(sat_config()))
-    lm = factory.create_audio_lm_from_config(str(path))
+    lm = sat.create_audio_lm_from_config(str(path))
     assert (lm.num_quantizers, lm.codebook_size, lm.sample_rate, lm.min_input_length) == \
         (3, 10, 8000, 800)
     assert lm.config.max_frames == 10
@@ -69,10 +70,10 @@ def test_stable_audio_tools_layout_builds_and_runs(tmp_path):
 
 def test_our_config_dict_and_experiment_config():
     model = presets.tiny()
-    lm = factory.create_audio_lm_from_config(model)
+    lm = sat.create_audio_lm_from_config(model)
     assert lm.spec.n_q == model.pretransform.n_q
     exp = ml_collections.ConfigDict({"model": presets.tiny()})
-    assert factory.create_audio_lm_from_config(exp).spec == lm.spec
+    assert sat.create_audio_lm_from_config(exp).spec == lm.spec
     assert isinstance(lm.pretransform, pretransform.MuLawRVQ)
 
 
@@ -136,7 +137,7 @@ def test_stable_audio_tools_errors_name_the_field(name, edit, pattern):
     cfg = copy.deepcopy(sat_config())
     edit(cfg)
     with pytest.raises(ConfigError, match=pattern):
-        factory.create_audio_lm_from_config(cfg)
+        sat.create_audio_lm_from_config(cfg)
 
 
 def test_order_of_errors_follows_stable_audio_tools():
@@ -144,7 +145,7 @@ def test_order_of_errors_follows_stable_audio_tools():
     cfg = sat_config()
     del cfg["model"]["pretransform"], cfg["model"]["lm"]["type"]
     with pytest.raises(ConfigError, match=r"^model\.pretransform is missing"):
-        factory.create_audio_lm_from_config(cfg)
+        sat.create_audio_lm_from_config(cfg)
 
 
 OUR_CASES = [
@@ -166,7 +167,7 @@ def test_our_config_errors_name_the_field(edit, pattern):
     model = presets.tiny()
     edit(model)
     with pytest.raises(ConfigError, match=pattern):
-        factory.create_audio_lm_from_config(model)
+        sat.create_audio_lm_from_config(model)
 
 
 def test_stable_audio_tools_rvq_autoencoder_pretransform():
@@ -185,7 +186,7 @@ def test_stable_audio_tools_rvq_autoencoder_pretransform():
            "model": {"pretransform": {"type": "autoencoder", "config": autoencoder},
                      "lm": {"type": "x-transformers", "config": {"embed_dim": 64, "depth": 2,
                                                                  "heads": 4}}}}
-    lm = factory.create_audio_lm_from_config(cfg)
+    lm = sat.create_audio_lm_from_config(cfg)
     assert (lm.num_quantizers, lm.codebook_size, lm.min_input_length) == (4, 2048, 640)
     assert lm.pretransform.frame_rate == 50.0 and not pretransform.is_codec(lm.pretransform)
     assert lm.config.max_frames == 1500  # no sample_size: 30 s of frames

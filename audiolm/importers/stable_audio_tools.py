@@ -1,5 +1,5 @@
-"""`create_audio_lm_from_config`: builds a pattern LM from our ConfigDict or from a
-stable-audio-tools LM config (JSON layout).
+"""stable-audio-tools LM configs -> our pattern LM: `create_audio_lm_from_config` builds a
+pattern LM from our ConfigDict or from a stable-audio-tools LM config (JSON layout).
 
 Accepted inputs:
 
@@ -44,6 +44,7 @@ from audiolm.config import ConfigError
 from audiolm.models import conditioners as cond_lib
 from audiolm.models import pattern_lm
 from audiolm.models import pretransform as pretransform_lib
+from audiolm.presets import pattern_lm as presets
 
 __all__ = ["AudioLM", "create_audio_lm_from_config", "model_config_from_stable_audio_tools",
            "model_config_from_json", "SAT_PATTERNS", "SAT_LM_TYPES"]
@@ -172,8 +173,6 @@ def _int_field(section: Mapping, key: str, path: str, default: Any = None) -> in
 
 
 def _sat_pretransform(pt: Mapping, sample_rate: int) -> ml_collections.ConfigDict:
-    from configs import pattern_lm as presets
-
     path = "model.pretransform"
     ptype = pt.get("type")
     if ptype is None:
@@ -217,8 +216,6 @@ def _sat_pretransform(pt: Mapping, sample_rate: int) -> ml_collections.ConfigDic
 
 
 def _sat_conditioner(i: int, info: Mapping, cond_dim: int) -> tuple[str, dict]:
-    from configs import pattern_lm as presets
-
     path = f"model.conditioning.configs[{i}]"
     if not hasattr(info, "keys"):
         raise ConfigError(f"{path}={info!r}: must be a section with id, type and config")
@@ -267,8 +264,6 @@ def _sat_conditioner(i: int, info: Mapping, cond_dim: int) -> tuple[str, dict]:
 
 def model_config_from_stable_audio_tools(sat: Mapping[str, Any]) -> ml_collections.ConfigDict:
     """Our model ConfigDict of a stable-audio-tools LM config (ConfigError naming the field)."""
-    from configs import pattern_lm as presets
-
     if not hasattr(sat, "keys"):
         raise ConfigError(f"config={sat!r}: must be a JSON object (stable-audio-tools layout)")
     model_type = sat.get("model_type", "lm")

@@ -1,15 +1,31 @@
-"""Shared pieces of every experiment config.
+"""The skeleton every experiment config shares, and the tools config files are written with.
 
-`parse_arg` turns the string after the colon of `--config=configs/moshi.py:variant=tiny,runlocal=True`
-into a typed ConfigDict; `base_config()` returns the sections every family shares.
+Config files (`configs/<family>.py`) are loaded by path, never imported as a package; they
+compose an experiment from the pieces here:
+
+  parse_arg(arg, **defaults)       the typed arg string after the colon of
+                                   `--config=configs/moshi.py:variant=tiny,slices=16`
+  base_config()                    the commented seed / data / task / train / sample / mesh
+                                   sections; the config file adds `model` and adjusts the rest
+  default_mesh_rules()             logical axis name -> mesh axes
+  load_experiment_config(path, arg)  `get_config(arg)` of a config file loaded by path (what
+                                   `--config=path:arg` gives `audiolm.main`), for tests,
+                                   notebooks and experiment scripts
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
+import os
 from typing import Any
 
 import ml_collections
+
+from audiolm import data as data_lib
+
+# The source checkout: the folder holding `audiolm/` (and `configs/`).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -80,13 +96,16 @@ def default_mesh_rules() -> tuple:
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Sections shared by every family; the family file fills `model` and adjusts the rest."""
-    from audiolm import data as data_lib
-
+    """Sections shared by every experiment; the config file fills `model` and adjusts the rest."""
     config = ml_collections.ConfigDict()
     config.seed = 0  # seeds parameter init, dropout and data order
     config.init_from = ""  # checkpoint dir or pretrained model dir used when workdir has none
-    config.data = ml_collections.ConfigDict(data_lib.DEFAULTS.to_dict())
+    config.data = ml_collections.ConfigDict(data_lib.DEFAULTS.to_dict())  # see audiolm.data
+
+    config.task = task = ml_collections.ConfigDict()
+    task.name = "codes"  # what is learnt: asr (speech -> transcript) | codes (next codes)
+    task.evaluators = ("loss",)  # run at every eval step on the validation split
+    task.final_evaluators = ()  # run once at the end of training on the test split
 
     config.train = train = ml_collections.ConfigDict()
     train.steps = 1000  # optimizer steps
@@ -125,3 +144,23 @@ def base_config() -> ml_collections.ConfigDict:
     mesh.axes = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "expert": 1, "tensor": 1})
     mesh.rules = default_mesh_rules()
     return config
+
+
+def load_experiment_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of the config file at `path`.
+
+    A relative `path` is looked up in the working directory, then in the source checkout (so
+    `load_experiment_config("configs/moshi.py", "tiny")` works from tests and notebooks/).
+    """
+    candidates = [path] if os.path.isabs(path) else [path, os.path.join(REPO_ROOT, path)]
+    found = next((p for p in candidates if os.path.isfile(p)), None)
+    if found is None:
+        raise FileNotFoundError(f"load_experiment_config: path={path!r} is not a file (looked "
+                                f"in {candidates})")
+    name = "audiolm_config_" + os.path.splitext(os.path.basename(found))[0]
+    spec = importlib.util.spec_from_file_location(name, found)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise AttributeError(f"load_experiment_config: {found} defines no get_config(arg)")
+    return module.get_config() if arg is None else module.get_config(arg)

@@ -1,1 +1,0 @@
-"""Experiment configs: one file per model family, `get_config(arg)` in each."""
