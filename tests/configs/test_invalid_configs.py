@@ -18,15 +18,14 @@ from hypothesis import strategies as st
 
 from audiolm import config as config_lib
 from audiolm.config import ConfigError
-from configs import moshi, pattern_lm, thinker_talker
+from audiolm.presets.experiment import load_experiment_config
 
-FILES = {"thinker_talker": thinker_talker, "moshi": moshi, "pattern_lm": pattern_lm}
 ABBREV = {"tt": "thinker_talker", "moshi": "moshi", "plm": "pattern_lm"}
 
 
 @functools.lru_cache(maxsize=None)
 def _base(family, variant="tiny"):
-    return FILES[family].get_config(f"variant={variant}").to_dict()
+    return load_experiment_config(f"configs/{family}.py", f"variant={variant}").to_dict()
 
 
 def _node(d, parts):

@@ -1,14 +1,15 @@
-"""Every variant of every config file loads via `get_config` and passes `audiolm.config.validate`.
+"""Every variant of every config file loads by path and passes `audiolm.config.validate`.
 
-Variants are discovered from each `configs/<family>.py` itself: the family files list their
-variants in the error `get_config` raises for an unknown one, and that list must equal the
-module's variant table. `describe` runs for the tiny variants and for a few full presets whose
-`jax.eval_shape` is fast (about 1 s each on a quiet CPU).
+Config files are found in `configs/`; each picks its presets from `audiolm.presets.<family>`,
+and the variants `get_config` lists for an unknown one must equal that preset table.
+`describe` runs for the tiny variants and for a few full presets whose `jax.eval_shape` is fast
+(about 1 s each on a quiet CPU). The experiment sections around the presets (task, data) and
+the rule that config files are loaded by path, never imported, are checked too.
 """
 
 import ast
+import configparser
 import glob
-import importlib
 import json
 import os
 import re
@@ -17,17 +18,28 @@ import ml_collections
 import pytest
 
 from audiolm import config as config_lib
-from audiolm.models import registry
+from audiolm import presets
+from audiolm.presets.experiment import load_experiment_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-NOT_FAMILIES = {"__init__", "common"}
-FAMILY_FILES = sorted(os.path.splitext(os.path.basename(p))[0]
-                      for p in glob.glob(os.path.join(ROOT, "configs", "*.py")))
-FAMILIES = [f for f in FAMILY_FILES if f not in NOT_FAMILIES]
+FAMILIES = sorted(os.path.splitext(os.path.basename(p))[0]
+                  for p in glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+class _ConfigFile:
+    """`get_config` and docstring of configs/<family>.py (loaded by path)."""
+
+    def __init__(self, family):
+        self.path = os.path.join(ROOT, "configs", f"{family}.py")
+        with open(self.path) as f:
+            self.__doc__ = ast.get_docstring(ast.parse(f.read()))
+
+    def get_config(self, arg=None):
+        return load_experiment_config(self.path, arg)
 
 
 def _module(family):
-    return importlib.import_module(f"configs.{family}")
+    return _ConfigFile(family)
 
 
 def _listed_variants(family):
@@ -42,10 +54,7 @@ def _listed_variants(family):
 
 
 def _variant_table(family):
-    mod = _module(family)
-    tables = [getattr(mod, name) for name in ("VARIANTS", "PRESETS") if hasattr(mod, name)]
-    assert len(tables) == 1, f"configs/{family}.py should have one VARIANTS/PRESETS table"
-    return tables[0]
+    return presets.family_presets(family).PRESETS
 
 
 def _all_variants():
@@ -61,7 +70,7 @@ TINY = [(f, v) for f, v in ALL if v.startswith("tiny")]
 
 
 def test_every_family_has_a_config_file():
-    assert set(FAMILIES) == set(registry.FAMILIES), (FAMILIES, sorted(registry.FAMILIES))
+    assert set(FAMILIES) == set(config_lib.FAMILIES), (FAMILIES, sorted(config_lib.FAMILIES))
     assert len(ALL) >= 20  # 4 thinker_talker + 16 moshi + 2 pattern_lm at the time of writing
     assert {f for f, _ in TINY} == set(FAMILIES)  # every family has a tiny variant
 
@@ -247,3 +256,101 @@ def test_describe_fast_full_presets(family, variant):
     _check_description(desc, family)
     assert desc["total_params"] > 10**8  # full size, nothing allocated
     _check_table(config_lib.print_description(desc), desc)
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment around the preset, and configs as files.
+
+
+@pytest.mark.parametrize("arg,name,final", [
+    ("variant=tiny", "asr", ("cer",)),
+    ("variant=tiny_asr", "asr", ("cer",)),
+    ("variant=tiny,data=synthetic", "asr", ()),
+    ("variant=qwen3_omni_30b_a3b", "asr", ()),
+    ("variant=design_reference,data=speech_synth", "asr", ("cer",)),
+])
+def test_thinker_talker_task_follows_its_data(arg, name, final):
+    config = load_experiment_config("configs/thinker_talker.py", arg)
+    assert config.task.name == name
+    assert tuple(config.task.final_evaluators) == final
+    assert tuple(config.task.evaluators) == ("loss",)
+    assert config.data.name == ("speech_synth" if final else "synthetic")
+
+
+@pytest.mark.parametrize("family", ["moshi", "pattern_lm"])
+def test_code_families_learn_codes_on_synthetic_batches(family):
+    config = load_experiment_config(f"configs/{family}.py", "tiny")
+    assert config.task.name == "codes" and tuple(config.task.final_evaluators) == ()
+    assert config.data.name == "synthetic"  # the tiny launch needs no dataset
+
+
+def test_task_section_fields_are_commented_once():
+    """base_config declares each task field once, with a comment."""
+    path = os.path.join(ROOT, "audiolm", "presets", "experiment.py")
+    with open(path) as f:
+        lines = [l for l in f if l.strip().startswith("task.")]
+    assert sorted(l.split("=")[0].strip() for l in lines) == [
+        "task.evaluators", "task.final_evaluators", "task.name"]
+    assert all("  # " in l for l in lines), lines
+
+
+def test_load_experiment_config_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"path='configs/nope.py' is not a file"):
+        load_experiment_config("configs/nope.py")
+    empty = tmp_path / "empty.py"
+    empty.write_text("X = 1\n")
+    with pytest.raises(AttributeError, match=r"empty.py defines no get_config"):
+        load_experiment_config(str(empty))
+
+
+def test_arg_parser_rejects_unknown_keys():
+    with pytest.raises(ValueError, match=r"config arg 'runlocal' is unknown"):
+        load_experiment_config("configs/thinker_talker.py", "tiny,runlocal=True")
+
+
+def test_presets_get():
+    assert presets.get("moshi", "v0_1_streaming", slices=4).depformer.num_slices == 4
+    assert presets.get("thinker_talker", "tiny").to_dict() == \
+        presets.family_presets("thinker_talker").tiny().to_dict()
+    with pytest.raises(ValueError, match=r"moshi preset 'nope' is unknown"):
+        presets.get("moshi", "nope")
+    with pytest.raises(ValueError, match=r"family='codec'"):
+        presets.get("codec", "tiny")
+
+
+def test_configs_is_not_a_package():
+    """Config files are loaded by path: no `configs` package is installed or importable."""
+    assert not os.path.exists(os.path.join(ROOT, "configs", "__init__.py"))
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(ROOT, "setup.cfg"))
+    include = parser["options.packages.find"]["include"].split()
+    assert include == ["audiolm", "audiolm.*"], include
+    # ... and nothing imports it (a namespace package would still resolve from the repo root).
+    imports = re.compile(r"^\s*(from configs\b|import configs\b)|import_module\(f?[\"']configs\.",
+                         re.M)
+    offenders = []
+    for pattern in ("audiolm/**/*.py", "tests/**/*.py", "experiments/**/*.py", "notebooks/*.ipynb"):
+        for path in glob.glob(os.path.join(ROOT, pattern), recursive=True):
+            with open(path) as f:
+                text = f.read().replace('\\n",', "")  # notebook JSON lines -> source lines
+            offenders += [os.path.relpath(path, ROOT) for _ in imports.finditer(text)]
+    assert not offenders, offenders
+
+
+PUBLISHED_SIZES = re.compile(r"(^|[^0-9.])(151936|152064|32000|48000|2049|2050|11264|5632|7040)"
+                             r"([^0-9]|$)")
+
+
+def test_published_sizes_live_in_presets_and_importers_only():
+    found = []
+    for path in glob.glob(os.path.join(ROOT, "audiolm", "**", "*.py"), recursive=True):
+        rel = os.path.relpath(path, ROOT)
+        if rel.startswith((os.path.join("audiolm", "presets"), os.path.join("audiolm", "importers"))):
+            continue
+        with open(path) as f:
+            found += [f"{rel}:{i}: {line.strip()}" for i, line in enumerate(f, 1)
+                      if PUBLISHED_SIZES.search(line)]
+    assert not found, "\n".join(found)
+    # ... and the presets do hold them (the pattern is not vacuous).
+    with open(os.path.join(ROOT, "audiolm", "presets", "moshi.py")) as f:
+        assert PUBLISHED_SIZES.search(f.read())
