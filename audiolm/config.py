@@ -169,7 +169,7 @@ TRAIN_SCHEMA = {
     "min_lr_ratio": 0.0, "b1": 0.0, "b2": 0.0, "eps": 0.0, "weight_decay": 0.0,
     "clip_norm": 0.0, "grad_accum_steps": 0, "log_every": 0, "eval_every": 0, "eval_steps": 0,
     "checkpoint_every": 0, "keep_checkpoints": 0, "dtype": "", "moe_aux_weight": 0.0,
-    "moe_z_weight": 0.0, "loss": None,
+    "moe_z_weight": 0.0, "loss": None, "compilation_cache_dir": "", "profile_steps": None,
 }
 SAMPLE_SCHEMA = {
     "temperature": 0.0, "top_k": 0, "top_p": 0.0, "max_new_tokens": 0, "cfg_scale": 0.0,
@@ -200,6 +200,13 @@ def _validate_train(config: Any) -> None:
     check_choice(config, "train.dtype", ("float32", "bfloat16"))
     check_float(config, "train.moe_aux_weight", lo=0.0)
     check_float(config, "train.moe_z_weight", lo=0.0)
+    check_str(config, "train.compilation_cache_dir")
+    from audiolm.parallel import runtime  # the profiler owns the window's syntax
+
+    try:
+        runtime.parse_profile_steps(get_path(config, "train.profile_steps"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     # Family loss weights: every family's `train.loss` is a section of non-negative weights.
     check_keys(config, "train.loss", get_path(config, "train.loss").keys())
     for key in get_path(config, "train.loss").keys():

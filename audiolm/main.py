@@ -5,8 +5,12 @@
   python -m audiolm.main --config=configs/moshi.py:file=/path/to/config.json --mode=describe
 
 Any field can be overridden: --config.train.steps=10 --config.model.thinker.num_layers=2.
+Logs show audiolm's own messages and every warning; pass --verbosity=0 (or higher) to also see
+the INFO lines of the libraries underneath (Orbax, JAX).
 """
 
+import logging as std_logging
+import os
 import sys
 
 from absl import app, flags, logging
@@ -28,8 +32,24 @@ def main(argv):
         sys.exit(f"ConfigError: {e}")
 
 
+def _quiet_library_logs() -> None:
+    """Unless --verbosity was given, drops INFO/DEBUG records that do not come from audiolm."""
+    if flags.FLAGS["verbosity"].present:
+        return
+    import audiolm
+
+    package_dir = os.path.dirname(os.path.abspath(audiolm.__file__)) + os.sep
+
+    def keep(record: std_logging.LogRecord) -> bool:
+        return (record.levelno >= std_logging.WARNING
+                or os.path.abspath(record.pathname).startswith(package_dir))
+
+    logging.get_absl_handler().addFilter(keep)
+
+
 def _main(argv):
     del argv
+    _quiet_library_logs()
     config = _CONFIG.value
     if _MODE.value == "describe":
         from audiolm import config as config_lib
@@ -38,6 +58,10 @@ def _main(argv):
         return
     if _WORKDIR.value is None:
         raise app.UsageError(f"--workdir is required for --mode={_MODE.value}")
+    from audiolm.parallel import runtime
+
+    runtime.initialize_distributed()  # before any computation; a no-op on one host
+    runtime.enable_compilation_cache(config.train.compilation_cache_dir)
     if _MODE.value in ("train", "eval"):
         from audiolm.train import loop
 

@@ -128,6 +128,9 @@ def base_config() -> ml_collections.ConfigDict:
     train.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
     train.moe_aux_weight = 1e-3  # load-balancing loss weight (Qwen3 router_aux_loss_coef)
     train.moe_z_weight = 0.0  # router z-loss weight
+    # Persistent XLA compilation cache (reruns and resumes skip compiling); "" disables.
+    train.compilation_cache_dir = "~/.cache/audiolm/jax_cache"
+    train.profile_steps = ""  # "start,stop": jax.profiler trace of those steps into tensorboard/
     train.loss = ml_collections.ConfigDict()  # family-specific loss weights
 
     config.sample = sample = ml_collections.ConfigDict()

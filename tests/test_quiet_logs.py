@@ -1,0 +1,41 @@
+"""audiolm.main keeps library INFO lines (Orbax, JAX) out of the logs unless --verbosity asks."""
+
+import logging as std_logging
+import os
+
+import orbax.checkpoint
+from absl import flags, logging
+
+import audiolm
+from audiolm import main
+
+
+def _record(path, level=std_logging.INFO):
+    return std_logging.LogRecord("absl", level, path, 1, "message", None, None)
+
+
+def _filters_after(argv):
+    handler = logging.get_absl_handler()
+    before = list(handler.filters)
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(argv)
+    try:
+        main._quiet_library_logs()
+        return [f for f in handler.filters if f not in before]
+    finally:
+        for f in handler.filters[len(before):]:
+            handler.removeFilter(f)
+        flags.FLAGS.unparse_flags()
+
+
+def test_library_info_dropped_by_default():
+    (keep,) = _filters_after(["main", "--config=configs/moshi.py:tiny"])
+    orbax_file = os.path.join(os.path.dirname(orbax.checkpoint.__file__), "checkpoint_manager.py")
+    ours = os.path.join(os.path.dirname(audiolm.__file__), "train", "metrics.py")
+    assert not keep(_record(orbax_file))
+    assert keep(_record(orbax_file, std_logging.WARNING))
+    assert keep(_record(ours))
+
+
+def test_verbosity_flag_keeps_everything():
+    assert _filters_after(["main", "--config=configs/moshi.py:tiny", "--verbosity=0"]) == []
