@@ -27,7 +27,7 @@ codebook_size 2048.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -249,11 +249,14 @@ class CodePredictor(nn.Module):
                 for _ in range(c.num_layers)]
 
     def generate(self, talker_hidden: jax.Array, code0_embed: jax.Array, rng: jax.Array,
-                 temperature: float = 0.0, top_k: int = 0) -> tuple[jax.Array, jax.Array]:
+                 sample: Callable[[jax.Array, jax.Array], jax.Array]
+                 ) -> tuple[jax.Array, jax.Array]:
         """Codes 1..G-1 of one frame, one at a time with a KV cache.
 
         talker_hidden, code0_embed [B, D] -> (codes [B, G-1] int32, embeddings [B, G-1, D] of
-        those codes, whose sum feeds the next Talker step). temperature 0 is greedy.
+        those codes, whose sum feeds the next Talker step). `sample(logits [B, V], key)` ->
+        ids [B] int32 is the sampling rule, given by the sampler (`audiolm.sample.rules`:
+        models do not import the sample package).
         """
         g = self.config.num_codebooks
         b = talker_hidden.shape[0]
@@ -266,7 +269,7 @@ class CodePredictor(nn.Module):
         for j in range(g - 1):  # static unroll: G-1 is small (15 published)
             logits = self.heads(h[:, None], first=j)[:, 0]
             rng, key = jax.random.split(rng)
-            code = sample_logits(logits, key, temperature, top_k)
+            code = sample(logits, key)
             e = self.embed(code[:, None], first=j + 1)[:, 0]
             codes.append(code)
             embeds.append(e)
@@ -275,19 +278,6 @@ class CodePredictor(nn.Module):
                 out, caches = self.decode(e[:, None], pos, caches)
                 h = out[:, 0]
         return jnp.stack(codes, axis=1), jnp.stack(embeds, axis=1)
-
-
-def sample_logits(logits: jax.Array, rng: jax.Array, temperature: float = 0.0,
-                  top_k: int = 0) -> jax.Array:
-    """logits [..., V] -> ids [...] int32: argmax if temperature == 0, else softmax sampling
-    at `temperature` restricted to the `top_k` best (0 = all)."""
-    if temperature == 0.0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = logits.astype(jnp.float32) / temperature
-    if top_k and top_k < logits.shape[-1]:
-        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
-    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
 class Talker(nn.Module):
@@ -412,14 +402,16 @@ class Talker(nn.Module):
         return self(x, codes)
 
     def predict_frame(self, talker_hidden: jax.Array, code0: jax.Array, rng: jax.Array,
-                      temperature: float = 0.0, top_k: int = 0) -> tuple[jax.Array, jax.Array]:
-        """One frame's remaining codebooks from the Talker hidden [B, D] and code 0 [B].
+                      sample: Callable[[jax.Array, jax.Array], jax.Array]
+                      ) -> tuple[jax.Array, jax.Array]:
+        """One frame's remaining codebooks from the Talker hidden [B, D] and code 0 [B], drawn
+        by `sample(logits [B, V], key) -> ids [B]` (see `CodePredictor.generate`).
 
         Returns (codes [B, G] with code 0 first, next Talker input embedding [B, D] = the sum
         of the frame's code embeddings; the caller adds the trailing text hidden).
         """
         e0 = self.codec_embedding(code0)
-        rest, embeds = self.code_predictor.generate(talker_hidden, e0, rng, temperature, top_k)
+        rest, embeds = self.code_predictor.generate(talker_hidden, e0, rng, sample)
         codes = jnp.concatenate([code0[:, None].astype(jnp.int32), rest], axis=1)
         return codes, e0 + jnp.sum(embeds, axis=1)
 

@@ -50,7 +50,7 @@ def batch_size_of(conditions: Mapping[str, Any], prompt: Any, batch: int | None)
 
 def generate(module: lm.PatternLM, params: Any, conditions: Mapping[str, jax.Array] | None, *,
              frames: int, rng: jax.Array | None, prompt: jax.Array | None = None,
-             temperature: Any = 1.0, top_k: int = 250, top_p: float = 0.0,
+             temperature: Any = 1.0, top_k: int = 250, top_p: float = 1.0,
              cfg_scale: float = 1.0, batch: int | None = None) -> jax.Array:
     """Samples codes [B, K, frames] int32 (pure; jit-able with static frames / top_k / top_p /
     cfg_scale; `temperature` static or traced, 0 = greedy).
@@ -161,7 +161,7 @@ def trim_cross_conditions(spec: lm.LMSpec, conditions: Mapping[str, Any]) -> dic
 
 def sample(module: lm.PatternLM, params: Any, conditions: Mapping[str, Any] | None = None, *,
            frames: int, rng: jax.Array | None = None, prompt: Any = None,
-           temperature: float = 1.0, top_k: int = 250, top_p: float = 0.0,
+           temperature: float = 1.0, top_k: int = 250, top_p: float = 1.0,
            cfg_scale: float = 1.0, batch: int | None = None) -> jax.Array:
     """Compiled `generate`: one compile per (model, shapes, frames, top_k, top_p, cfg_scale,
     greedy or not); the temperature is a traced argument. Padding of cross-attention-only
@@ -231,8 +231,8 @@ def write_samples(module: lm.PatternLM, params: Any, config: Any, workdir: str) 
         prompt = codes[:, :, :prompt_frames]
     top_p = float(s.top_p)
     kwargs = dict(frames=frames, rng=jax.random.PRNGKey(int(s.seed)), prompt=prompt,
-                  temperature=float(s.temperature), top_k=int(s.top_k),
-                  top_p=0.0 if top_p >= 1.0 else top_p, cfg_scale=float(s.cfg_scale), batch=n)
+                  temperature=float(s.temperature), top_k=int(s.top_k), top_p=top_p,
+                  cfg_scale=float(s.cfg_scale), batch=n)
     t0 = time.perf_counter()
     codes = np.asarray(jax.block_until_ready(sample(module, params, conditions, **kwargs)))
     seconds = time.perf_counter() - t0  # first call: includes compilation

@@ -11,7 +11,8 @@
 - ``stop_after_eos``: per-row stopping for batch generation.
 
 ``top_k`` / ``top_p`` are static Python numbers (they pick the graph); ``temperature`` may be a
-static number or a traced scalar / array broadcastable to the batch dims ``[...]``.
+static number or a traced scalar / array broadcastable to the batch dims ``[...]``. Off values,
+as in the config (``sample.top_k`` / ``sample.top_p``): top_k = 0, top_p = 1.0.
 """
 
 from __future__ import annotations
@@ -47,15 +48,21 @@ def mask_top_k(logits: jax.Array, k: int) -> jax.Array:
     return jnp.where(logits < kth, -jnp.inf, logits)
 
 
+def _check_top_p(p) -> float:
+    _check_static("top_p", p, "float")
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"top_p={p!r} must be in (0, 1]: the nucleus mass kept (1.0 = off)")
+    return float(p)
+
+
 def mask_top_p(logits: jax.Array, p: float) -> jax.Array:
     """Nucleus filter: keeps the smallest set of most probable entries whose total probability
     (softmax of ``logits``) reaches ``p``; an entry is kept when the probability of the entries
     ranked strictly above it is < p (so the most probable one always stays; ties with the last
-    kept logit are kept). ``p <= 0`` or ``p >= 1``: unchanged. [..., V] -> [..., V]."""
-    _check_static("top_p", p, "float")
-    p = float(p)
+    kept logit are kept). ``p`` in (0, 1]; 1.0: unchanged. [..., V] -> [..., V]."""
+    p = _check_top_p(p)
     logits = jnp.asarray(logits)
-    if p <= 0.0 or p >= 1.0:
+    if p == 1.0:
         return logits
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     sorted_probs = -jnp.sort(-probs, axis=-1)  # descending
@@ -67,16 +74,16 @@ def mask_top_p(logits: jax.Array, p: float) -> jax.Array:
 
 
 def sample_logits(logits: jax.Array, rng: jax.Array, temperature=0.0, top_k: int = 0,
-                  top_p: float = 0.0) -> jax.Array:
+                  top_p: float = 1.0) -> jax.Array:
     """Draws one id per row: logits [..., V] -> int32 [...].
 
     temperature == 0 -> argmax (``rng`` unused). Otherwise logits / temperature, then
-    ``mask_top_k`` (top_k > 0), then ``mask_top_p`` (0 < top_p < 1) on what is left, then a
+    ``mask_top_k`` (top_k > 0), then ``mask_top_p`` (top_p < 1) on what is left, then a
     categorical draw. A traced ``temperature`` (scalar or broadcastable to [...]) selects greedy
     per row where it is <= 0.
     """
     _check_static("top_k", top_k, "int")
-    _check_static("top_p", top_p, "float")
+    _check_top_p(top_p)
     logits = jnp.asarray(logits).astype(jnp.float32)
     greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     if _static_number(temperature):

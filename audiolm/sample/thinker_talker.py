@@ -65,7 +65,7 @@ class TextOptions:
     max_new_tokens: int = 32
     temperature: float = 0.0
     top_k: int = 0
-    top_p: float = 0.0
+    top_p: float = 1.0  # 1.0: no nucleus filter
     eos_id: int | None = None  # None: never stop early
     pad_id: int = 0
 
@@ -262,11 +262,12 @@ class SpeechSampler:
         o, cfg = self.options, self.cfg
         k0, k1 = jax.random.split(rng)
         logits = talker_lib.mask_codec_logits(s["logits"], cfg)
-        code0 = rules.sample_logits(logits, k0, o.temperature, o.top_k)
+        sample = functools.partial(rules.sample_logits, temperature=o.temperature, top_k=o.top_k)
+        code0 = sample(logits, k0)
         ended = code0 == cfg.codec_eos_id
         valid = ~(s["done"] | ended)
         safe0 = jnp.where(valid, code0, 0)  # EOS / finished rows: a placeholder audio code
-        codes, nxt = self._t(params, s["hidden"], safe0, k1, o.temperature, o.top_k,
+        codes, nxt = self._t(params, s["hidden"], safe0, k1, sample,
                              method=talker_lib.Talker.predict_frame)
         last = s["trailing"].shape[1] - 1
         nxt = nxt + s["trailing"][:, jnp.minimum(s["step"], last)]
@@ -409,7 +410,7 @@ def write_samples(module: family.ThinkerTalker, params, config, workdir: str) ->
     prompts = [family.asr_prompt(m, int(length), bos) for length in lengths]
     tokens, mask = left_pad(prompts, m.thinker.pad_token_id)
     options = TextOptions(max_new_tokens=int(s.max_new_tokens), temperature=float(s.temperature),
-                          top_k=int(s.top_k), top_p=float(s.top_p) if s.top_p < 1 else 0.0,
+                          top_k=int(s.top_k), top_p=float(s.top_p),
                           eos_id=m.thinker.eos_token_id, pad_id=m.thinker.pad_token_id)
     rng = jax.random.PRNGKey(int(s.seed))
     out = TextSampler(module, options, fast_compile=True).generate(

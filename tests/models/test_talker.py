@@ -3,6 +3,7 @@ qwen3_omni_moe on a tiny random model (fp32), parameter counts of the published 
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -14,6 +15,7 @@ import pytest
 from audiolm.config import ConfigError, count_params
 from audiolm.importers import qwen3_omni_talker as conv
 from audiolm.models import talker as tk
+from audiolm.sample import rules
 
 TOL = 1e-4  # max abs error allowed against the fp32 reference
 
@@ -223,7 +225,7 @@ def test_code_predictor_greedy_generation_matches(ref_model):
                                          do_sample=False, return_dict_in_generate=True)
         want = res.sequences[:, -(g - 1):].numpy()
     module = tk.build(cfg)
-    greedy = _jit(module, tk.Talker.predict_frame)
+    greedy = _jit(module, tk.Talker.predict_frame, sample=rules.sample_logits)  # temperature 0
     codes, emb = greedy(params, jnp.asarray(h), jnp.asarray(code0), jax.random.PRNGKey(0))
     np.testing.assert_array_equal(np.asarray(codes[:, 1:]), want)
     np.testing.assert_array_equal(np.asarray(codes[:, 0]), code0)
@@ -231,7 +233,8 @@ def test_code_predictor_greedy_generation_matches(ref_model):
     again = _jit(module, tk.Talker.embed_frames)(params, codes[:, :, None])
     assert float(np.max(np.abs(np.asarray(again[:, 0]) - np.asarray(emb)))) <= 1e-5
     # sampling at a temperature draws valid codes, reproducibly per key
-    sample = _jit(module, tk.Talker.predict_frame, temperature=1.0, top_k=5)
+    sample = _jit(module, tk.Talker.predict_frame,
+                  sample=functools.partial(rules.sample_logits, temperature=1.0, top_k=5))
     s1, _ = sample(params, jnp.asarray(h), jnp.asarray(code0), jax.random.PRNGKey(3))
     s2, _ = sample(params, jnp.asarray(h), jnp.asarray(code0), jax.random.PRNGKey(3))
     np.testing.assert_array_equal(np.asarray(s1), np.asarray(s2))

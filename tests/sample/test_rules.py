@@ -60,7 +60,7 @@ def allowed_top_p(logits, p, temperature=1.0, slack=TOL):
 @given(logits=logit_rows, k=st.sampled_from(KS), seed=st.integers(0, 2**31 - 1),
        temperature=st.floats(0.3, 3.0))
 def test_top_k_never_emits_excluded(logits, k, seed, temperature):
-    ids, masked, _ = _sampler(k, 0.0)(logits, jax.random.PRNGKey(seed), temperature)
+    ids, masked, _ = _sampler(k, 1.0)(logits, jax.random.PRNGKey(seed), temperature)
     assert allowed_top_k(logits, k)[np.asarray(ids)].all()
     np.testing.assert_array_equal(np.isfinite(np.asarray(masked)), allowed_top_k(logits, k))
 
@@ -97,6 +97,17 @@ def test_fixed_seed_reproducible_and_seeds_differ():
     k1, k2, k3 = (np.asarray(g(jax.random.PRNGKey(s))) for s in (3, 3, 4))
     np.testing.assert_array_equal(k1, k2)
     assert not np.array_equal(k1, k3)
+
+
+def test_off_values_leave_the_logits_unchanged():
+    """top_k = 0 and top_p = 1.0 (the config's off values) filter nothing."""
+    logits = jax.random.normal(jax.random.PRNGKey(2), (4, V))
+    np.testing.assert_array_equal(np.asarray(rules.mask_top_p(logits, 1.0)), np.asarray(logits))
+    np.testing.assert_array_equal(np.asarray(rules.mask_top_k(logits, 0)), np.asarray(logits))
+    key = jax.random.PRNGKey(7)
+    np.testing.assert_array_equal(
+        np.asarray(rules.sample_logits(logits, key, 1.0)),
+        np.asarray(jax.random.categorical(key, logits, axis=-1)))
 
 
 def test_temperature_zero_is_argmax_static_and_traced():
@@ -216,5 +227,10 @@ def test_bad_arguments():
         rules.sample_logits(logits, jax.random.PRNGKey(0), 1.0, jnp.array(3))
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         rules.sample_logits(logits, jax.random.PRNGKey(0), -1.0)
+    for p in (0.0, -0.5, 1.5):  # top_p is the nucleus mass kept, in (0, 1]; 1.0 = off
+        with pytest.raises(ValueError, match=rf"top_p={p} must be in \(0, 1\]"):
+            rules.sample_logits(logits, jax.random.PRNGKey(0), 1.0, 0, p)
+        with pytest.raises(ValueError, match=rf"top_p={p} must be in \(0, 1\]"):
+            rules.mask_top_p(logits, p)
     with pytest.raises(ValueError, match="history_ids shape"):
         rules.apply_repetition_penalty(logits, jnp.zeros((3, 4), jnp.int32), None, 1.2)
