@@ -75,7 +75,16 @@ def _main(argv):
 
 def parse_flags(argv):
     """absl's parser, but an override of a field the config lacks is a one-line error naming
-    the dotted path (ml_collections raises a bare AttributeError/KeyError deep inside)."""
+    the dotted path (ml_collections raises a bare AttributeError/KeyError deep inside), and a
+    config file that does not exist is named (ml_collections calls it `config_config`)."""
+    for i, arg in enumerate(argv[1:], start=1):
+        value = arg[len("--config="):] if arg.startswith("--config=") else (
+            argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
+        path = value.split(":", 1)[0] if value else None
+        if path and not os.path.isfile(path):
+            sys.exit(f"FATAL --config={value}: no such config file {path!r} (relative paths are "
+                     f"from the current directory {os.getcwd()}); e.g. "
+                     "--config=configs/thinker_talker.py:variant=tiny")
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any
 
 import ml_collections
@@ -88,6 +89,50 @@ def validate_config(config: Any) -> None:
     cfg.require(all(isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0
                     for b in data.bucket_seconds), "data.bucket_seconds",
                 data.bucket_seconds, "must be positive numbers of seconds")
+
+
+def check_text_ids(config: Any, vocab_path: str, special_paths: tuple[str, ...],
+                   eos_path: str, pad_path: str) -> None:
+    """Cross-field rules between a model's text vocabulary and `config.data`'s tokenizer (a
+    family's rules call it; nothing to check for data.name='synthetic'):
+
+      * `vocab_path` holds every tokenizer id (ids 0 .. tokenizer.vocab_size - 1);
+      * the ids at `special_paths` (audio placeholders, span markers) lie outside the tokenizer's
+        ids, so no transcript character is read as one;
+      * `eos_path` is the tokenizer's eos or outside its ids, and `pad_path` one of the
+        tokenizer's specials (pad, bos, eos...) or outside its ids: neither may be a text token.
+    Raises ConfigError naming both fields and the colliding character.
+    """
+    from audiolm import config as cfg
+    from audiolm.data.tokenizer import make_tokenizer as make
+
+    data = config.data
+    if data.name == "synthetic":
+        return
+    if data.tokenizer == "sentencepiece" and not os.path.isfile(os.path.expanduser(data.spm_path)):
+        return  # the data load names the missing model file
+    tokenizer = make(data)
+    size = tokenizer.vocab_size
+    where = f"data.tokenizer={data.tokenizer!r} (ids 0..{size - 1})"
+    vocab = cfg.check_int(config, vocab_path, lo=1)
+    cfg.require(vocab >= size, vocab_path, vocab,
+                f"must be >= {size}: {where} emits ids up to {size - 1}")
+    names = {v: k for k, v in tokenizer.specials.items()}
+    for path in special_paths:
+        value = cfg.check_int(config, path, lo=0)
+        if value < size:
+            meaning = (f"its {names[value]} id" if value in names
+                       else f"the id of {tokenizer.decode([value])!r}")
+            raise cfg.ConfigError(f"{path}={value}: collides with {where}: {value} is {meaning}; "
+                                  f"special ids must be >= {size}")
+    eos = cfg.check_int(config, eos_path, lo=0)
+    cfg.require(eos == tokenizer.eos_id or eos >= size, eos_path, eos,
+                f"must be {tokenizer.eos_id} (the eos id of {where}) or >= {size}: "
+                f"{eos} is the id of {tokenizer.decode([eos])!r}")
+    pad = cfg.check_int(config, pad_path, lo=0)
+    cfg.require(pad in names or pad >= size, pad_path, pad,
+                f"must be a special id of {where} {tokenizer.specials} or >= {size}: "
+                f"{pad} is the id of {tokenizer.decode([pad])!r}")
 
 
 def resolve_config(data_config: Any) -> ml_collections.ConfigDict:

@@ -189,6 +189,14 @@ def rules(config: Any) -> None:
     check_keys(config, "model", MODEL_KEYS, required=required)
     check_bool(config, "model.enable_audio_output")
     _validate_audio(config)
+    check_schema(config, "model.thinker", THINKER_SCHEMA)
+    if "data" in config:  # first: a vocab below the tokenizer's ids is named as such
+        from audiolm import data as data_lib  # the tokenizer's ids come from config.data
+
+        data_lib.check_text_ids(
+            config, "model.thinker.vocab_size",
+            tuple(f"model.thinker.{k}" for k in THINKER_TOKEN_IDS[:3]),
+            "model.thinker.eos_token_id", "model.thinker.pad_token_id")
     _validate_thinker(config)
     _validate_aut(config)
     _validate_sequence(config)
