@@ -60,3 +60,19 @@ def get_config(arg=None):
         config.train.steps = 50
         config.train.warmup_steps = 5
     return config
+
+
+# Sweeps (experiments/sweep.py --sweep=NAME): plain functions yielding config overrides.
+
+
+def sweep_lr():
+    """Peak learning rate, e.g.
+    python experiments/sweep.py --config=configs/moshi.py:tiny --sweep=lr --workdir=runs/moshi_lr"""
+    for lr in (1e-4, 3e-4, 1e-3, 3e-3):
+        yield {"train.learning_rate": lr}
+
+
+def sweep_semantic_weight():
+    """Extra weight of the first (semantic) audio codebook (Kyutai trained with 100)."""
+    for weight in (1.0, 10.0, 100.0):
+        yield {"train.loss.semantic_weight": weight}

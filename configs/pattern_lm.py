@@ -39,3 +39,20 @@ def get_config(arg=None):
         config.train.warmup_steps = 5
         config.sample.max_new_tokens = 8
     return config
+
+
+# Sweeps (experiments/sweep.py --sweep=NAME): plain functions yielding config overrides.
+
+
+def sweep_lr():
+    """Peak learning rate, e.g.
+    python experiments/sweep.py --config=configs/pattern_lm.py:tiny --sweep=lr \
+        --workdir=runs/pattern_lm_lr"""
+    for lr in (1e-4, 3e-4, 1e-3, 3e-3):
+        yield {"train.learning_rate": lr}
+
+
+def sweep_pattern():
+    """Codebook interleaving pattern (audiolm.patterns) at the same budget."""
+    for kind in ("parallel", "delay", "coarse_first", "unroll"):
+        yield {"model.pattern.kind": kind}

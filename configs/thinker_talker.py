@@ -64,3 +64,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.sample.temperature = 0.0  # greedy transcripts
         config.sample.max_new_tokens = 128
     return config
+
+
+# Sweeps (experiments/sweep.py --sweep=NAME): plain functions yielding config overrides.
+
+
+def sweep_lr():
+    """Peak learning rate of the recogniser, e.g.
+    python experiments/sweep.py --config=configs/thinker_talker.py:tiny_asr --sweep=lr \
+        --workdir=runs/sweep_lr --metric=test/cer"""
+    for lr in (5e-4, 1e-3, 2e-3, 4e-3):
+        yield {"train.learning_rate": lr}
+
+
+def sweep_text_input_noise():
+    """How much the Thinker must read the audio: transcript input noise, two seeds."""
+    for noise in (0.0, 0.15, 0.3):
+        for seed in (0, 1):
+            yield {"train.loss.text_input_noise": noise, "seed": seed}
