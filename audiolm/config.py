@@ -12,6 +12,7 @@ config alone via `jax.eval_shape`: nothing is allocated.
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any, Callable, Iterable, Mapping
 
@@ -35,6 +36,55 @@ def register_rules(family: str, fn: Callable[[Any], None]) -> Callable[[Any], No
     """Registers `fn(config)` as the validation rules of model family `family`."""
     _RULES[family] = fn
     return fn
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry: names -> modules, and which (task, family) pairs are valid. Modules are imported
+# by name, lazily (validating a Moshi config never imports the Qwen code), so this module stays
+# at the bottom of the layers while `validate` reaches every family's and task's rules.
+
+# config.model.family -> module implementing the family contract (`audiolm.models.family`).
+FAMILIES = {
+    "thinker_talker": "audiolm.models.thinker_talker",
+    "moshi": "audiolm.models.moshi",
+    "pattern_lm": "audiolm.models.pattern_lm",
+}
+
+# config.task.name -> module implementing the task contract (`audiolm.tasks.base`).
+TASKS = {
+    "asr": "audiolm.tasks.asr",
+    "codes": "audiolm.tasks.codes",
+}
+
+# The valid (task, families) pairs: what each task can teach.
+PAIRS = {
+    "asr": ("thinker_talker",),  # speech -> transcript: AuT + Thinker
+    "codes": ("moshi", "pattern_lm"),  # next-code LM on multi-codebook token batches
+}
+
+
+def family_module(name: str) -> Any:
+    """The module of model family `name` (importing it registers its config rules)."""
+    if name not in FAMILIES:
+        raise ConfigError(f"model.family={name!r}: must be one of {sorted(FAMILIES)}")
+    return importlib.import_module(FAMILIES[name])
+
+
+def task_module(name: str) -> Any:
+    """The module of task `name`."""
+    if name not in TASKS:
+        raise ConfigError(f"task.name={name!r}: must be one of {sorted(TASKS)}")
+    return importlib.import_module(TASKS[name])
+
+
+def check_pair(task_name: str, family_name: str) -> None:
+    """ConfigError naming task.name and model.family unless the task can train the family."""
+    if family_name not in PAIRS.get(task_name, ()):
+        able = sorted(t for t, fams in PAIRS.items() if family_name in fams)
+        raise ConfigError(
+            f"task.name={task_name!r} with model.family={family_name!r}: not a valid pair; "
+            f"task {task_name!r} trains {list(PAIRS.get(task_name, ()))}, model.family "
+            f"{family_name!r} can learn {able}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +212,8 @@ def _join(path: str, key: str) -> str:
 # Largest codebook count any family accepts (a validation bound, not a model size).
 MAX_CODEBOOKS = 64
 
-TOP_LEVEL_KEYS = ("model", "data", "train", "sample", "mesh", "seed", "init_from")
+TOP_LEVEL_KEYS = ("model", "task", "data", "train", "sample", "mesh", "seed", "init_from")
+TASK_SCHEMA = {"name": "", "evaluators": None, "final_evaluators": None}
 
 TRAIN_SCHEMA = {
     "steps": 0, "optimizer": "", "learning_rate": 0.0, "schedule": "", "warmup_steps": 0,
@@ -271,20 +322,35 @@ def validate(config: Any) -> Any:
     check_int(config, "seed", lo=0)
     check_str(config, "init_from")
     family = get_path(config, "model.family")
-    from audiolm.models import registry  # imported here: registry imports family modules lazily
-
-    require(family in registry.FAMILIES, "model.family", family,
-            f"must be one of {sorted(registry.FAMILIES)}")
-    registry.family_module(family)  # importing the family registers its rules
+    require(family in FAMILIES, "model.family", family, f"must be one of {sorted(FAMILIES)}")
+    family_module(family)  # importing the family registers its rules
     rules = _RULES.get(family)
     require(rules is not None, "model.family", family, "has no registered validation rules")
-    # Shared sections first: family rules may read train.loss / sample.extra.
+    task = _validate_task(config)
+    # Shared sections first: family and task rules may read train.loss / sample.extra.
     _validate_data(config)
     _validate_train(config)
     _validate_sample(config)
     _validate_mesh(config)
     rules(config)
+    task.rules(config)
     return config
+
+
+def _validate_task(config: Any) -> Any:
+    """config.task: a known task that can train model.family, with evaluators it supports."""
+    check_schema(config, "task", TASK_SCHEMA)
+    name = check_choice(config, "task.name", tuple(TASKS))
+    check_pair(name, config.model.family)
+    task = task_module(name)
+    for key in ("evaluators", "final_evaluators"):
+        names = get_path(config, f"task.{key}")
+        require(isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names),
+                f"task.{key}", names, "must be a tuple of evaluator names")
+        for n in names:
+            require(n in task.EVALUATORS, f"task.{key}", tuple(names),
+                    f"task {name!r} has no evaluator {n!r}; it supports {list(task.EVALUATORS)}")
+    return task
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,9 +397,7 @@ def describe(config: Any) -> dict[str, Any]:
     `components` (name -> {total, active, embedding}).
     """
     validate(config)
-    from audiolm.models import registry
-
-    components = registry.family_module(config.model.family).describe_params(config.model)
+    components = family_module(config.model.family).describe_params(config.model)
     total = sum(c["total"] for c in components.values())
     active = sum(c["active"] for c in components.values())
     emb = sum(c["embedding"] for c in components.values())

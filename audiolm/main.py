@@ -67,7 +67,7 @@ def _main(argv):
 
         loop.run(config, _WORKDIR.value, mode=_MODE.value)
     else:
-        from audiolm.sample import runner
+        from audiolm.train import sampling as runner
 
         runner.run(config, _WORKDIR.value)
     logging.info("done: %s", _WORKDIR.value)

@@ -33,7 +33,7 @@ Which frame of which stream sits in a column comes from `delay_pattern(spec, fra
 `patterns.steps_for`; `initial_tokens(spec)` fills the slots before a stream's delay.
 
 Training: `delayed_inputs` (patterns.build, keep_only_valid_steps) gives inputs / targets /
-mask; `loss_fn` = text CE + weighted audio CE; `undelay_logits` (patterns.revert_logits) maps
+mask (the loss on them is the `codes` task's, `audiolm.tasks.codes`); `undelay_logits` (patterns.revert_logits) maps
 outputs back onto the codes as Kyutai's `LMModel.forward` does.
 
 Shapes: B batch, K audio codebooks, S columns, D temporal width, Dd depformer width.
@@ -58,6 +58,7 @@ from audiolm.config import (ConfigError, check_bool, check_choice, check_float, 
                             check_str, require)
 from audiolm.nn.compile import fast_jit
 
+FAMILY = "moshi"
 FUSIONS = ("add", "concat", "cross_attention", "interleave")
 ZERO_TOKEN = -1  # embeds to exact zeros, masked in the loss
 UNGENERATED_TOKEN = -2  # "to be sampled" marker in prompts (sampler side)
@@ -185,61 +186,17 @@ def _norm(tr: Transformer, name: str, dtype):
     return blocks.LayerNorm(eps=tr.norm_eps, dtype=dtype, name=name)
 
 
-def _ffn(tr: Transformer, name: str, dtype):
-    if tr.ffn == "gated":
-        return blocks.GatedMLP(tr.ffn_hidden, activation=tr.activation, dtype=dtype, name=name)
-    return blocks.MLP(tr.ffn_hidden, activation=tr.activation, use_bias=False, dtype=dtype,
-                      name=name)
-
-
-class KyutaiLayer(nn.Module):
-    """Pre-norm layer with `num_sets` attention/FFN weight sets (the depformer's per-slice
-    weights) sharing one pair of norms, as Kyutai's layers do.
-
-    x [B, T, D] -> (x, cache). `weight_set` picks the set (static int).
-    """
-    tr: Transformer
-    num_sets: int = 1
-    dtype: Any = jnp.float32
-
-    def setup(self):
-        tr = self.tr
-        head_dim = tr.dim // tr.num_heads
-        rope = "interleaved" if tr.positional == "rope" else None
-        self.attn_norm = _norm(tr, "attn_norm", self.dtype)
-        self.ffn_norm = _norm(tr, "ffn_norm", self.dtype)
-        self.attn = [blocks.Attention(tr.num_heads, tr.num_kv_heads, head_dim, rope_style=rope,
-                                      rope_theta=tr.max_period, causal=True, window=tr.context,
-                                      dtype=self.dtype, name=f"attn_{i}")
-                     for i in range(self.num_sets)]
-        self.ffn = [_ffn(tr, f"ffn_{i}", self.dtype) for i in range(self.num_sets)]
-        if tr.cross_attention:
-            self.cross_norm = blocks.LayerNorm(eps=1e-5, dtype=self.dtype, name="cross_norm")
-            self.cross_attn = blocks.Attention(tr.num_heads, tr.num_heads, head_dim, causal=False,
-                                               dtype=self.dtype, name="cross_attn")
-        if tr.layer_scale:
-            init = nn.initializers.constant(tr.layer_scale)
-            self.attn_scale = self.param("attn_scale", init, (tr.dim,))
-            self.ffn_scale = self.param("ffn_scale", init, (tr.dim,))
-            if tr.cross_attention:
-                self.cross_scale = self.param("cross_scale", init, (tr.dim,))
-
-    def _scaled(self, name, y):
-        return y * getattr(self, name) if self.tr.layer_scale else y
-
-    def __call__(self, x, positions, *, cache=None, context=None, context_mask=None,
-                 cross_mask=None, weight_set: int = 0):
-        y, cache = self.attn[weight_set](self.attn_norm(x), positions, cache=cache)
-        x = x + self._scaled("attn_scale", y)
-        if self.tr.cross_attention:
-            if context is None:
-                raise ValueError("a temporal.cross_attention model needs a cross-attention source "
-                                 "(a `cross` conditioner or fusion='cross_attention')")
-            y, _ = self.cross_attn(self.cross_norm(x), context=context,
-                                   context_mask=context_mask, mask=cross_mask)
-            x = x + self._scaled("cross_scale", y)
-        x = x + self._scaled("ffn_scale", self.ffn[weight_set](self.ffn_norm(x)))
-        return x, cache
+def _block(tr: Transformer, name: str, dtype, weight_sets: int | None = None):
+    """Kyutai's pre-norm layer as the shared block: norms shared by the `weight_sets` attention /
+    FFN sets (`attn_0..`, `ffn_0..`: the depformer's per-slice weights), interleaved RoPE with
+    theta = max_period, ring-cache window = context, LayerNorm cross-attention, bias-free FFN."""
+    return blocks.TransformerBlock(
+        num_heads=tr.num_heads, num_kv_heads=tr.num_kv_heads, norm=tr.norm,
+        norm_eps=tr.norm_eps, rope_style="interleaved" if tr.positional == "rope" else None,
+        rope_theta=tr.max_period, causal=True, window=tr.context,
+        cross_attention=tr.cross_attention, cross_norm="layer", cross_norm_eps=1e-5, ffn=tr.ffn,
+        ffn_hidden=tr.ffn_hidden, activation=tr.activation, ffn_bias=False,
+        layer_scale=tr.layer_scale or None, weight_sets=weight_sets, dtype=dtype, name=name)
 
 
 class KyutaiEmbed(nn.Module):
@@ -308,7 +265,7 @@ class MoshiLM(nn.Module):
                                     name="text_emb")
         self.audio_emb = blocks.MultiCodebookEmbed(s.codebooks, s.audio_vocab, t.dim,
                                                    dtype=self.dtype, name="audio_emb")
-        self.layers = [KyutaiLayer(t, 1, self.dtype, name=f"temporal_{i}")
+        self.layers = [_block(t, f"temporal_{i}", self.dtype, weight_sets=1)
                        for i in range(t.num_layers)]
         self.out_norm = _norm(t, "out_norm", self.dtype)
         self.text_linear = nn.Dense(s.text_out_vocab, use_bias=False, dtype=self.dtype,
@@ -327,7 +284,7 @@ class MoshiLM(nn.Module):
             self.depformer_emb = [KyutaiEmbed(s.audio_vocab, d.dim, low_rank=s.low_rank,
                                               dtype=self.dtype, name=f"depformer_emb_{k}")
                                   for k in range(s.dep_q - 1)]
-            self.dep_layers = [KyutaiLayer(d, s.num_sets, self.dtype, name=f"depformer_{i}")
+            self.dep_layers = [_block(d, f"depformer_{i}", self.dtype, weight_sets=s.num_sets)
                                for i in range(d.num_layers)]
             self.audio_heads = [nn.Dense(s.card, use_bias=False, dtype=self.dtype,
                                          name=f"audio_head_{k}") for k in range(s.dep_q)]
@@ -365,10 +322,13 @@ class MoshiLM(nn.Module):
 
     def _temporal(self, x, positions, caches=None, context=None, context_mask=None,
                   cross_mask=None):
+        if self.spec.temporal.cross_attention and context is None:
+            raise ValueError("a temporal.cross_attention model needs a cross-attention source "
+                             "(a `cross` conditioner or fusion='cross_attention')")
         new = []
         for i, layer in enumerate(self.layers):
-            x, c = layer(x, positions, cache=None if caches is None else caches[i],
-                         context=context, context_mask=context_mask, cross_mask=cross_mask)
+            x, c, _ = layer(x, positions, cache=None if caches is None else caches[i],
+                            context=context, context_mask=context_mask, cross_mask=cross_mask)
             new.append(c)
         return self.out_norm(x), (new if caches is not None else None)
 
@@ -398,6 +358,7 @@ class MoshiLM(nn.Module):
 
     def __call__(self, tokens, conditions=None):
         s = self.spec
+        check_inputs(s, tokens, "tokens")
         b, _, n = tokens.shape
         text_e, audio_e = self._embed(tokens)
         cond_sum, cond_cross, cond_mask = self._conditions(conditions, b)
@@ -439,7 +400,7 @@ class MoshiLM(nn.Module):
         pos = jnp.full((x.shape[0], 1), k, jnp.int32)
         new = []
         for layer, cache in zip(self.dep_layers, caches):
-            x, cache = layer(x, pos, cache=cache, weight_set=self.spec.schedule[k])
+            x, cache, _ = layer(x, pos, cache=cache, weight_set=self.spec.schedule[k])
             new.append(cache)
         return self.audio_heads[k](x[:, 0]), new
 
@@ -495,6 +456,7 @@ class MoshiLM(nn.Module):
         segment ("audio": hidden for the depformer).
         """
         s = self.spec
+        check_inputs(s, column, "column")
         b = column.shape[0]
         text_e, audio_e = self._embed(column)
         cond_sum, cond_cross, cond_mask = self._conditions(conditions, b)
@@ -643,6 +605,33 @@ def describe_params(model_config) -> dict[str, dict[str, int]]:
     return {k: config_lib.count_params(v, embedding=is_emb) for k, v in groups.items() if v}
 
 
+def check_inputs(spec: Spec, tokens, name: str = "tokens") -> None:
+    """Module input tokens [B, 1+K, T] (B, T >= 1): ints, text in -1..text_in_vocab-1 and audio
+    in -1..card (the initial tokens included; -1 = zero / masked). Shapes are always checked;
+    values on the host only (concrete arrays), since an id past an embedding table becomes a
+    NaN row under jit: callers that jit must check their inputs first (`check_tokens`)."""
+    if tokens.ndim != 3 or tokens.shape[1] != 1 + spec.codebooks:
+        raise ValueError(f"MoshiLM: {name} shape {tuple(tokens.shape)} must be [B, 1+K, T] with "
+                         f"K=model.audio_codebooks={spec.codebooks}")
+    if tokens.shape[0] < 1 or tokens.shape[2] < 1:
+        raise ValueError(f"MoshiLM: {name} shape {tuple(tokens.shape)}: the batch B and the "
+                         "length T must be >= 1")
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"MoshiLM: {name} must be integer ids, got {tokens.dtype}")
+    if isinstance(tokens, jax.core.Tracer):
+        return
+    t = np.asarray(tokens)
+    text_hi = spec.text_in_vocab ** 2 if spec.demux else spec.text_in_vocab
+    for rows, lo, hi, what in ((t[:, :1], -1, text_hi - 1, "text"),
+                               (t[:, 1:], -1, spec.card, "audio")):
+        bad = (rows < lo) | (rows > hi)
+        if bad.any():
+            b, q, i = np.argwhere(bad)[0]
+            q = q + (0 if what == "text" else 1)
+            raise ValueError(f"MoshiLM: {name}[{b}, {q}, {i}] = {t[b, q, i]}: {what} ids must be "
+                             f"in {lo}..{hi} (-1 = zero, {hi} = the initial token)")
+
+
 def check_tokens(model_config, codes, name: str = "codes") -> None:
     """Host-side range check of codes [B, 1+K, T]: text < text_in_vocab_size, audio < card
     (the initial token), -1 allowed (zero / masked). Raises ValueError naming the problem."""
@@ -745,56 +734,6 @@ def _sub_pattern(full: patterns.Pattern, streams: Sequence[int]) -> patterns.Pat
         raise ValueError(f"streams {list(streams)} have delays {sub} with no zero delay; "
                          f"undelay them with the full pattern")
     return patterns.moshi_delays(sub, full.timesteps)
-
-
-def _ce(logits, targets, mask):
-    logits = logits.astype(jnp.float32)
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, jnp.clip(targets, 0, logits.shape[-1] - 1)[..., None],
-                                 axis=-1)[..., 0]
-    nll = (logz - picked) * mask
-    return jnp.sum(nll), jnp.sum(mask)
-
-
-def loss_fn(module, params, batch, rng, config, train: bool):
-    """Text CE + audio CE over the delayed streams; -1 ids and delay padding masked.
-
-    Text targets >= text_out_vocab_size (e.g. the two-stream ids of a demux TTS model) are
-    excluded.
-
-    batch["codes"] [B, 1+K, T] int (text stream first); optional conditions under
-    batch["conditions"]. Weights: config.train.loss.{text_weight, audio_weight, semantic_weight}
-    (semantic = first audio codebook, averaged with weight semantic_weight vs 1 for the rest).
-    """
-    del rng, train
-    spec = module.spec
-    w = config.train.loss
-    inputs, targets, valid = delayed_inputs(spec, jnp.asarray(batch["codes"]))
-    conditions = batch.get("conditions")
-    out = module.apply({"params": params}, inputs, conditions)
-    text_targets = targets[:, 0]
-    text_ok = valid[:, 0] & (text_targets < spec.text_out_vocab)
-    t_sum, t_n = _ce(out["text_logits"], text_targets, text_ok.astype(jnp.float32))
-    text_loss = t_sum / jnp.maximum(t_n, 1.0)
-    metrics = {"text_loss": text_loss, "text_tokens": t_n}
-    loss = w.text_weight * text_loss
-    if spec.dep_q:
-        logits = module.apply({"params": params}, targets, out["hidden"],
-                              method=MoshiLM.depformer_forward)
-        a_t = targets[:, 1:1 + spec.dep_q]
-        a_ok = (valid[:, 1:1 + spec.dep_q] & (a_t < spec.card)).astype(jnp.float32)
-        weights = jnp.ones((spec.dep_q,), jnp.float32).at[0].set(w.semantic_weight)
-        per_q = []
-        for k in range(spec.dep_q):
-            s_k, n_k = _ce(logits[:, k], a_t[:, k], a_ok[:, k])
-            per_q.append(s_k / jnp.maximum(n_k, 1.0))
-        per_q = jnp.stack(per_q)
-        audio_loss = jnp.sum(per_q * weights) / jnp.sum(weights)
-        metrics.update(audio_loss=audio_loss, semantic_loss=per_q[0],
-                       audio_tokens=jnp.sum(a_ok))
-        loss = loss + w.audio_weight * audio_loss
-    metrics["loss"] = loss
-    return loss, metrics
 
 
 def example_batch(model_config, batch_size: int, rng: np.random.Generator,

@@ -25,14 +25,13 @@ conditioners, before the projections; masks unchanged), as in stable-audio-tools
 drops each type (cross / prepend / global) per sample with probability
 `model.conditioning.cfg_dropout`; sampling uses `guided_logits` = u + (c - u) * scale.
 
-Loss (`pattern_loss`, called by `loss_fn`): build the pattern sequence with valid steps only,
-revert the logits to frames, mask = target_mask AND the pattern's mask, CE per codebook, mean
-over codebooks (MusicGen). Sampling: `audiolm.sample.pattern_lm` (MusicGen's walk over the full
+Loss: the `codes` task's (`audiolm.tasks.codes.pattern_loss`: pattern sequence with valid steps
+only, logits reverted to frames, CE per codebook averaged over codebooks, as MusicGen). Sampling: `audiolm.sample.pattern_lm` (MusicGen's walk over the full
 layout with a prompt, CFG and the sampling rules of `audiolm.sample.rules`, one KV-cached step per
 pattern step); `generate` here forwards to it.
 
-Family contract (notes/FAMILY_API.md): `build`, `init_params`, `describe_params`,
-`example_batch`, `loss_fn`; validation rules registered for "pattern_lm".
+Family contract (`audiolm.models.family.Family`): `build`, `init_params`, `describe_params`,
+`example_batch`; validation rules registered for "pattern_lm".
 
 Batch: ``codes`` [B, K, T] int32 in [0, card), ``target_mask`` [B, T] bool (True = real frame),
 and the conditioners' arrays ``cond.<id>`` / ``cond.<id>.mask``.
@@ -58,10 +57,11 @@ from audiolm.models import pretransform as pretransform_lib
 from audiolm.nn.params import default_kernel_init, partitioned
 
 __all__ = ["LMSpec", "PatternLM", "build", "spec_from_config", "init_params", "describe_params",
-           "example_batch", "loss_fn", "pattern_for", "cfg_drop_mask", "guided_logits",
-           "pattern_loss", "rules", "COND_TYPES", "generate", "apply_drop",
+           "example_batch", "pattern_for", "cfg_drop_mask", "guided_logits",
+           "rules", "COND_TYPES", "FAMILY", "generate", "apply_drop",
            "null_condition", "init_cache"]
 
+FAMILY = "pattern_lm"
 COND_TYPES = ("cross", "prepend", "global")
 LM_KEYS = ("dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn", "ffn_hidden",
            "activation", "norm", "norm_eps", "attn_bias", "mlp_bias", "head_bias", "positional",
@@ -165,6 +165,30 @@ def pattern_for(spec: LMSpec, timesteps: int) -> patterns.Pattern:
     return patterns.make(spec.pattern_kind, spec.n_q, timesteps, **dict(spec.pattern_kwargs))
 
 
+def check_codes(spec: LMSpec, codes: Any, name: str = "codes", special: bool = False) -> None:
+    """Host-side check of codes [B, K, T] (B, T >= 1, K = n_q): ints in 0..card-1, or 0..card
+    with `special` (the pattern's special token). Tracers get the shape checks only: an id past
+    the embedding table is a NaN row under jit, so jitting callers check first."""
+    if codes.ndim != 3 or codes.shape[1] != spec.n_q:
+        raise ValueError(f"PatternLM: {name} shape {tuple(codes.shape)} must be [B, K={spec.n_q}, "
+                         "T] (K = model.lm.n_q)")
+    if codes.shape[0] < 1 or codes.shape[2] < 1:
+        raise ValueError(f"PatternLM: {name} shape {tuple(codes.shape)}: the batch B and the "
+                         "length T must be >= 1")
+    if not jnp.issubdtype(codes.dtype, jnp.integer):
+        raise ValueError(f"PatternLM: {name} must be integer codes, got {codes.dtype}")
+    if isinstance(codes, jax.core.Tracer):
+        return
+    c = np.asarray(codes)
+    hi = spec.card if special else spec.card - 1
+    bad = (c < 0) | (c > hi)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"PatternLM: {name}{list(where)} = {c[where]}: must be in 0..{hi} "
+                         f"(card = model.lm.card = {spec.card}"
+                         + (", the special token" if special else "") + ")")
+
+
 # ---------------------------------------------------------------------------------------------
 # Modules.
 
@@ -175,31 +199,19 @@ def _norm(spec: LMSpec, name: str, dtype: Any) -> nn.Module:
     return anl.LayerNorm(spec.norm_eps, dtype=dtype, name=name)
 
 
-class DecoderLayer(nn.Module):
-    """Pre-norm layer: causal self-attention, cross-attention (when the model has cross
-    conditions), feed-forward. Sub-module names follow audiolm.nn.TransformerBlock."""
-    spec: LMSpec
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, positions, mask, context, context_mask, cache=None):
-        """-> (x, new self-attention cache or None)."""
-        s = self.spec
-        attn = dict(num_heads=s.num_heads, num_kv_heads=s.num_kv_heads, head_dim=s.head_dim,
-                    qkv_bias=s.attn_bias, out_bias=s.attn_bias, dtype=self.dtype)
-        rope = "rotate_half" if s.positional == "rope" else None
-        h, new_cache = anl.Attention(**attn, rope_style=rope, rope_theta=s.rope_theta,
-                                     causal=True, name="attn")(
-            _norm(s, "attn_norm", self.dtype)(x), positions, mask=mask, cache=cache)
-        x = x + h
-        if s.has_cross:
-            h, _ = anl.Attention(**attn, causal=False, name="cross_attn")(
-                _norm(s, "cross_norm", self.dtype)(x), context=context, context_mask=context_mask)
-            x = x + h
-        h = _norm(s, "ffn_norm", self.dtype)(x)
-        mlp = anl.GatedMLP if s.ffn == "gated" else anl.MLP
-        h = mlp(s.ffn_hidden, s.activation, use_bias=s.mlp_bias, dtype=self.dtype, name="ffn")(h)
-        return x + h, new_cache
+def _block(spec: LMSpec, dtype: Any) -> anl.TransformerBlock:
+    """The shared pre-norm block as MusicGen's decoder layer: causal self-attention (RoPE only
+    with positional='rope'; sinusoidal positions are added to the input by the model), the
+    layer's norm before the cross-attention too, biases as the checkpoint has them.
+    `__call__(x, positions, mask=, context=, context_mask=, cache=) -> (x, cache, aux)`."""
+    s = spec
+    return anl.TransformerBlock(
+        num_heads=s.num_heads, num_kv_heads=s.num_kv_heads, head_dim=s.head_dim, norm=s.norm,
+        norm_eps=s.norm_eps, qkv_bias=s.attn_bias, out_bias=s.attn_bias,
+        rope_style="rotate_half" if s.positional == "rope" else None, rope_theta=s.rope_theta,
+        causal=True, cross_attention=s.has_cross, cross_norm=s.norm, cross_norm_eps=s.norm_eps,
+        ffn=s.ffn, ffn_hidden=s.ffn_hidden, activation=s.activation, ffn_bias=s.mlp_bias,
+        dtype=dtype)
 
 
 def init_cache(spec: LMSpec, batch: int, max_len: int, dtype: Any = jnp.float32) -> list:
@@ -256,7 +268,7 @@ class PatternLM(nn.Module):
             self.global_proj = anl.MLP(s.dim, "silu", use_bias=False, out_features=s.dim)
         self.embed = anl.MultiCodebookEmbed(s.n_q, s.card + 1, s.dim,
                                             embedding_init=nn.initializers.normal(1.0))
-        self.layers = [DecoderLayer(s, self.dtype) for _ in range(s.num_layers)]
+        self.layers = [_block(s, self.dtype) for _ in range(s.num_layers)]
         if s.final_norm:
             self.final_norm = _norm(s, "final_norm", self.dtype)
         self.heads = CodebookHeads(s.n_q, s.card, s.head_bias, self.dtype)
@@ -298,6 +310,7 @@ class PatternLM(nn.Module):
         if k != s.n_q:
             raise ValueError(f"PatternLM: seq has K={k} codebooks (axis 1 of [B, K, S]); the "
                              f"model has n_q={s.n_q}")
+        check_codes(s, seq, "seq", special=True)
         x = self.embed(seq.astype(jnp.int32)).astype(self.dtype)
         if s.scale_embedding:
             x = x * jnp.sqrt(jnp.float32(s.dim)).astype(x.dtype)
@@ -337,8 +350,8 @@ class PatternLM(nn.Module):
             context_mask = cond["cross_mask"].astype(bool)
         new_cache = []
         for i, layer in enumerate(self.layers):
-            x, c = layer(x, positions, mask, context, context_mask,
-                         None if cache is None else cache[i])
+            x, c, _ = layer(x, positions, mask=mask, context=context, context_mask=context_mask,
+                            cache=None if cache is None else cache[i])
             new_cache.append(c)
         if s.final_norm:
             x = self.final_norm(x)
@@ -395,56 +408,6 @@ def generate(module: PatternLM, params: Any, conditions: Mapping[str, jax.Array]
     from audiolm.sample import pattern_lm as sampler
 
     return sampler.generate(module, params, conditions, **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------
-# Loss.
-
-
-def pattern_loss(logits_fn, codes: jax.Array, target_mask: jax.Array, spec: LMSpec):
-    """Cross-entropy of the codes under the pattern.
-
-    Builds the sequence with keep_only_valid_steps and special = card, runs
-    `logits_fn(seq) -> [B, K, S, card]`, reverts the logits to frames, masks with
-    target_mask AND the pattern's mask, and averages the per-codebook CE over K.
-    Returns (loss, metrics {ce_q<k>, accuracy, frames}).
-    """
-    b, k, t = codes.shape
-    pattern = pattern_for(spec, t)
-    seq, _ = patterns.build(pattern, codes, spec.card, keep_only_valid_steps=True)
-    logits = logits_fn(seq)
-    logits, pmask = patterns.revert_logits(pattern, logits, keep_only_valid_steps=True)
-    mask = target_mask.astype(bool)[:, None, :] & pmask[None]  # [B, K, T]
-    logits = jnp.where(mask[..., None], logits, 0.0).astype(jnp.float32)  # NaN-free gradients
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, codes[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    m = mask.astype(jnp.float32)
-    per_q = jnp.sum(nll * m, axis=(0, 2)) / jnp.maximum(jnp.sum(m, axis=(0, 2)), 1.0)
-    loss = jnp.mean(per_q)
-    correct = (jnp.argmax(logits, axis=-1) == codes).astype(jnp.float32)
-    metrics = {f"ce_q{q}": per_q[q] for q in range(k)}
-    metrics["accuracy"] = jnp.sum(correct * m) / jnp.maximum(jnp.sum(m), 1.0)
-    metrics["frames"] = jnp.sum(target_mask.astype(jnp.float32))
-    return loss, metrics
-
-
-def loss_fn(module: PatternLM, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array,
-            config: Any, train: bool):
-    """Family loss (FAMILY_API.md): pattern CE with CFG condition dropout when training."""
-    spec = module.spec
-    codes = jnp.asarray(batch["codes"])
-    target_mask = batch.get("target_mask")
-    if target_mask is None:
-        target_mask = jnp.ones((codes.shape[0], codes.shape[2]), bool)
-    conditions = {k: v for k, v in batch.items() if k.startswith("cond.")}
-    drop = None
-    if train and spec.cfg_dropout > 0:
-        drop = cfg_drop_mask(rng, codes.shape[0], spec.cfg_dropout)
-
-    def logits_fn(seq):
-        return module.apply({"params": params}, seq, conditions, drop)
-
-    return pattern_loss(logits_fn, codes, jnp.asarray(target_mask), spec)
 
 
 # ---------------------------------------------------------------------------------------------

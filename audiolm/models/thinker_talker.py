@@ -1,18 +1,16 @@
 """Thinker-Talker family (Qwen3-Omni): AuT + Thinker, and the Talker + Code2Wav speech output.
 
-Family contract (notes/FAMILY_API.md): `build`, `init_params`, `describe_params`,
-`example_batch`, `loss_fn`, and `rules` registered with `audiolm.config.register_rules`.
+Family contract (`audiolm.models.family.Family`): `build`, `init_params`, `describe_params`,
+`example_batch`, and `rules` registered with `audiolm.config.register_rules`.
 
 Params tree: {"aut": ..., "thinker": ..., "talker": ..., "code2wav": ...} (the last two only
 with `model.enable_audio_output`), the layout `audiolm.importers.qwen3_omni.load_pretrained`
 returns.
 
 Training batch: the data pipeline's (`audiolm.data.batching`): audio [B, N] f32, audio_mask
-[B, N] bool, text [B, L] i32 ([bos, ids..., eos] then pad), text_mask [B, L] bool. `loss_fn`
-builds the speech-recognition sequence [audio_start, audio x n, audio_end, text] in jnp
-(`asr_sequence`; n AuT tokens per clip) and returns the Thinker's next-token cross-entropy over
-the transcript (times train.loss.text_weight) plus the MoE load-balancing / z losses
-(train.moe_aux_weight / train.moe_z_weight). Text ids and the Thinker's eos / pad ids are the
+[B, N] bool, text [B, L] i32 ([bos, ids..., eos] then pad), text_mask [B, L] bool.
+`asr_sequence` lays out the speech-recognition input [audio_start, audio x n, audio_end, text]
+in jnp (n AuT tokens per clip); the loss on it is the `asr` task's (`audiolm.tasks.asr`). Text ids and the Thinker's eos / pad ids are the
 tokenizer's; audio_token_id, audio_start_token_id and audio_end_token_id sit above them.
 """
 
@@ -52,7 +50,6 @@ THINKER_TOKEN_IDS = ("audio_token_id", "audio_start_token_id", "audio_end_token_
                      "eos_token_id", "pad_token_id")
 MODEL_KEYS = ("family", "enable_audio_output", "codec_frame_rate", "audio", "aut", "thinker",
               "talker", "code2wav")
-LOSS_SCHEMA = dict(text_weight=0.0, text_input_noise=0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +177,7 @@ def _validate_speech_output(config: Any) -> None:
 
 
 def rules(config: Any) -> None:
-    """Every field of `config.model` for the thinker_talker family (and train.loss)."""
+    """Every field of `config.model` for the thinker_talker family."""
     model = get_path(config, "model")
     required = ["family", "enable_audio_output", "audio", "aut", "thinker"]
     enabled = model.get("enable_audio_output", None)
@@ -209,10 +206,6 @@ def rules(config: Any) -> None:
                 require(key in model, f"model.{key}", None,
                         "is missing: model.talker, model.code2wav and model.codec_frame_rate "
                         "come together")
-    if "train" in config and "loss" in get_path(config, "train"):
-        check_schema(config, "train.loss", LOSS_SCHEMA)
-        check_float(config, "train.loss.text_weight", lo=0.0)
-        check_float(config, "train.loss.text_input_noise", lo=0.0, hi=1.0)
 
 
 config_lib.register_rules(FAMILY, rules)
@@ -435,63 +428,3 @@ def features_from_batch(model_config: Any, batch: dict) -> tuple[jax.Array, jax.
     """Log-mel features [B, F, n_mels] and frame lengths [B] of a batch's audio (in jnp)."""
     lengths = jnp.sum(jnp.asarray(batch["audio_mask"]), axis=1).astype(jnp.int32)
     return features_lib.log_mel_from_config(batch["audio"], model_config.audio, lengths=lengths)
-
-
-def text_cross_entropy(logits: jax.Array, tokens: jax.Array,
-                       target_mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Next-token CE: logits[:, t] predicts tokens[:, t + 1] where target_mask[:, t + 1].
-
-    Returns (mean CE over targets, accuracy, number of targets).
-    """
-    logits = logits[:, :-1].astype(jnp.float32)
-    targets = tokens[:, 1:]
-    w = target_mask[:, 1:].astype(jnp.float32)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    n = jnp.maximum(w.sum(), 1.0)
-    acc = ((jnp.argmax(logits, -1) == targets) * w).sum() / n
-    return (nll * w).sum() / n, acc, w.sum()
-
-
-def corrupt_text_inputs(tokens: jax.Array, target_mask: jax.Array, rate: float,
-                        rng: jax.Array) -> jax.Array:
-    """Replaces each transcript input token (the target positions; bos is kept) with probability
-    `rate` by a token drawn from the same row's transcript. Targets stay the originals: the
-    Thinker cannot lean on its own text history alone and must read the audio (the template
-    sentences of the speech set are otherwise guessable from the prefix).
-
-    tokens [B, T] int32, target_mask [B, T] -> tokens [B, T].
-    """
-    b, t = tokens.shape
-    flip_key, pick_key = jax.random.split(rng)
-    is_text = target_mask > 0
-    flip = is_text & jax.random.bernoulli(flip_key, rate, (b, t))
-    # A random text position of the row: the k-th text position, k uniform in [0, count).
-    count = jnp.maximum(jnp.sum(is_text, axis=1, keepdims=True), 1)
-    k = jnp.floor(jax.random.uniform(pick_key, (b, t)) * count).astype(jnp.int32)
-    text_positions = jnp.argsort(~is_text, axis=1, stable=True)  # text positions first, in order
-    pos = jnp.take_along_axis(text_positions, k, axis=1)
-    return jnp.where(flip, jnp.take_along_axis(tokens, pos, axis=1), tokens)
-
-
-def loss_fn(module: ThinkerTalker, params: Any, batch: dict, rng: jax.Array, config: Any,
-            train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Speech recognition: Thinker next-token CE on the transcript given the audio, plus the MoE
-    aux losses. `batch` is the data pipeline's (see `example_batch`)."""
-    model_config = config.model
-    feats, frame_lengths = features_from_batch(model_config, batch)
-    audio_lengths = jnp.sum(jnp.asarray(batch["audio_mask"]), axis=1)
-    tokens, target = asr_sequence(model_config, audio_lengths, batch["text"], batch["text_mask"],
-                                  batch["audio"].shape[1])
-    inputs = tokens
-    noise = config.train.loss.text_input_noise
-    if train and noise > 0:
-        inputs = corrupt_text_inputs(tokens, target, noise, rng)
-    out = module.apply({"params": params}, inputs, feats, frame_lengths)
-    ce, acc, n = text_cross_entropy(out["logits"], tokens, target)
-    lb, z = out["aux"]["load_balance_loss"], out["aux"]["router_z_loss"]
-    loss = (config.train.loss.text_weight * ce + config.train.moe_aux_weight * lb
-            + config.train.moe_z_weight * z)
-    metrics = {"loss": loss, "text_ce": ce, "text_accuracy": acc, "text_targets": n,
-               "load_balance_loss": lb, "router_z_loss": z}
-    return loss, metrics

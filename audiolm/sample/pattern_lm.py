@@ -15,7 +15,7 @@
 4. `patterns.revert` turns the sequence back into codes [B, K, frames].
 
 `sample` is the compiled entry point (one compile per shape and static sampling setting);
-`write_samples` is the family's `--mode=sample` writer (see `audiolm.sample.runner`).
+`write_samples` is the family's `--mode=sample` writer (called by the `codes` task, see `audiolm.tasks.codes`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,7 @@ import numpy as np
 
 from audiolm import patterns
 from audiolm.config import ConfigError
+from audiolm.models import conditioners as cond_lib
 from audiolm.models import pattern_lm as lm
 from audiolm.models import pretransform as pretransform_lib
 from audiolm.sample import rules
@@ -172,6 +173,13 @@ def sample(module: lm.PatternLM, params: Any, conditions: Mapping[str, Any] | No
     greedy = temperature == 0.0
     if not greedy and rng is None:
         raise ValueError("sample: rng is required when temperature > 0")
+    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+        raise ValueError(f"sample: frames={frames!r} must be a positive int")
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        raise ValueError(f"sample: batch={batch!r} must be a positive int")
+    cond_lib.check_conditions(module.spec.conditioners, conditions or {})
+    if prompt is not None:
+        lm.check_codes(module.spec, np.asarray(prompt), "prompt")
     conditions = trim_cross_conditions(module.spec, conditions or {})
     conditions = {k: jnp.asarray(v) for k, v in conditions.items()}
     b = batch_size_of(conditions, prompt, batch)
@@ -185,15 +193,12 @@ def sample(module: lm.PatternLM, params: Any, conditions: Mapping[str, Any] | No
 # --mode=sample writer.
 
 
-def _examples(config: Any, n: int) -> dict[str, np.ndarray]:
-    """The first `n` held-out examples (test split; rows cycled if the split is smaller)."""
-    from audiolm.models import registry
-    from audiolm.train import batches as batches_lib
-
-    family = registry.family_module(config.model.family)
+def _examples(batches: Iterable[dict[str, np.ndarray]], n: int, config: Any
+              ) -> dict[str, np.ndarray]:
+    """The first `n` rows of the held-out `batches` (cycled if the split is smaller)."""
     rows: list[dict[str, np.ndarray]] = []
     count = 0
-    for batch in batches_lib.make_batches(config, family, "test", finite=True):
+    for batch in batches:
         rows.append(batch)
         count += next(iter(batch.values())).shape[0]
         if count >= n:
@@ -206,12 +211,13 @@ def _examples(config: Any, n: int) -> dict[str, np.ndarray]:
     return {k: np.concatenate([v] * reps, axis=0)[:n] for k, v in out.items()}
 
 
-def write_samples(module: lm.PatternLM, params: Any, config: Any, workdir: str) -> dict:
+def write_samples(module: lm.PatternLM, params: Any, config: Any, workdir: str,
+                  examples: Iterable[dict[str, np.ndarray]]) -> dict:
     """Samples `config.sample.num_samples` rows of `config.sample.max_new_tokens` frames and
     writes them to `workdir/samples/`: `tokens.npz` (codes [N, K, T], the conditions used) and,
     when the pretransform decodes codes to audio, `sample_<i>.wav`. The conditions (and, with
     `sample.extra.prompt_frames` = P > 0, a prompt of their first P frames) come from the
-    held-out examples of the data config. Returns the summary dict."""
+    held-out `examples` (the task's test batches). Returns the summary dict."""
     s = config.sample
     spec = module.spec
     n, frames = int(s.num_samples), int(s.max_new_tokens)
@@ -220,7 +226,7 @@ def write_samples(module: lm.PatternLM, params: Any, config: Any, workdir: str) 
     if not 0 <= prompt_frames < frames:
         raise ConfigError(f"sample.extra.prompt_frames={prompt_frames}: must be in [0, "
                           f"sample.max_new_tokens={frames})")
-    examples = _examples(config, n)
+    examples = _examples(examples, n, config)
     conditions = {k: v for k, v in examples.items() if k.startswith("cond.")}
     prompt = None
     if prompt_frames:

@@ -1,16 +1,20 @@
-"""The training loop shared by every family: `run(config, workdir, mode="train" | "eval")`.
+"""The training loop shared by every family and task: `run(config, workdir, mode)`.
 
-train: validate the config, build the mesh and the family's module, resume (workdir checkpoint,
-else `config.init_from`, else scratch; see `audiolm.train.checkpoint`), then step until
-`config.train.steps`, writing metrics every `train.log_every` steps, evaluating every
-`train.eval_every` steps on `train.eval_steps` validation batches and checkpointing every
-`train.checkpoint_every` steps (and at the end). A NaN/inf loss stops training with
-`FloatingPointError`; the checkpoints already written (all from finite steps) are kept.
-For the ASR task (family `thinker_talker` on speech data) the run ends by transcribing held-out
-test utterances and writing their character error rate (`audiolm.train.asr`).
+train: validate the config, build the mesh, the family's module and the task, resume (workdir
+checkpoint, else `config.init_from`, else scratch; see `audiolm.train.checkpoint`), then step
+until `config.train.steps`. Every `train.log_every` steps the metrics leave the device (and only
+then: no per-step sync), are checked for a non-finite loss and written; every
+`train.eval_every` steps the task's `config.task.evaluators` run on the validation split;
+checkpoints every `train.checkpoint_every` steps (and at the end). At the end the evaluators run
+once more, then `config.task.final_evaluators` on the test split (e.g. the ASR task's CER).
+A NaN/inf loss stops training with `FloatingPointError` naming the newest checkpoint whose
+parameters are finite and give a finite loss.
 
-eval: restore the latest checkpoint of `workdir` and evaluate it (validation loss; ASR: test
-transcripts and CER).
+eval: restore the latest checkpoint of `workdir` and run the task's evaluators (validation) and
+final evaluators (test).
+
+The loop knows neither family nor task by name: it asks `audiolm.config.family_module` for the
+module and `audiolm.config.task_module` for batches, loss and evaluators.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from absl import logging
 
 from audiolm import config as config_lib
 from audiolm import parallel
-from audiolm.models import registry
-from audiolm.train import batches as batches_lib
+from audiolm.tasks import evaluators as evaluators_lib
+from audiolm.tasks.base import EvalContext
 from audiolm.train import checkpoint as ckpt_lib
 from audiolm.train import optim, step as step_lib
 from audiolm.train.metrics import MetricsWriter, truncate_metrics
@@ -43,6 +47,7 @@ class Experiment:
 
     config: Any
     family: Any
+    task: Any
     module: Any
     mesh: Any
     rules: Any
@@ -56,12 +61,19 @@ class Experiment:
     state_shardings: Any
     _eval_step: Any = None
 
-    def eval_step(self):
-        """The jitted eval step (compiled once per experiment)."""
+    def eval_step(self, params: Any, batch: dict, rng: Any) -> dict:
+        """Task loss and metrics of one host batch (sharded over the mesh, compiled once)."""
         if self._eval_step is None:
-            self._eval_step = jax.jit(step_lib.make_eval_step(self.module, self.family.loss_fn,
+            self._eval_step = jax.jit(step_lib.make_eval_step(self.module, self.task.loss_fn,
                                                               self.config))
-        return self._eval_step
+        return self._eval_step(params, parallel.shard_batch(batch, self.mesh), rng)
+
+    def batches(self, split: str, finite: bool = False):
+        """The task's batch iterator of `split`."""
+        return self.task.make_batches(self.config, self.family, split, finite)
+
+    def eval_context(self, workdir: str, writer: Any = None, step: int = 0) -> EvalContext:
+        return EvalContext(self.config, self.module, workdir, self.eval_step, writer, step)
 
     def make_state(self, params: Any) -> TrainState:
         """TrainState at step 0 around `params` (sharded like the abstract state)."""
@@ -74,9 +86,10 @@ class Experiment:
 
 
 def build(config: Any) -> Experiment:
-    """Validates `config` and builds module, mesh, optimizer and the sharded abstract state."""
+    """Validates `config` and builds module, task, mesh, optimizer and the sharded state."""
     config_lib.validate(config)
-    family = registry.family_module(config.model.family)
+    family = config_lib.family_module(config.model.family)
+    task = config_lib.task_module(config.task.name)
     mesh = parallel.make_mesh(config.mesh)
     rules = parallel.logical_rules(config.mesh)
     module = family.build(config.model)
@@ -95,26 +108,27 @@ def build(config: Any) -> Experiment:
     abstract_state = jax.tree_util.tree_map(
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
         jax.eval_shape(make, abstract_params), state_shardings)
-    return Experiment(config, family, module, mesh, rules, tx, lr_schedule, init_fn, init_rng,
-                      state_rng, param_shardings, abstract_state, state_shardings)
-
-
-def _state_from_dict(d: dict, like: TrainState) -> TrainState:
-    return TrainState(step=d["step"], params=d["params"], opt_state=d["opt_state"], rng=d["rng"])
+    return Experiment(config, family, task, module, mesh, rules, tx, lr_schedule, init_fn,
+                      init_rng, state_rng, param_shardings, abstract_state, state_shardings)
 
 
 def restore_or_init(exp: Experiment, ckpt: ckpt_lib.Checkpointer, train_iter: Any,
                     workdir: str) -> TrainState:
-    """Workdir checkpoint -> config.init_from -> scratch (see `audiolm.train.checkpoint`)."""
+    """Workdir checkpoint -> config.init_from -> scratch (see `audiolm.train.checkpoint`).
+
+    metrics.jsonl is cut back to the step the run starts from, so a restarted run never
+    repeats rows."""
     latest = ckpt.latest_step()
     if latest is not None:
         state_dict, data_state, step = ckpt.restore(exp.abstract_state)
-        state = _state_from_dict(state_dict, exp.abstract_state)
+        state = TrainState(step=state_dict["step"], params=state_dict["params"],
+                           opt_state=state_dict["opt_state"], rng=state_dict["rng"])
         if train_iter is not None and data_state is not None:
             train_iter.set_state(data_state)
         truncate_metrics(workdir, step)
         logging.info("resumed from %s/%d", ckpt.directory, step)
         return state
+    truncate_metrics(workdir, 0)
     if exp.config.init_from:
         params = ckpt_lib.load_init_params(exp.config.init_from, exp.abstract_state.params,
                                            exp.param_shardings)
@@ -122,8 +136,17 @@ def restore_or_init(exp: Experiment, ckpt: ckpt_lib.Checkpointer, train_iter: An
     return exp.init_state()
 
 
-def _batch_shardings(batch: dict, mesh) -> dict:
-    return {k: v.sharding for k, v in batch.items()}
+def count_tokens(batch: dict[str, np.ndarray]) -> int:
+    """Target positions in a batch, for tokens/s: the sum of `target_mask` / `text_mask` when
+    present, else batch x length of the first 2-d (or more) integer field."""
+    for key in ("target_mask", "text_mask"):
+        if key in batch:
+            return int(np.asarray(batch[key]).sum())
+    for key in sorted(batch):
+        value = np.asarray(batch[key])
+        if np.issubdtype(value.dtype, np.integer) and value.ndim >= 2:
+            return int(value.shape[0] * value.shape[-1])
+    return int(np.asarray(next(iter(batch.values()))).shape[0])
 
 
 def _finite(metrics: dict) -> bool:
@@ -131,27 +154,30 @@ def _finite(metrics: dict) -> bool:
                if k in metrics)
 
 
+def run_evaluators(exp: Experiment, params: Any, names: Iterable[str], split: str,
+                   ctx: EvalContext) -> dict[str, float]:
+    """Runs the named evaluators on `split`; their metrics merged (later names win)."""
+    out: dict[str, float] = {}
+    for name in names:
+        out.update(evaluators_lib.get(name)(ctx, params, split))
+    return out
+
+
 def evaluate(exp: Experiment, params: Any, split: str = "validation") -> dict[str, float]:
-    """Mean metrics over one pass of `split` (`train.eval_steps` batches; 0 = the whole split)."""
-    eval_step = exp.eval_step()
-    it = batches_lib.make_batches(exp.config, exp.family, split, finite=True)
-    limit = int(exp.config.train.eval_steps)
-    sums: dict[str, float] = {}
-    n = 0
-    rng = jax.random.PRNGKey(int(exp.config.seed) + 1)
-    for i, batch in enumerate(it):
-        if limit and i >= limit:
-            break
-        metrics = jax.device_get(eval_step(params, parallel.shard_batch(batch, exp.mesh),
-                                           jax.random.fold_in(rng, i)))
-        for k, v in metrics.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        n += 1
-    return {k: v / max(n, 1) for k, v in sums.items()}
+    """The task's loss and metrics averaged over `train.eval_steps` batches of `split`."""
+    return evaluators_lib.get("loss")(exp.eval_context(""), params, split)
 
 
-def _is_asr(config: Any) -> bool:
-    return config.model.family == "thinker_talker" and not batches_lib.is_synthetic(config)
+def _non_finite_error(exp, ckpt, step, metrics, batch, rng) -> FloatingPointError:
+    ckpt.wait()
+    good = ckpt_lib.last_good_step(
+        ckpt, lambda p: exp.eval_step(p, batch, rng)["loss"], exp.abstract_state.params)
+    where = f"{ckpt.directory}/{good}" if good is not None else "none (start afresh)"
+    return FloatingPointError(
+        f"non-finite loss at step {step}: loss={float(metrics['loss'])}, "
+        f"grad_norm={float(metrics.get('grad_norm', float('nan')))}; training stopped. Last "
+        f"good checkpoint (finite params and loss): {where}. Lower train.learning_rate, set "
+        "train.clip_norm, or check the data.")
 
 
 def train(config: Any, workdir: str, callbacks: Iterable[Callback] = ()) -> TrainState:
@@ -159,56 +185,55 @@ def train(config: Any, workdir: str, callbacks: Iterable[Callback] = ()) -> Trai
     exp = build(config)
     ckpt_lib.save_config(config, workdir)
     ckpt = ckpt_lib.Checkpointer(workdir, config.train)
-    train_iter = batches_lib.make_batches(config, exp.family, "train")
+    train_iter = exp.batches("train")
     state = restore_or_init(exp, ckpt, train_iter, workdir)
     total = int(config.train.steps)
     step = int(jax.device_get(state.step))
     writer = MetricsWriter(workdir, total)
+    log_every, eval_every = int(config.train.log_every), int(config.train.eval_every)
+    ckpt_every = int(config.train.checkpoint_every)
     train_step = None
-    last_good = ckpt.latest_step()
     t0 = time.perf_counter()
     try:
         while step < total:
             batch = next(train_iter)
-            tokens = batches_lib.count_tokens(batch)
-            batch = parallel.shard_batch(batch, exp.mesh)
+            tokens = count_tokens(batch)
+            sharded = parallel.shard_batch(batch, exp.mesh)
             if train_step is None:
                 train_step = step_lib.jit_train_step(
-                    step_lib.make_train_step(exp.module, exp.family.loss_fn, exp.tx, config,
+                    step_lib.make_train_step(exp.module, exp.task.loss_fn, exp.tx, config,
                                              exp.lr_schedule),
-                    exp.state_shardings, _batch_shardings(batch, exp.mesh),
+                    exp.state_shardings, {k: v.sharding for k, v in sharded.items()},
                     parallel.replicated(exp.mesh))
-            state, metrics = train_step(state, batch)
+            state, metrics = train_step(state, sharded)
             step += 1
-            metrics = jax.device_get(metrics)
-            if not _finite(metrics):
-                ckpt.wait()
-                raise FloatingPointError(
-                    f"non-finite loss at step {step}: loss={float(metrics['loss'])}, "
-                    f"grad_norm={float(metrics.get('grad_norm', float('nan')))}; training "
-                    f"stopped. Last good checkpoint: "
-                    f"{f'{ckpt.directory}/{last_good}' if last_good is not None else 'none'} "
-                    "(kept). Lower train.learning_rate or check the data.")
             writer.add_tokens(tokens)
             if step == 1 or writer._last_time is None:
                 writer.start(step)  # rates exclude compilation
-            if step % int(config.train.log_every) == 0 or step == total:
-                writer.write(step, metrics, "train")
-            if int(config.train.eval_every) and step % int(config.train.eval_every) == 0 \
-                    and step < total:
-                writer.write(step, evaluate(exp, state.params), "eval")
-            if ckpt.save(step, state, train_iter.get_state(), force=step == total):
-                last_good = step
+            # Metrics leave the device only at log / checkpoint / last steps (no per-step sync).
+            if step % log_every == 0 or step % ckpt_every == 0 or step == total:
+                metrics = jax.device_get(metrics)
+                if not _finite(metrics):
+                    raise _non_finite_error(exp, ckpt, step, metrics, batch,
+                                            jax.random.fold_in(state.rng, step))
+                if step % log_every == 0 or step == total:
+                    writer.write(step, metrics, "train")
+            if eval_every and step % eval_every == 0 and step < total and config.task.evaluators:
+                ctx = exp.eval_context(workdir, writer, step)
+                writer.write(step, run_evaluators(exp, state.params, config.task.evaluators,
+                                                  "validation", ctx), "eval")
+            ckpt.save(step, state, train_iter.get_state(), force=step == total)
             for callback in callbacks:
                 callback(step, state, metrics)
         ckpt.wait()
-        if int(config.train.eval_steps) >= 0 and total > 0:
-            writer.write(step, evaluate(exp, state.params), "eval")
+        ctx = exp.eval_context(workdir, writer, step)
+        if total > 0 and config.task.evaluators:
+            writer.write(step, run_evaluators(exp, state.params, config.task.evaluators,
+                                              "validation", ctx), "eval")
         logging.info("trained %d steps in %.1f s", total, time.perf_counter() - t0)
-        if _is_asr(config):
-            from audiolm.train import asr
-
-            writer.write(step, asr.transcribe_and_score(exp, state.params, workdir), "test")
+        if config.task.final_evaluators:
+            writer.write(step, run_evaluators(exp, state.params, config.task.final_evaluators,
+                                              "test", ctx), "test")
     finally:
         ckpt.close()
         writer.close()
@@ -227,12 +252,12 @@ def eval_only(config: Any, workdir: str) -> dict[str, float]:
         ckpt.close()
     writer = MetricsWriter(workdir, int(config.train.steps))
     try:
-        metrics = evaluate(exp, state_dict["params"])
+        ctx = exp.eval_context(workdir, writer, step)
+        params = state_dict["params"]
+        metrics = run_evaluators(exp, params, config.task.evaluators, "validation", ctx)
         writer.write(step, metrics, "eval")
-        if _is_asr(config):
-            from audiolm.train import asr
-
-            scores = asr.transcribe_and_score(exp, state_dict["params"], workdir)
+        if config.task.final_evaluators:
+            scores = run_evaluators(exp, params, config.task.final_evaluators, "test", ctx)
             writer.write(step, scores, "test")
             metrics.update({f"test_{k}": v for k, v in scores.items()})
     finally:

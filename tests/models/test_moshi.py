@@ -157,7 +157,7 @@ def test_fusion_mode(fusion):
         np.testing.assert_allclose(fwd(params, future)["text_logits"][:, :4],
                                    out["text_logits"][:, :4], atol=1e-5)
     # The training loss runs in every mode (text + audio CE, finite, about log(vocab)).
-    loss, metrics = fast_jit(lambda p, b: M.loss_fn(module, p, b, None, _loss_config(model),
+    loss, metrics = fast_jit(lambda p, b: codes_task.moshi_loss(module, p, b, None, _loss_config(model),
                                                     True))(params, {"codes": _codes(model)})
     assert np.isfinite(loss) and 1.0 < float(metrics["text_loss"]) < 10.0
     if fusion == "add":
@@ -225,7 +225,7 @@ def test_loss_matches_manual_cross_entropy_and_masks_zero_ids():
     codes = _codes(model, frames=6, seed=5)
     codes[0, 0, :3] = -1  # zero text ids are not scored
     codes[1, 2, :] = -1
-    loss, metrics = fast_jit(lambda p, b: M.loss_fn(module, p, b, None, config, True))(
+    loss, metrics = fast_jit(lambda p, b: codes_task.moshi_loss(module, p, b, None, config, True))(
         params, {"codes": jnp.asarray(codes)})
     # Manual: undelayed logits vs codes, masked where the reference masks.
     inputs, targets, valid = M.delayed_inputs(spec, jnp.asarray(codes))
@@ -259,7 +259,7 @@ def test_loss_decreases_with_adam():
     @fast_jit
     def train_step(params, state):
         (loss, _), grads = jax.value_and_grad(
-            lambda p: M.loss_fn(module, p, batch, None, config, True), has_aux=True)(params)
+            lambda p: codes_task.moshi_loss(module, p, batch, None, config, True), has_aux=True)(params)
         updates, state = opt.update(grads, state)
         return optax.apply_updates(params, updates), state, loss
 
@@ -284,6 +284,6 @@ def test_conditioned_model_requires_tensor_condition():
     with pytest.raises(ValueError, match=r"conditions\['spk'\] is required"):
         module.apply({"params": params}, inputs, {"cfg": np.array([0, 1])})
     batch = M.example_batch(tiny, 2, np.random.default_rng(0))
-    loss, _ = fast_jit(lambda p, b: M.loss_fn(module, p, b, None, _loss_config(tiny), True))(
+    loss, _ = fast_jit(lambda p, b: codes_task.moshi_loss(module, p, b, None, _loss_config(tiny), True))(
         params, batch)
     assert np.isfinite(loss)

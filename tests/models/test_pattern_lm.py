@@ -167,7 +167,7 @@ def test_loss_matches_manual_delay_cross_entropy(setup):
     s = setup
     # The compiled forward of the fixture scores the sequence; loss_fn itself is compiled in
     # test_pattern_lm_patterns.py (a smaller model).
-    loss, metrics = pattern_lm.pattern_loss(
+    loss, metrics = codes_task.pattern_loss(
         lambda seq: jnp.asarray(_run(s, seq=seq)), jnp.asarray(s["batch"]["codes"]),
         jnp.asarray(s["batch"]["target_mask"]), s["module"].spec)
     logits = _run(s)  # [B, K, S, V] on the valid-steps sequence

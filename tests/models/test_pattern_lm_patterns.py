@@ -48,7 +48,7 @@ def test_pattern_loss_reads_the_layout(kind, kwargs):
         seen.append(np.asarray(seq))
         return jnp.asarray(logits)
 
-    loss, metrics = pattern_lm.pattern_loss(logits_fn, jnp.asarray(codes), jnp.asarray(tmask),
+    loss, metrics = codes_task.pattern_loss(logits_fn, jnp.asarray(codes), jnp.asarray(tmask),
                                             spec)
     assert seen[0].shape == (B, K, s_valid)
     assert pattern.starts_with_special
@@ -90,10 +90,10 @@ def test_unconditional_model_on_unroll_pattern():
     @jax.jit
     def losses(p, b):
         rng = jax.random.PRNGKey(0)
-        direct, _ = pattern_lm.pattern_loss(lambda seq: module.apply({"params": p}, seq),
+        direct, _ = codes_task.pattern_loss(lambda seq: module.apply({"params": p}, seq),
                                             b["codes"], b["target_mask"], module.spec)
-        return (pattern_lm.loss_fn(module, p, b, rng, exp, False),
-                pattern_lm.loss_fn(module, p, b, rng, exp, True), direct)
+        return (codes_task.pattern_lm_loss(module, p, b, rng, exp, False),
+                codes_task.pattern_lm_loss(module, p, b, rng, exp, True), direct)
 
     (loss, metrics), (loss_train, _), direct = losses(params, batch)
     np.testing.assert_allclose(float(loss), float(direct), rtol=1e-6)

@@ -11,6 +11,7 @@ from audiolm.audio import features as features_lib
 from audiolm.models import aut as aut_lib
 from audiolm.models import thinker as thinker_lib
 from audiolm.models import thinker_talker as family
+from audiolm.tasks import asr as asr_task
 
 TOL = 1e-4
 
@@ -173,13 +174,13 @@ def test_text_input_noise_draws_from_the_row_transcript():
     target = (jnp.arange(8)[None] >= 3) & (tokens != 0)  # ids after bos, eos included
     target = target.astype(jnp.float32)
     key = jax.random.PRNGKey(3)
-    assert (family.corrupt_text_inputs(tokens, target, 0.0, key) == tokens).all()
-    out = np.asarray(family.corrupt_text_inputs(tokens, target, 1.0, key))
+    assert (asr_task.corrupt_text_inputs(tokens, target, 0.0, key) == tokens).all()
+    out = np.asarray(asr_task.corrupt_text_inputs(tokens, target, 1.0, key))
     np.testing.assert_array_equal(out[:, :3], tokens[:, :3])  # audio markers and bos kept
     np.testing.assert_array_equal(out[0, 7:], [0])
     np.testing.assert_array_equal(out[1, 5:], [0, 0, 0])
     assert set(out[0, 3:7]) <= {10, 11, 12, 2} and set(out[1, 3:5]) <= {20, 2}
-    many = np.stack([np.asarray(family.corrupt_text_inputs(tokens, target, 0.5,
+    many = np.stack([np.asarray(asr_task.corrupt_text_inputs(tokens, target, 0.5,
                                                            jax.random.PRNGKey(i)))
                      for i in range(200)])
     changed = (many[:, 0, 3:7] != np.asarray(tokens[0, 3:7])).mean()
@@ -206,7 +207,7 @@ def test_loss_fn_on_example_batch(loaded):
     assert batch["audio"].shape == (2, 150 * 160) and batch["text"].shape[1] == 40 - n_audio - 2
     module = family.build(config.model)
     params = {"aut": params["aut"], "thinker": params["thinker"]}
-    loss, metrics = jax.jit(lambda p: family.loss_fn(module, p, batch, None, config, True))(
+    loss, metrics = jax.jit(lambda p: asr_task.loss_fn(module, p, batch, None, config, True))(
         params)
     assert abs(float(loss) - np.log(config.model.thinker.vocab_size)) < 1.0, float(loss)
     assert float(metrics["load_balance_loss"]) > 0
@@ -215,7 +216,7 @@ def test_loss_fn_on_example_batch(loaded):
     noisy = config.copy_and_resolve_references()
     noisy.train.loss.text_input_noise = 0.5
     rng = jax.random.PRNGKey(0)
-    run = jax.jit(lambda p, train: family.loss_fn(module, p, batch, rng, noisy, train),
+    run = jax.jit(lambda p, train: asr_task.loss_fn(module, p, batch, rng, noisy, train),
                   static_argnums=1)
     (l_train, m_train), (l_eval, _) = run(params, True), run(params, False)
     assert float(l_eval) == pytest.approx(float(loss), abs=1e-5)

@@ -187,7 +187,7 @@ def test_write_samples(imported, tmp_path):
 def test_runner_samples_from_an_imported_kyutai_dir(tmp_path):
     """--mode=sample path: a Kyutai checkpoint dir as config file + init_from, Kyutai sampling
     (temperature 0.8 / top-k 250 audio, 0.7 / 25 text from configs/moshi.py)."""
-    from audiolm.sample import runner
+    from audiolm.train import sampling as runner
 
     m = cm.tiny()
     folder = ref_lib.save_checkpoint(ref_lib.reference_model(m, seed=4), m,

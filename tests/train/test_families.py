@@ -17,6 +17,7 @@ def tiny_synthetic_config(family, steps=8, batch_size=2):
 
     config = load_experiment_config(f"configs/{family}.py", "tiny")
     config.data.name = "synthetic"
+    config.task.final_evaluators = ()  # CER needs real transcripts
     config.data.batch_size = batch_size
     config.data.num_train = batch_size  # one fixed batch
     config.data.num_validation = batch_size

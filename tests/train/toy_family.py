@@ -1,7 +1,8 @@
 """A tiny next-token LM family used to test the generic loop without the real model families.
 
-It follows the family contract (build / init_params / example_batch / loss_fn), uses logical
-axis names on its weights, and is registered under the name "toy" by `register()`.
+It follows the family contract (build / init_params / describe_params / rules /
+example_batch), uses logical axis names on its weights, and is registered under the name "toy"
+by `register()`, with its loss added to the `codes` task.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def example_batch(model_config, batch_size, rng):
     return {"tokens": tokens.astype(np.int32)}
 
 
-def loss_fn(module, params, batch, rng, config, train):
+def toy_loss(module, params, batch, rng, config, train):
     del rng, train
     tokens = batch["tokens"]
     logits = module.apply({"params": params}, tokens[:, :-1])
@@ -72,22 +73,22 @@ def rules(config):
 
 
 def register():
-    """Makes "toy" a known family (idempotent)."""
-    from audiolm.models import registry
+    """Makes "toy" a known family that the `codes` task trains (idempotent)."""
+    from audiolm.tasks import codes
 
-    registry.FAMILIES.setdefault("toy", __name__)
+    config_lib.FAMILIES.setdefault("toy", __name__)
+    if "toy" not in config_lib.PAIRS["codes"]:
+        config_lib.PAIRS["codes"] += ("toy",)
+    codes.LOSSES["toy"] = toy_loss
     config_lib.register_rules("toy", rules)
 
 
 def get_config(**train_overrides):
     """A full experiment config for the toy family (synthetic data, one device)."""
-    from configs import common
+    from audiolm.presets import experiment
 
     register()
-    try:
-        config = common.base_config()
-    except (ImportError, AttributeError):  # audiolm.data not (yet) complete: build the shared sections by hand
-        config = _base_without_data()
+    config = experiment.base_config()
     config.model = ml_collections.ConfigDict(
         {"family": "toy", "vocab": 16, "width": 16, "length": 8})
     config.data.name = "synthetic"
@@ -103,18 +104,3 @@ def get_config(**train_overrides):
     for key, value in train_overrides.items():
         config.train[key] = value
     return config
-
-
-def _base_without_data():
-    import sys
-    import types
-
-    from configs import common
-
-    stub = types.ModuleType("audiolm.data")
-    stub.DEFAULTS = ml_collections.ConfigDict({"name": "synthetic", "batch_size": 8})
-    sys.modules["audiolm.data"] = stub
-    import audiolm
-
-    audiolm.data = stub
-    return common.base_config()

@@ -4,15 +4,14 @@ Params come from, in this order: the latest checkpoint in `workdir/checkpoints` 
 else `config.init_from` (a checkpoint directory, or a pretrained model directory read by
 `audiolm.importers.load_pretrained`), else a ConfigError naming `init_from`. Both go through
 `audiolm.train.checkpoint` (the trainer's restore: shapes checked against the config's model,
-params sharded over the config's mesh). Then `audiolm.sample.<family>.write_samples(module,
-params, config, workdir)` writes into `workdir/samples/` and returns a summary, which is printed
-and written to `workdir/samples/summary.json`.
+params sharded over the config's mesh). Then the task's `write_samples(module, params, config,
+workdir)` writes into `workdir/samples/` and returns a summary, which is printed and written to
+`workdir/samples/summary.json`.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import os
 from typing import Any
@@ -23,7 +22,7 @@ from absl import logging
 from audiolm import config as config_lib
 from audiolm import parallel
 from audiolm.config import ConfigError
-from audiolm.models import registry
+from audiolm.train import checkpoint as ckpt_lib
 
 __all__ = ["run", "load_params"]
 
@@ -36,9 +35,7 @@ def _has_checkpoint(workdir: str) -> bool:
 
 def load_params(config: Any, workdir: str) -> tuple[Any, Any, str]:
     """(module, params, source) for a validated `config`; see the module docstring."""
-    from audiolm.train import checkpoint as ckpt_lib
-
-    family = registry.family_module(config.model.family)
+    family = config_lib.family_module(config.model.family)
     module = family.build(config.model)
     mesh = parallel.make_mesh(config.mesh)
     rules = parallel.logical_rules(config.mesh)
@@ -65,17 +62,11 @@ def load_params(config: Any, workdir: str) -> tuple[Any, Any, str]:
 def run(config: Any, workdir: str) -> dict:
     """Entry point of `audiolm.main --mode=sample`; returns the summary dict."""
     config_lib.validate(config)
-    family = str(config.model.family)
-    try:
-        sampler = importlib.import_module(f"audiolm.sample.{family}")
-    except ModuleNotFoundError as e:
-        if e.name != f"audiolm.sample.{family}":
-            raise
-        raise ConfigError(f"model.family={family!r}: no sampler module audiolm.sample.{family}") \
-            from None
+    task = config_lib.task_module(config.task.name)
     module, params, source = load_params(config, workdir)
-    logging.info("sampling %s with params from %s", family, source)
-    summary = dict(sampler.write_samples(module, params, config, workdir))
+    logging.info("sampling %s / %s with params from %s", config.model.family, config.task.name,
+                 source)
+    summary = dict(task.write_samples(module, params, config, workdir))
     summary["params_from"] = source
     out_dir = os.path.join(workdir, "samples")
     os.makedirs(out_dir, exist_ok=True)

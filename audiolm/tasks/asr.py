@@ -1,14 +1,18 @@
-"""Speech recognition glue for the main job: AuT + Thinker on audio/transcript batches.
+"""Speech recognition (`task.name = "asr"`): AuT + Thinker learn transcript | audio.
 
-Training batches are the data pipeline's (`audiolm.data.make_iterator`): audio [B, S] f32,
-audio_mask [B, S], text [B, L] ([bos, ids..., eos] then pad), text_mask [B, L] (plus speaker /
-index rows the loss ignores); the `thinker_talker` family's `loss_fn` turns them into the
-[audio_start, audio x n, audio_end, text] sequence itself.
+Batches: the data pipeline's (`audiolm.data.make_iterator`) or, with `data.name="synthetic"`,
+the family's example batches (`audiolm.tasks.synthetic`): audio [B, S] f32, audio_mask [B, S],
+text [B, L] ([bos, ids..., eos] then pad), text_mask [B, L] (plus speaker / index rows the loss
+ignores). The loss builds the Thinker input [audio_start, audio x n, audio_end, text]
+(`thinker_talker.asr_sequence`) and scores the transcript by next-token cross-entropy (times
+train.loss.text_weight) plus the MoE load-balancing / z losses (train.moe_aux_weight /
+train.moe_z_weight). With train.loss.text_input_noise > 0, transcript input tokens are replaced
+during training so the Thinker must read the audio.
 
-`transcribe_and_score` decodes held-out test utterances greedily (argmax, up to
-min(sample.max_new_tokens, data.max_text_len - 1) tokens or eos) and writes
-`workdir/transcripts_test.jsonl` (one {"index", "speaker", "reference", "hypothesis", "cer"} per
-utterance) and `workdir/asr_test.json` (corpus CER / WER, edit counts).
+Evaluators: "loss" (validation loss / token accuracy) and "cer": greedy transcripts of the split
+(argmax, up to min(sample.max_new_tokens, data.max_text_len - 1) tokens or eos) written to
+`workdir/transcripts_<split>.jsonl` (one {"index", "speaker", "reference", "hypothesis", "cer"}
+per utterance) and `workdir/asr_<split>.json` (corpus CER / WER, edit counts).
 """
 
 from __future__ import annotations
@@ -22,12 +26,96 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from audiolm import data as data_lib
+from audiolm.config import ConfigError, check_float, check_schema, get_path
+from audiolm.models import thinker_talker as tt
+from audiolm.nn import losses
+from audiolm.sample import thinker_talker as tt_sample
+from audiolm.tasks import evaluators, synthetic
+from audiolm.tasks.base import EvalContext
 
-def make_batches(config: Any, split: str, finite: bool = False):
-    """The data pipeline's resumable iterator of `split` (one ordered pass when `finite`)."""
-    from audiolm import data as data_lib
+NAME = "asr"
+EVALUATORS = ("loss", "cer")
+LOSS_SCHEMA = dict(text_weight=0.0, text_input_noise=0.0)
 
+
+def rules(config: Any) -> None:
+    """train.loss of the ASR task: a transcript CE weight and the input-noise rate."""
+    check_schema(config, "train.loss", LOSS_SCHEMA)
+    check_float(config, "train.loss.text_weight", lo=0.0)
+    check_float(config, "train.loss.text_input_noise", lo=0.0, hi=1.0)
+    if "cer" in tuple(get_path(config, "task.evaluators")) + tuple(
+            get_path(config, "task.final_evaluators")) and synthetic.is_synthetic(config):
+        raise ConfigError(
+            f"task.final_evaluators={tuple(config.task.final_evaluators)!r}: the 'cer' "
+            "evaluator transcribes real utterances, but data.name='synthetic' has no "
+            "transcripts; drop 'cer' or use speech data (e.g. data.name='speech_synth')")
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches and loss.
+
+
+def make_batches(config: Any, family: Any, split: str, finite: bool = False):
+    """Resumable iterator of `split` (one ordered pass when `finite`)."""
+    if synthetic.is_synthetic(config):
+        return synthetic.make_batches(config, family, split, finite)
     return data_lib.make_iterator(config.data, split, train=not finite)
+
+
+def corrupt_text_inputs(tokens: jax.Array, target_mask: jax.Array, rate: float,
+                        rng: jax.Array) -> jax.Array:
+    """Replaces each transcript input token (the target positions; bos is kept) with probability
+    `rate` by a token drawn from the same row's transcript. Targets stay the originals: the
+    Thinker cannot lean on its own text history alone and must read the audio (the template
+    sentences of the speech set are otherwise guessable from the prefix).
+
+    tokens [B, T] int32, target_mask [B, T] -> tokens [B, T].
+    """
+    b, t = tokens.shape
+    flip_key, pick_key = jax.random.split(rng)
+    is_text = target_mask > 0
+    flip = is_text & jax.random.bernoulli(flip_key, rate, (b, t))
+    # A random text position of the row: the k-th text position, k uniform in [0, count).
+    count = jnp.maximum(jnp.sum(is_text, axis=1, keepdims=True), 1)
+    k = jnp.floor(jax.random.uniform(pick_key, (b, t)) * count).astype(jnp.int32)
+    text_positions = jnp.argsort(~is_text, axis=1, stable=True)  # text positions first, in order
+    pos = jnp.take_along_axis(text_positions, k, axis=1)
+    return jnp.where(flip, jnp.take_along_axis(tokens, pos, axis=1), tokens)
+
+
+def loss_fn(module: Any, params: Any, batch: dict, rng: jax.Array, config: Any,
+            train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Thinker next-token CE on the transcript given the audio, plus the MoE aux losses."""
+    model_config = config.model
+    feats, frame_lengths = tt.features_from_batch(model_config, batch)
+    audio_lengths = jnp.sum(jnp.asarray(batch["audio_mask"]), axis=1)
+    tokens, target = tt.asr_sequence(model_config, audio_lengths, batch["text"],
+                                     batch["text_mask"], batch["audio"].shape[1])
+    inputs = tokens
+    noise = config.train.loss.text_input_noise
+    if train and noise > 0:
+        inputs = corrupt_text_inputs(tokens, target, noise, rng)
+    out = module.apply({"params": params}, inputs, feats, frame_lengths)
+    # logits[:, t] predicts tokens[:, t + 1]
+    ce, acc, n = losses.masked_cross_entropy(out["logits"][:, :-1], tokens[:, 1:],
+                                             target[:, 1:])
+    lb, z = out["aux"]["load_balance_loss"], out["aux"]["router_z_loss"]
+    loss = (config.train.loss.text_weight * ce + config.train.moe_aux_weight * lb
+            + config.train.moe_z_weight * z)
+    metrics = {"loss": loss, "text_ce": ce, "text_accuracy": acc, "text_targets": n,
+               "load_balance_loss": lb, "router_z_loss": z}
+    return loss, metrics
+
+
+def write_samples(module: Any, params: Any, config: Any, workdir: str) -> dict:
+    """Transcripts of `sample.num_samples` clips (and speech through the Talker and Code2Wav
+    when model.enable_audio_output); see `audiolm.sample.thinker_talker.write_samples`."""
+    return tt_sample.write_samples(module, params, config, workdir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring.
 
 
 def edit_distance(ref: Sequence[Any], hyp: Sequence[Any]) -> int:
@@ -66,8 +154,6 @@ def make_greedy_decoder(module: Any, config: Any, max_new: int, bos_id: int):
     causal forward, reads the logits at every row's last written position and writes the argmax
     after it. Rows stop at eos (later ids are pad). No KV cache: the sequences are short.
     """
-    from audiolm.models import thinker_talker as tt
-
     model_config = config.model
     th = model_config.thinker
     text_len = max_new + 1
@@ -114,11 +200,8 @@ def ids_to_text(ids: np.ndarray, tokenizer: Any, eos_id: int) -> str:
 def transcribe(config: Any, module: Any, params: Any, split: str = "test",
                limit: int | None = None) -> list[dict[str, Any]]:
     """Greedy transcripts of `split` (first `limit` utterances if given), in dataset order."""
-    from audiolm import data as data_lib
-    from audiolm.data.tokenizer import make_tokenizer
-
     dataset = data_lib.make_dataset(config.data, split)
-    tokenizer = make_tokenizer(data_lib._resolve(config.data))
+    tokenizer = data_lib.make_tokenizer(config.data)
     max_new = max(1, min(int(config.sample.max_new_tokens), int(config.data.max_text_len) - 1))
     decode = make_greedy_decoder(module, config, max_new, tokenizer.bos_id)
     it = data_lib.make_iterator(config.data, split, train=False, dataset=dataset)
@@ -143,11 +226,13 @@ def transcribe(config: Any, module: Any, params: Any, split: str = "test",
     return out
 
 
-def transcribe_and_score(exp: Any, params: Any, workdir: str, split: str = "test",
+@evaluators.register("cer")
+def transcribe_and_score(ctx: EvalContext, params: Any, split: str = "test",
                          limit: int | None = None) -> dict[str, float]:
     """Transcribes `split`, writes the transcripts and scores, returns the corpus scores."""
-    rows = transcribe(exp.config, exp.module, params, split, limit)
+    rows = transcribe(ctx.config, ctx.module, params, split, limit)
     scores = error_rates([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
+    workdir = ctx.workdir
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, f"transcripts_{split}.jsonl"), "w") as f:
@@ -157,8 +242,6 @@ def transcribe_and_score(exp: Any, params: Any, workdir: str, split: str = "test
             json.dump(scores, f, indent=2)
     for r in rows[:5]:
         logging.info("ref: %s\n     hyp: %s", r["reference"], r["hypothesis"])
-    logging.info("%s CER %.4f  WER %.4f over %d utterances", split, scores["cer"], scores["wer"],
-                 len(rows))
     print(f"{split} CER {scores['cer']:.4f} WER {scores['wer']:.4f} over {len(rows)} utterances "
           f"(transcripts: {os.path.join(workdir, f'transcripts_{split}.jsonl')})", flush=True)
     return scores
