@@ -38,8 +38,8 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, packaged (a runtime dependency there)
     import tomli as tomllib
 
-from audiolm import extras
 from audiolm.config import ConfigError, validate
+from audiolm.importers.mapping import Reader, TensorStore
 from audiolm.models import moshi as family
 from audiolm.presets import moshi as presets  # the presets own every model-size literal
 
@@ -414,37 +414,21 @@ def _find_weights(config_path: str, extra) -> str:
 
 def load_pretrained(path: str, dtype=np.float32):
     """(model ConfigDict, params) from a Kyutai checkpoint directory or config file."""
-    load_file = extras.require("safetensors.numpy", "import",
-                               "Importing Kyutai weights").load_file
-
     config_path = _find_config(path)
     loaded = load_config_file(config_path)
-    weights = _find_weights(config_path, loaded.sample_extra)
-    state = _load_state(weights, load_file)
+    state = TensorStore(_find_weights(config_path, loaded.sample_extra))
     params = convert_state_dict(loaded.model, state, dtype=dtype)
     return loaded.model, params
 
 
-def _load_state(weights, load_file):
-    try:
-        return load_file(weights)
-    except (TypeError, ValueError):
-        # bfloat16 tensors: numpy has no bf16; read through torch (test extra) when needed.
-        from safetensors.torch import load_file as load_torch
-
-        return {k: v.float().numpy() for k, v in load_torch(weights).items()}
-
-
 def convert_state_dict(model_config, state: dict, dtype=np.float32) -> dict:
-    """Kyutai LMModel state dict (numpy, torch layout) -> params of `audiolm.models.moshi`."""
+    """Kyutai LMModel state dict (name -> numpy array in torch layout, or a `TensorStore`) ->
+    params of `audiolm.models.moshi`. Missing or leftover tensors raise `CheckpointError`."""
     spec = family.spec_from_config(model_config)
-    used: set[str] = set()
+    reader = Reader(state.__getitem__, state.keys())
 
     def take(key):
-        if key not in state:
-            raise ValueError(f"checkpoint is missing tensor {key!r}")
-        used.add(key)
-        return np.asarray(state[key], dtype=dtype)
+        return np.asarray(reader(key), dtype=dtype)
 
     def linear(key):  # torch [out, in] -> kernel [in, out]
         return {"kernel": take(key).T}
@@ -557,9 +541,6 @@ def convert_state_dict(model_config, state: dict, dtype=np.float32) -> dict:
             params[f"audio_head_{k}"] = linear(f"linears.{k}.weight")
     else:
         # Kyutai's LMModel builds `depformer_in` even without a depformer (STT); never used.
-        used.update(k for k in state if k.startswith("depformer_in."))
-    unused = sorted(set(state) - used)
-    if unused:
-        raise ValueError(f"checkpoint tensors not used by model config (wrong config?): "
-                         f"{unused[:20]}{' ...' if len(unused) > 20 else ''} ({len(unused)})")
+        reader.used.update(k for k in state.keys() if k.startswith("depformer_in."))
+    reader.check_all_used("Kyutai checkpoint (wrong config?): ")
     return params

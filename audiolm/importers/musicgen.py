@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import ml_collections
 import numpy as np
 
+from audiolm.importers.mapping import Reader, TensorStore
 from audiolm.models import pattern_lm
-from audiolm.models.conditioners import _read_safetensors
 from audiolm.presets import pattern_lm as presets  # config builders and the EnCodec 32 kHz rates
 
 CROSS_ID = "encoder_hidden_states"
@@ -81,18 +81,13 @@ def model_config_from_hf(cfg: dict[str, Any], max_frames: int | None = None) -> 
         kind="delay", delays=delays)
 
 
-def convert(tensors: dict[str, np.ndarray], model_config: Any) -> dict:
-    """MusicgenForCausalLM state dict (numpy) -> pattern LM params. Raises on leftovers."""
+def convert(tensors: Mapping[str, np.ndarray], model_config: Any) -> dict:
+    """MusicgenForCausalLM state dict (name -> numpy array, or a `TensorStore`) -> pattern LM
+    params. Missing or leftover tensors raise `CheckpointError`."""
     lm = model_config.lm
     d, h, dh = int(lm.dim), int(lm.num_heads), int(lm.head_dim)
     n_q = int(model_config.pretransform.n_q)
-    used: set[str] = set()
-
-    def take(name):
-        if name not in tensors:
-            raise ValueError(f"musicgen: missing tensor {name!r} in the checkpoint")
-        used.add(name)
-        return np.asarray(tensors[name], np.float32)
+    take = Reader(tensors.__getitem__, tensors.keys(), "musicgen")
 
     def ln(prefix):
         return {"scale": take(prefix + ".weight"), "bias": take(prefix + ".bias")}
@@ -122,10 +117,7 @@ def convert(tensors: dict[str, np.ndarray], model_config: Any) -> dict:
             "ffn": {"fc1": {"kernel": take(f"{p}.fc1.weight").T},
                     "fc2": {"kernel": take(f"{p}.fc2.weight").T}},
         }
-    leftover = sorted(set(tensors) - used)
-    if leftover:
-        raise ValueError(f"musicgen: {len(leftover)} checkpoint tensors were not mapped: "
-                         f"{leftover[:8]}")
+    take.check_all_used("musicgen: ")
     return params
 
 
@@ -155,6 +147,6 @@ def load_pretrained(path: str, max_frames: int | None = None):
     with open(config_file) as f:
         cfg = json.load(f)
     model_config = model_config_from_hf(cfg, max_frames)
-    params = convert(_read_safetensors(path), model_config)
+    params = convert(TensorStore(path), model_config)
     _check_against_model(params, model_config)
     return model_config, jax.tree_util.tree_map(np.asarray, params)

@@ -10,8 +10,8 @@
 * `params`: {"aut", "thinker"[, "talker", "code2wav"]}, plain numpy float32 trees in the layout
   of `audiolm.models.thinker_talker.build(model_config)`.
 
-Tensors are read lazily, one at a time (`safetensors.safe_open`; bf16 tensors through the
-"flax" framework, others as numpy), transposed to our layouts; per-expert weights are stacked
+Tensors are read lazily, one at a time (`audiolm.importers.mapping.TensorStore`), transposed
+to our layouts; per-expert weights are stacked
 into [E, ...] one expert at a time. Every tensor is accounted for: a tensor our layout needs but
 the checkpoint lacks, or a checkpoint tensor nothing consumes, raises `CheckpointError` listing
 them. The one exception is the vision tower (`thinker.visual.*`): we have no vision model, so
@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterable
 import ml_collections
 import numpy as np
 
-from audiolm import extras
 from audiolm.importers import qwen3_omni_talker as talker_ckpt
+from audiolm.importers.mapping import CheckpointError, Reader, TensorStore, leftovers_error
 from audiolm.config import ConfigError
 from audiolm.models import code2wav as c2w
 from audiolm.models.aut import stem_out_len
@@ -41,10 +41,6 @@ SKIPPED_PREFIXES = ("thinker.visual.",)  # no vision model in audiolm
 # preprocessor_config.json): 16 kHz, 25 ms Hann window, 10 ms hop, mel edges 0 .. 8 kHz.
 WHISPER_AUDIO = dict(sample_rate=16000, n_fft=400, hop_length=160, f_min=0.0)
 WHISPER_MAX_SECONDS = 30  # the extractor's chunk length: sets aut.max_frames
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not match the layout its config implies."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,44 +165,6 @@ def model_config_from_hf(hf: dict, preprocessor: dict | None = None) -> ml_colle
 # Tensor access.
 
 
-class TensorStore:
-    """Lazy access to the tensors of a safetensors checkpoint directory (one tensor at a time)."""
-
-    def __init__(self, path: str):
-        self._safe_open = extras.require("safetensors", "import",
-                                         "Importing Qwen3-Omni weights").safe_open
-        index = os.path.join(path, "model.safetensors.index.json")
-        if os.path.exists(index):
-            with open(index) as f:
-                weight_map = json.load(f)["weight_map"]
-            self.file_of = {k: os.path.join(path, v) for k, v in weight_map.items()}
-            for file in set(self.file_of.values()):
-                if not os.path.exists(file):
-                    raise FileNotFoundError(f"{index} lists shard {file!r}, which is missing")
-        else:
-            files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
-            if not files:
-                raise FileNotFoundError(f"load_pretrained: no *.safetensors files in {path!r}")
-            self.file_of = {}
-            for name in files:
-                full = os.path.join(path, name)
-                with safe_open(full, framework="numpy") as f:
-                    for k in f.keys():
-                        self.file_of[k] = full
-
-    def keys(self) -> list[str]:
-        return sorted(self.file_of)
-
-    def get(self, name: str) -> np.ndarray:
-        file = self.file_of[name]
-        with self._safe_open(file, framework="numpy") as f:
-            dtype = f.get_slice(name).get_dtype()
-            if dtype in ("BF16", "bfloat16"):  # numpy has no bfloat16: read through jax
-                with self._safe_open(file, framework="flax") as g:
-                    return np.asarray(g.get_tensor(name), dtype=np.float32)
-            return np.asarray(f.get_tensor(name), dtype=np.float32)
-
-
 def _sub(get: Callable[[str], np.ndarray], keys: Iterable[str], prefix: str):
     """(get_tensor, keys) of the part under `prefix`, with the prefix stripped."""
     sub_keys = [k[len(prefix):] for k in keys if k.startswith(prefix)]
@@ -224,7 +182,7 @@ def _layer_norm(r, name: str, d: int) -> dict:
 def convert_aut(get_tensor, keys, model_config) -> tuple[dict, set[str]]:
     """HF `thinker.audio_tower.*` (prefix stripped) -> params of `audiolm.models.aut.AuT`."""
     a = model_config.aut
-    r = talker_ckpt._Reader(get_tensor, keys, "thinker.audio_tower")
+    r = Reader(get_tensor, keys, "thinker.audio_tower")
     d, c, n_mels = a.hidden_size, a.conv_channels, model_config.audio.n_mels
     params: dict[str, Any] = {}
     c_in = 1
@@ -263,7 +221,7 @@ def convert_thinker(get_tensor, keys, model_config) -> tuple[dict, set[str]]:
     """HF `thinker.model.*` + `thinker.lm_head.*` (names relative to `thinker.`) -> params of
     `audiolm.models.thinker.Thinker`."""
     t = model_config.thinker
-    r = talker_ckpt._Reader(get_tensor, keys, "thinker")
+    r = Reader(get_tensor, keys, "thinker")
     d = t.hidden_size
     params: dict[str, Any] = {
         "embed_tokens": {"embedding": r("model.embed_tokens.weight", (t.vocab_size, d))}}
@@ -311,35 +269,31 @@ def load_pretrained_with_report(path: str) -> tuple[Any, dict, dict]:
     used: set[str] = set()
 
     def run(name, prefix, convert, cfg):
-        get, sub = _sub(store.get, keys, prefix)
+        get, sub = _sub(store.__getitem__, keys, prefix)
         try:
             p, u = convert(get, sub, cfg)
-        except KeyError as e:
-            raise CheckpointError(f"load_pretrained({path!r}): {e.args[0]}") from None
-        except ValueError as e:
+        except CheckpointError as e:
             raise CheckpointError(f"load_pretrained({path!r}): {e}") from None
         params[name] = p
         used.update(prefix + k for k in u)
 
     run("aut", "thinker.audio_tower.", convert_aut, model_config)
-    get, sub = _sub(store.get, keys, "thinker.")
+    get, sub = _sub(store.__getitem__, keys, "thinker.")
     sub = [k for k in sub if k.startswith(("model.", "lm_head."))]
     try:
         p, u = convert_thinker(get, sub, model_config)
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"load_pretrained({path!r}): {e.args[0]}") from None
+    except CheckpointError as e:
+        raise CheckpointError(f"load_pretrained({path!r}): {e}") from None
     params["thinker"] = p
     used.update("thinker." + k for k in u)
     if model_config.enable_audio_output:
         run("talker", "talker.", talker_ckpt.convert_talker, model_config.talker)
         run("code2wav", "code2wav.", talker_ckpt.convert_code2wav, model_config.code2wav)
     skipped_all = {k for ks in skipped.values() for k in ks}
-    unused = [k for k in keys if k not in used and k not in skipped_all]
-    if unused:
-        shown = ", ".join(unused[:20]) + (f", ... ({len(unused)} in all)" if len(unused) > 20
-                                          else "")
-        raise CheckpointError(f"load_pretrained({path!r}): {len(unused)} checkpoint tensors are "
-                              f"not used by the config's layout: {shown}")
+    error = leftovers_error((k for k in keys if k not in used and k not in skipped_all),
+                            f"load_pretrained({path!r}): ")
+    if error is not None:
+        raise error
     report = {"used": len(used), "skipped": {p: len(ks) for p, ks in skipped.items()}}
     for prefix, ks in skipped.items():
         if ks:

@@ -11,8 +11,8 @@ safetensors lazily and hands each part its tensors:
   `get_tensor(name) -> np.ndarray` reads one tensor (names without the `talker.` / `code2wav.`
   prefix), `keys` are all checkpoint names of that part (same convention). Returns
   `(params, used_keys)`: our plain params pytree and the set of names it consumed; a tensor the
-  layout needs but the checkpoint lacks raises KeyError naming it, a wrong shape raises
-  ValueError naming the tensor, the expected and the found shape.
+  layout needs but the checkpoint lacks, or one of the wrong shape, raises `CheckpointError`
+  naming it (`audiolm.importers.mapping.Reader`).
 
 Torch layouts are transposed to ours (Linear [out, in] -> kernel [in, out]; attention kernels
 split per head; Conv1d [out, in/groups, k] -> [k, in/groups, out]; ConvTranspose1d [in, out, k]
@@ -30,8 +30,7 @@ import ml_collections
 import numpy as np
 
 from audiolm.config import ConfigError
-
-GetTensor = Callable[[str], np.ndarray]
+from audiolm.importers.mapping import GetTensor, Reader
 
 # Architecture constants of transformers' Qwen3OmniMoeCode2Wav that config.json does not carry
 # (written as literals in its modeling code), and the codec's output sample rate.
@@ -174,41 +173,7 @@ def code2wav_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
 # Tensor conversion helpers.
 
 
-class _Reader:
-    """Reads named tensors through `get_tensor`, checks shapes, records what was used."""
-
-    def __init__(self, get_tensor: GetTensor, keys: Iterable[str], part: str):
-        self.get_tensor = get_tensor
-        self.keys = set(keys)
-        self.part = part
-        self.used: set[str] = set()
-
-    def has(self, name: str) -> bool:
-        return name in self.keys
-
-    def __call__(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        if name not in self.keys:
-            raise KeyError(f"{self.part} checkpoint is missing tensor {self.part}.{name} "
-                           f"(expected shape {tuple(shape)})")
-        x = np.asarray(self.get_tensor(name))
-        if tuple(x.shape) != tuple(shape):
-            raise ValueError(f"{self.part}.{name} has shape {tuple(x.shape)}, expected "
-                             f"{tuple(shape)} for this config")
-        self.used.add(name)
-        return x.astype(np.float32) if x.dtype != np.float32 else x
-
-    def linear(self, name: str, d_in: int, d_out: int, bias: bool = False) -> dict:
-        """torch Linear `name` ([out, in] weight) -> {'kernel': [in, out], 'bias': [out]}."""
-        out = {"kernel": self(f"{name}.weight", (d_out, d_in)).T.copy()}
-        if bias:
-            out["bias"] = self(f"{name}.bias", (d_out,))
-        return out
-
-    def vector(self, name: str, size: int) -> np.ndarray:
-        return self(name, (size,))
-
-
-def _attention(r: _Reader, prefix: str, d: int, heads: int, kv: int, head_dim: int,
+def _attention(r: Reader, prefix: str, d: int, heads: int, kv: int, head_dim: int,
                qk_norm: bool) -> dict:
     """HF q/k/v/o_proj (+ q_norm/k_norm) -> audiolm.nn.Attention params."""
     q = r(f"{prefix}.q_proj.weight", (heads * head_dim, d))
@@ -227,7 +192,7 @@ def _attention(r: _Reader, prefix: str, d: int, heads: int, kv: int, head_dim: i
     return out
 
 
-def _gated_mlp(r: _Reader, prefix: str, d: int, hidden: int) -> dict:
+def _gated_mlp(r: Reader, prefix: str, d: int, hidden: int) -> dict:
     return {
         "gate_proj": r.linear(f"{prefix}.gate_proj", d, hidden),
         "up_proj": r.linear(f"{prefix}.up_proj", d, hidden),
@@ -235,7 +200,7 @@ def _gated_mlp(r: _Reader, prefix: str, d: int, hidden: int) -> dict:
     }
 
 
-def _experts(r: _Reader, prefix: str, num: int, d: int, hidden: int) -> dict:
+def _experts(r: Reader, prefix: str, num: int, d: int, hidden: int) -> dict:
     """Routed experts (one by one or fused) -> wi_gate, wi_up [E, D, h], wo [E, h, D]."""
     if r.has(f"{prefix}.gate_up_proj"):
         gate_up = r(f"{prefix}.gate_up_proj", (num, 2 * hidden, d))
@@ -255,21 +220,21 @@ def _experts(r: _Reader, prefix: str, num: int, d: int, hidden: int) -> dict:
     return {"wi_gate": gate, "wi_up": up, "wo": wo}
 
 
-def _conv1d(r: _Reader, name: str, c_in: int, c_out: int, k: int, groups: int = 1) -> dict:
+def _conv1d(r: Reader, name: str, c_in: int, c_out: int, k: int, groups: int = 1) -> dict:
     """torch Conv1d weight [out, in/groups, k] -> {'kernel': [k, in/groups, out], 'bias'}."""
     w = r(f"{name}.weight", (c_out, c_in // groups, k))
     return {"kernel": np.ascontiguousarray(w.transpose(2, 1, 0)),
             "bias": r(f"{name}.bias", (c_out,))}
 
 
-def _conv_transpose1d(r: _Reader, name: str, c_in: int, c_out: int, k: int) -> dict:
+def _conv_transpose1d(r: Reader, name: str, c_in: int, c_out: int, k: int) -> dict:
     """torch ConvTranspose1d weight [in, out, k] -> {'kernel': [k, in, out], 'bias'}."""
     w = r(f"{name}.weight", (c_in, c_out, k))
     return {"kernel": np.ascontiguousarray(w.transpose(2, 0, 1)),
             "bias": r(f"{name}.bias", (c_out,))}
 
 
-def _snake(r: _Reader, name: str, c: int) -> dict:
+def _snake(r: Reader, name: str, c: int) -> dict:
     return {"alpha": r.vector(f"{name}.alpha", c), "beta": r.vector(f"{name}.beta", c)}
 
 
@@ -277,7 +242,7 @@ def _snake(r: _Reader, name: str, c: int) -> dict:
 # Talker.
 
 
-def _decoder_layer(r: _Reader, prefix: str, d: int, c: Any, ffn: dict) -> dict:
+def _decoder_layer(r: Reader, prefix: str, d: int, c: Any, ffn: dict) -> dict:
     """One pre-norm decoder layer -> audiolm.nn.TransformerBlock params (ffn given)."""
     return {
         "attn_norm": {"scale": r.vector(f"{prefix}.input_layernorm.weight", d)},
@@ -294,7 +259,7 @@ def convert_talker(get_tensor: GetTensor, keys: Iterable[str],
 
     `cfg` is the `model.talker` section. Returns (params, used_keys).
     """
-    r = _Reader(get_tensor, keys, "talker")
+    r = Reader(get_tensor, keys, "talker")
     d, dt, p = cfg.hidden_size, cfg.thinker_hidden_size, cfg.projection_hidden
     params: dict[str, Any] = {}
     for name in ("text_projection", "hidden_projection"):
@@ -339,7 +304,7 @@ def convert_code2wav(get_tensor: GetTensor, keys: Iterable[str],
                      cfg: Any) -> tuple[dict, set[str]]:
     """HF Code2Wav tensors (names without `code2wav.`) -> params of `audiolm.models.code2wav.
     Code2Wav`. `cfg` is the `model.code2wav` section. Returns (params, used_keys)."""
-    r = _Reader(get_tensor, keys, "code2wav")
+    r = Reader(get_tensor, keys, "code2wav")
     d = cfg.hidden_size
     params: dict[str, Any] = {
         "code_embedding": {"embedding": r("code_embedding.weight",
@@ -392,7 +357,7 @@ def convert_code2wav(get_tensor: GetTensor, keys: Iterable[str],
     return params, r.used
 
 
-def _decoder_layer_plain(r: _Reader, prefix: str, d: int, cfg: Any) -> dict:
+def _decoder_layer_plain(r: Reader, prefix: str, d: int, cfg: Any) -> dict:
     """Code2Wav pre-transformer layer: no q/k norm, LayerScale on both branches."""
     return {
         "attn_norm": {"scale": r.vector(f"{prefix}.input_layernorm.weight", d)},

@@ -230,11 +230,12 @@ def test_every_tensor_accounted_for(tmp_path):
     params = ck.convert_state_dict(m, state)
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
     assert n_params == sum(v.size for v in state.values())
-    with pytest.raises(ValueError, match="not used by model config"):
+    with pytest.raises(ValueError,
+                       match=r"1 checkpoint tensors are not used by the config's layout: stray"):
         ck.convert_state_dict(m, dict(state, **{"stray.weight": np.zeros(3, np.float32)}))
     missing = dict(state)
     del missing["linears.2.weight"]
-    with pytest.raises(ValueError, match="missing tensor 'linears.2.weight'"):
+    with pytest.raises(ValueError, match=r"missing tensor linears\.2\.weight"):
         ck.convert_state_dict(m, missing)
     # A checkpoint of another config is refused before anything is built.
     other = cm.tiny()

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from audiolm import patterns  # noqa: E402
-from audiolm.importers import musicgen  # noqa: E402
+from audiolm.importers import mapping, musicgen  # noqa: E402
 from audiolm.models import pattern_lm  # noqa: E402
 
 K, V, D = 4, 32, 32
@@ -117,8 +117,14 @@ def test_rejects_full_musicgen_and_leftovers(tmp_path, reference):
     cfg["model_type"] = "musicgen"
     with pytest.raises(ValueError, match="decoder"):
         musicgen.model_config_from_hf(cfg)
-    tensors = musicgen._read_safetensors(path)
+    store = mapping.TensorStore(path)
+    tensors = {k: store[k] for k in store}
     tensors["model.decoder.extra.weight"] = np.zeros((2,), np.float32)
     model_cfg = musicgen.model_config_from_hf(json.load(open(os.path.join(path, "config.json"))))
-    with pytest.raises(ValueError, match="not mapped"):
+    with pytest.raises(mapping.CheckpointError,
+                       match=r"musicgen: 1 checkpoint tensors are not used by the config's "
+                             r"layout: model\.decoder\.extra\.weight"):
+        musicgen.convert(tensors, model_cfg)
+    del tensors["model.decoder.extra.weight"], tensors["lm_heads.1.weight"]
+    with pytest.raises(mapping.CheckpointError, match=r"missing tensor musicgen\.lm_heads\.1"):
         musicgen.convert(tensors, model_cfg)
