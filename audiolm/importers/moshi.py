@@ -503,10 +503,10 @@ def convert_state_dict(model_config, state: dict, dtype=np.float32) -> dict:
             out["cross_norm"] = {"scale": take(f"{prefix}.norm_cross.weight"),
                                  "bias": take(f"{prefix}.norm_cross.bias")}
         if tr.layer_scale:
-            out["attn_scale"] = take(f"{prefix}.layer_scale_1.scale")
-            out["ffn_scale"] = take(f"{prefix}.layer_scale_2.scale")
+            out["attn_scale"] = {"scale": take(f"{prefix}.layer_scale_1.scale")}
+            out["ffn_scale"] = {"scale": take(f"{prefix}.layer_scale_2.scale")}
             if tr.cross_attention:
-                out["cross_scale"] = take(f"{prefix}.layer_scale_cross.scale")
+                out["cross_scale"] = {"scale": take(f"{prefix}.layer_scale_cross.scale")}
         return out
 
     t = spec.temporal
