@@ -1,4 +1,8 @@
-"""Importers of official / Hugging Face weights.
+"""Importers: official / Hugging Face / Kyutai / stable-audio-tools checkpoints and config files
+-> our `(config, params)`. They sit above `audiolm.models` (they read model code, never the
+reverse) and take published sizes from `audiolm.presets`. Every importer reads tensors through
+`mapping.TensorStore` and maps names with `mapping.Reader` (missing and leftover tensors are
+errors); `stable_audio_tools` turns a stable-audio-tools LM config into a pattern LM.
 
 `load_pretrained(path)` looks at the directory's config file and dispatches:
   * `config.json` with `model_type` "qwen3_omni_moe"  -> `audiolm.importers.qwen3_omni`
