@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from audiolm.importers import qwen3_omni_talker as talker_ckpt
+from audiolm.importers.qwen3_omni_talker import check_plain_decoder, hf_field, hf_rope_theta
 from audiolm.importers.mapping import CheckpointError, Reader, TensorStore, leftovers_error
 from audiolm.config import ConfigError
 from audiolm.models import code2wav as c2w
@@ -45,24 +46,6 @@ WHISPER_MAX_SECONDS = 30  # the extractor's chunk length: sets aut.max_frames
 
 # ---------------------------------------------------------------------------------------------
 # Config mapping.
-
-
-def _need(d: dict, key: str, where: str) -> Any:
-    if key not in d or d[key] is None:
-        raise ConfigError(f"{where}.{key} is missing from the Hugging Face config")
-    return d[key]
-
-
-def _rope_theta(d: dict, where: str) -> float:
-    rp = d.get("rope_parameters") or d.get("rope_scaling") or {}
-    theta = rp.get("rope_theta", d.get("rope_theta"))
-    if theta is None:
-        raise ConfigError(f"{where}.rope_parameters.rope_theta is missing")
-    kind = rp.get("rope_type", rp.get("type", "default"))
-    if kind != "default":
-        raise ConfigError(f"{where}.rope_parameters.rope_type={kind!r}: only 'default' RoPE is "
-                          "supported")
-    return float(theta)
 
 
 def audio_config_from_hf(preprocessor: dict | None, n_mels: int) -> ml_collections.ConfigDict:
@@ -85,50 +68,47 @@ def aut_config_from_hf(ac: dict, audio: Any, preprocessor: dict | None) -> ml_co
         raise ConfigError(f"{w}.activation_function={act!r}: only 'gelu' (exact) is supported")
     if ac.get("scale_embedding", False):
         raise ConfigError(f"{w}.scale_embedding=True is not supported")
-    chunk = 2 * int(_need(ac, "n_window", w))
+    chunk = 2 * int(hf_field(ac, "n_window", w))
     seconds = (preprocessor or {}).get("chunk_length", WHISPER_MAX_SECONDS)
     max_frames = int(seconds * audio.sample_rate // audio.hop_length)
     return ml_collections.ConfigDict(dict(
-        hidden_size=int(_need(ac, "d_model", w)), num_layers=int(_need(ac, "encoder_layers", w)),
-        num_heads=int(_need(ac, "encoder_attention_heads", w)),
-        ffn_hidden=int(_need(ac, "encoder_ffn_dim", w)),
-        conv_channels=int(_need(ac, "downsample_hidden_size", w)),
-        output_dim=int(_need(ac, "output_dim", w)), chunk_frames=chunk,
-        attention_window_frames=int(_need(ac, "n_window_infer", w)), layer_norm_eps=1e-5,
+        hidden_size=int(hf_field(ac, "d_model", w)), num_layers=int(hf_field(ac, "encoder_layers", w)),
+        num_heads=int(hf_field(ac, "encoder_attention_heads", w)),
+        ffn_hidden=int(hf_field(ac, "encoder_ffn_dim", w)),
+        conv_channels=int(hf_field(ac, "downsample_hidden_size", w)),
+        output_dim=int(hf_field(ac, "output_dim", w)), chunk_frames=chunk,
+        attention_window_frames=int(hf_field(ac, "n_window_infer", w)), layer_norm_eps=1e-5,
         max_frames=max_frames, use_dot_product_attention=False))
 
 
 def thinker_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
-    th = _need(hf, "thinker_config", "config")
+    th = hf_field(hf, "thinker_config", "config")
     w = "thinker_config.text_config"
-    tc = _need(th, "text_config", "thinker_config")
-    if tc.get("attention_bias", False):
-        raise ConfigError(f"{w}.attention_bias=True is not supported (Qwen3 has none)")
-    if tc.get("hidden_act", "silu") != "silu":
-        raise ConfigError(f"{w}.hidden_act={tc.get('hidden_act')!r}: only 'silu' is supported")
+    tc = hf_field(th, "text_config", "thinker_config")
+    check_plain_decoder(tc, w)
     if tc.get("use_sliding_window", False) and tc.get("sliding_window"):
         raise ConfigError(f"{w}.sliding_window={tc['sliding_window']}: not supported")
-    heads = int(_need(tc, "num_attention_heads", w))
-    hidden = int(_need(tc, "hidden_size", w))
+    heads = int(hf_field(tc, "num_attention_heads", w))
+    hidden = int(hf_field(tc, "hidden_size", w))
     eos = int(hf.get("im_end_token_id", tc.get("eos_token_id") or 0))
     pad = tc.get("pad_token_id")
-    audio_start = int(_need(th, "audio_start_token_id", "thinker_config"))
+    audio_start = int(hf_field(th, "audio_start_token_id", "thinker_config"))
     return ml_collections.ConfigDict(dict(
-        vocab_size=int(_need(tc, "vocab_size", w)), hidden_size=hidden,
-        num_layers=int(_need(tc, "num_hidden_layers", w)), num_heads=heads,
+        vocab_size=int(hf_field(tc, "vocab_size", w)), hidden_size=hidden,
+        num_layers=int(hf_field(tc, "num_hidden_layers", w)), num_heads=heads,
         num_kv_heads=int(tc.get("num_key_value_heads") or heads),
         head_dim=int(tc.get("head_dim") or hidden // heads),
-        ffn_hidden=int(_need(tc, "intermediate_size", w)),
-        moe_hidden=int(_need(tc, "moe_intermediate_size", w)),
+        ffn_hidden=int(hf_field(tc, "intermediate_size", w)),
+        moe_hidden=int(hf_field(tc, "moe_intermediate_size", w)),
         num_experts=int(tc.get("num_experts", 0) or 0),
         num_experts_per_tok=int(tc.get("num_experts_per_tok", 0) or 0),
         decoder_sparse_step=int(tc.get("decoder_sparse_step", 1)),
         mlp_only_layers=tuple(int(i) for i in (tc.get("mlp_only_layers") or ())),
-        norm_topk_prob=bool(tc.get("norm_topk_prob", True)), rope_theta=_rope_theta(tc, w),
-        rms_norm_eps=float(_need(tc, "rms_norm_eps", w)),
+        norm_topk_prob=bool(tc.get("norm_topk_prob", True)), rope_theta=hf_rope_theta(tc, w),
+        rms_norm_eps=float(hf_field(tc, "rms_norm_eps", w)),
         tie_embeddings=bool(th.get("tie_word_embeddings", tc.get("tie_word_embeddings", False))),
-        max_seq_len=int(_need(tc, "max_position_embeddings", w)),
-        audio_token_id=int(_need(th, "audio_token_id", "thinker_config")),
+        max_seq_len=int(hf_field(tc, "max_position_embeddings", w)),
+        audio_token_id=int(hf_field(th, "audio_token_id", "thinker_config")),
         audio_start_token_id=audio_start,
         audio_end_token_id=int(th.get("audio_end_token_id", audio_start + 1)),
         eos_token_id=eos, pad_token_id=int(pad) if pad is not None else eos,
@@ -140,9 +120,9 @@ def model_config_from_hf(hf: dict, preprocessor: dict | None = None) -> ml_colle
     if hf.get("model_type") not in (None, "qwen3_omni_moe"):
         raise ConfigError(f"config.json model_type={hf.get('model_type')!r}: expected "
                           "'qwen3_omni_moe'")
-    th = _need(hf, "thinker_config", "config")
-    ac = _need(th, "audio_config", "thinker_config")
-    n_mels = int(_need(ac, "num_mel_bins", "thinker_config.audio_config"))
+    th = hf_field(hf, "thinker_config", "config")
+    ac = hf_field(th, "audio_config", "thinker_config")
+    n_mels = int(hf_field(ac, "num_mel_bins", "thinker_config.audio_config"))
     audio = audio_config_from_hf(preprocessor, n_mels)
     model = ml_collections.ConfigDict()
     model.family = "thinker_talker"

@@ -48,7 +48,8 @@ def _section(hf: dict, name: str) -> dict:
     return hf[name] if name in hf and isinstance(hf[name], dict) else hf
 
 
-def _get(d: dict, key: str, where: str, default: Any = None, required: bool = True) -> Any:
+def hf_field(d: dict, key: str, where: str, default: Any = None, required: bool = True) -> Any:
+    """d[key]; a missing required field (no default) is a ConfigError naming `where.key`."""
     if key in d and d[key] is not None:
         return d[key]
     if required and default is None:
@@ -56,7 +57,9 @@ def _get(d: dict, key: str, where: str, default: Any = None, required: bool = Tr
     return default
 
 
-def _rope_theta(d: dict, where: str) -> float:
+def hf_rope_theta(d: dict, where: str) -> float:
+    """RoPE base of a HF text config (rope_parameters / rope_scaling / rope_theta); only the
+    default rotation is supported."""
     rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
     theta = rope.get("rope_theta", d.get("rope_theta"))
     if theta is None:
@@ -68,7 +71,8 @@ def _rope_theta(d: dict, where: str) -> float:
     return float(theta)
 
 
-def _check_plain_decoder(d: dict, where: str) -> None:
+def check_plain_decoder(d: dict, where: str) -> None:
+    """A Qwen3 decoder config: no attention biases, SiLU (SwiGLU) feed-forward."""
     if d.get("attention_bias", False):
         raise ConfigError(f"{where}.attention_bias=True: Qwen3-Omni attention has no biases")
     act = d.get("hidden_act", "silu")
@@ -84,12 +88,12 @@ def talker_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
     """`model.talker` ConfigDict from the HF `talker_config` dict (or the whole config.json)."""
     hf = _section(hf, "talker_config")
     w = "talker_config"
-    text = _get(hf, "text_config", w)
-    cp = _get(hf, "code_predictor_config", w)
+    text = hf_field(hf, "text_config", w)
+    cp = hf_field(hf, "code_predictor_config", w)
     wt, wc = f"{w}.text_config", f"{w}.code_predictor_config"
-    _check_plain_decoder(text, wt)
-    _check_plain_decoder(cp, wc)
-    groups = int(_get(hf, "num_code_groups", w))
+    check_plain_decoder(text, wt)
+    check_plain_decoder(cp, wc)
+    groups = int(hf_field(hf, "num_code_groups", w))
     cp_groups = cp.get("num_code_groups", groups)
     if cp_groups != groups:
         raise ConfigError(f"{wc}.num_code_groups={cp_groups} but {w}.num_code_groups={groups}: "
@@ -97,43 +101,43 @@ def talker_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
     if cp.get("sliding_window") is not None and cp.get("use_sliding_window", False):
         raise ConfigError(f"{wc}.sliding_window={cp['sliding_window']}: the code predictor "
                           "attends to its whole frame; sliding windows are not supported")
-    experts = _get(text, "num_experts", wt, default=text.get("num_local_experts"))
+    experts = hf_field(text, "num_experts", wt, default=text.get("num_local_experts"))
     return ml_collections.ConfigDict(dict(
-        thinker_hidden_size=int(_get(hf, "thinker_hidden_size", w)),
-        projection_hidden=int(_get(text, "intermediate_size", wt)),
-        hidden_size=int(_get(text, "hidden_size", wt)),
-        num_layers=int(_get(text, "num_hidden_layers", wt)),
-        num_heads=int(_get(text, "num_attention_heads", wt)),
-        num_kv_heads=int(_get(text, "num_key_value_heads", wt)),
+        thinker_hidden_size=int(hf_field(hf, "thinker_hidden_size", w)),
+        projection_hidden=int(hf_field(text, "intermediate_size", wt)),
+        hidden_size=int(hf_field(text, "hidden_size", wt)),
+        num_layers=int(hf_field(text, "num_hidden_layers", wt)),
+        num_heads=int(hf_field(text, "num_attention_heads", wt)),
+        num_kv_heads=int(hf_field(text, "num_key_value_heads", wt)),
         head_dim=_head_dim(text),
-        rope_theta=_rope_theta(text, wt),
-        rms_norm_eps=float(_get(text, "rms_norm_eps", wt)),
-        vocab_size=int(_get(text, "vocab_size", wt)),
-        codebook_size=int(_get(cp, "vocab_size", wc)),
+        rope_theta=hf_rope_theta(text, wt),
+        rms_norm_eps=float(hf_field(text, "rms_norm_eps", wt)),
+        vocab_size=int(hf_field(text, "vocab_size", wt)),
+        codebook_size=int(hf_field(cp, "vocab_size", wc)),
         num_codebooks=groups,
         num_experts=int(experts),
-        num_experts_per_tok=int(_get(text, "num_experts_per_tok", wt)),
-        moe_hidden=int(_get(text, "moe_intermediate_size", wt)),
-        shared_expert_hidden=int(_get(text, "shared_expert_intermediate_size", wt)),
+        num_experts_per_tok=int(hf_field(text, "num_experts_per_tok", wt)),
+        moe_hidden=int(hf_field(text, "moe_intermediate_size", wt)),
+        shared_expert_hidden=int(hf_field(text, "shared_expert_intermediate_size", wt)),
         norm_topk_prob=bool(text.get("norm_topk_prob", False)),
         moe_dispatch="dropless",
         moe_capacity_factor=2.0,
-        accept_hidden_layer=int(_get(hf, "accept_hidden_layer", w)),
-        codec_pad_id=int(_get(hf, "codec_pad_id", w)),
-        codec_bos_id=int(_get(hf, "codec_bos_id", w)),
-        codec_eos_id=int(_get(hf, "codec_eos_token_id", w)),
-        codec_nothink_id=int(_get(hf, "codec_nothink_id", w)),
-        codec_think_bos_id=int(_get(hf, "codec_think_bos_id", w)),
-        codec_think_eos_id=int(_get(hf, "codec_think_eos_id", w)),
+        accept_hidden_layer=int(hf_field(hf, "accept_hidden_layer", w)),
+        codec_pad_id=int(hf_field(hf, "codec_pad_id", w)),
+        codec_bos_id=int(hf_field(hf, "codec_bos_id", w)),
+        codec_eos_id=int(hf_field(hf, "codec_eos_token_id", w)),
+        codec_nothink_id=int(hf_field(hf, "codec_nothink_id", w)),
+        codec_think_bos_id=int(hf_field(hf, "codec_think_bos_id", w)),
+        codec_think_eos_id=int(hf_field(hf, "codec_think_eos_id", w)),
         code_predictor=ml_collections.ConfigDict(dict(
-            hidden_size=int(_get(cp, "hidden_size", wc)),
-            num_layers=int(_get(cp, "num_hidden_layers", wc)),
-            num_heads=int(_get(cp, "num_attention_heads", wc)),
-            num_kv_heads=int(_get(cp, "num_key_value_heads", wc)),
+            hidden_size=int(hf_field(cp, "hidden_size", wc)),
+            num_layers=int(hf_field(cp, "num_hidden_layers", wc)),
+            num_heads=int(hf_field(cp, "num_attention_heads", wc)),
+            num_kv_heads=int(hf_field(cp, "num_key_value_heads", wc)),
             head_dim=_head_dim(cp),
-            ffn_hidden=int(_get(cp, "intermediate_size", wc)),
-            rope_theta=_rope_theta(cp, wc),
-            rms_norm_eps=float(_get(cp, "rms_norm_eps", wc)),
+            ffn_hidden=int(hf_field(cp, "intermediate_size", wc)),
+            rope_theta=hf_rope_theta(cp, wc),
+            rms_norm_eps=float(hf_field(cp, "rms_norm_eps", wc)),
         )),
     ))
 
@@ -142,27 +146,27 @@ def code2wav_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
     """`model.code2wav` ConfigDict from the HF `code2wav_config` dict (or the whole config.json)."""
     hf = _section(hf, "code2wav_config")
     w = "code2wav_config"
-    _check_plain_decoder(hf, w)
+    check_plain_decoder(hf, w)
     return ml_collections.ConfigDict(dict(
-        codebook_size=int(_get(hf, "codebook_size", w)),
-        num_codebooks=int(_get(hf, "num_quantizers", w)),
-        hidden_size=int(_get(hf, "hidden_size", w)),
-        num_layers=int(_get(hf, "num_hidden_layers", w)),
-        num_heads=int(_get(hf, "num_attention_heads", w)),
-        num_kv_heads=int(_get(hf, "num_key_value_heads", w)),
+        codebook_size=int(hf_field(hf, "codebook_size", w)),
+        num_codebooks=int(hf_field(hf, "num_quantizers", w)),
+        hidden_size=int(hf_field(hf, "hidden_size", w)),
+        num_layers=int(hf_field(hf, "num_hidden_layers", w)),
+        num_heads=int(hf_field(hf, "num_attention_heads", w)),
+        num_kv_heads=int(hf_field(hf, "num_key_value_heads", w)),
         head_dim=_head_dim(hf),
-        ffn_hidden=int(_get(hf, "intermediate_size", w)),
-        rope_theta=_rope_theta(hf, w),
-        sliding_window=int(_get(hf, "sliding_window", w)),
-        layer_scale_init=float(_get(hf, "layer_scale_initial_scale", w)),
-        rms_norm_eps=float(_get(hf, "rms_norm_eps", w)),
-        upsampling_ratios=tuple(int(r) for r in _get(hf, "upsampling_ratios", w)),
+        ffn_hidden=int(hf_field(hf, "intermediate_size", w)),
+        rope_theta=hf_rope_theta(hf, w),
+        sliding_window=int(hf_field(hf, "sliding_window", w)),
+        layer_scale_init=float(hf_field(hf, "layer_scale_initial_scale", w)),
+        rms_norm_eps=float(hf_field(hf, "rms_norm_eps", w)),
+        upsampling_ratios=tuple(int(r) for r in hf_field(hf, "upsampling_ratios", w)),
         convnext_kernel=HF_CODE2WAV_FIXED["convnext_kernel"],
         convnext_mlp_ratio=HF_CODE2WAV_FIXED["convnext_mlp_ratio"],
         convnext_eps=HF_CODE2WAV_FIXED["convnext_eps"],
         convnext_scale_init=HF_CODE2WAV_FIXED["convnext_scale_init"],
-        decoder_dim=int(_get(hf, "decoder_dim", w)),
-        upsample_rates=tuple(int(r) for r in _get(hf, "upsample_rates", w)),
+        decoder_dim=int(hf_field(hf, "decoder_dim", w)),
+        upsample_rates=tuple(int(r) for r in hf_field(hf, "upsample_rates", w)),
         decoder_kernel=HF_CODE2WAV_FIXED["decoder_kernel"],
         residual_dilations=HF_CODE2WAV_FIXED["residual_dilations"],
         sample_rate=HF_CODE2WAV_FIXED["sample_rate"],
