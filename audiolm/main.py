@@ -9,7 +9,6 @@ Logs show audiolm's own messages and every warning; pass --verbosity=0 (or highe
 the INFO lines of the libraries underneath (Orbax, JAX).
 """
 
-import logging as std_logging
 import os
 import sys
 
@@ -34,17 +33,10 @@ def main(argv):
 
 def _quiet_library_logs() -> None:
     """Unless --verbosity was given, drops INFO/DEBUG records that do not come from audiolm."""
-    if flags.FLAGS["verbosity"].present:
-        return
-    import audiolm
+    if not flags.FLAGS["verbosity"].present:
+        from audiolm.train.metrics import quiet_library_logs
 
-    package_dir = os.path.dirname(os.path.abspath(audiolm.__file__)) + os.sep
-
-    def keep(record: std_logging.LogRecord) -> bool:
-        return (record.levelno >= std_logging.WARNING
-                or os.path.abspath(record.pathname).startswith(package_dir))
-
-    logging.get_absl_handler().addFilter(keep)
+        quiet_library_logs()
 
 
 def _main(argv):

@@ -50,6 +50,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the sweep's
 _METRIC = flags.DEFINE_string("metric", "eval/loss", "split/name of metrics.jsonl tabulated and "
                                                      "plotted (e.g. eval/loss, test/cer).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Only print the points.")
+# Like audiolm.main: library INFO lines (Orbax, JAX) only with --verbosity.
 
 POINT_FILE = "sweep_point.json"
 FINISHED = ("done", "diverged")  # not rerun; "failed" points are
@@ -286,7 +287,10 @@ def plot(rows: list[dict[str, Any]], path: str, metric: str) -> str:
 def main(argv):
     del argv
     from audiolm.parallel import runtime
+    from audiolm.train.metrics import quiet_library_logs
 
+    if not flags.FLAGS["verbosity"].present:
+        quiet_library_logs()
     fn = load_sweep(config_flags.get_config_filename(flags.FLAGS["config"]), _SWEEP.value)
     runtime.enable_compilation_cache(_CONFIG.value.train.compilation_cache_dir)
     run_sweep(_CONFIG.value, points_of(fn), _WORKDIR.value, _METRIC.value, _DRY_RUN.value)

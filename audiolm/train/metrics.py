@@ -56,6 +56,21 @@ def truncate_metrics(workdir: str, last_step: int | None) -> None:
     os.replace(tmp, path)
 
 
+def quiet_library_logs() -> None:
+    """Drops INFO/DEBUG records that do not come from audiolm (Orbax, JAX) from absl's log
+    handler; warnings and errors of every library still show. The launchers call it unless
+    --verbosity is given."""
+    import logging as std_logging
+
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+    def keep(record: std_logging.LogRecord) -> bool:
+        return (record.levelno >= std_logging.WARNING
+                or os.path.abspath(record.pathname).startswith(package_dir))
+
+    logging.get_absl_handler().addFilter(keep)
+
+
 def _format_seconds(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"

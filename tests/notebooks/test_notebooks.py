@@ -1,0 +1,90 @@
+"""Executes every notebook of notebooks/ top to bottom and checks its outputs: plots are
+`image/png` outputs, audio players `IPython.display.Audio` outputs (`text/html` with an
+`<audio>` tag), tables have their rows."""
+
+import os
+import re
+
+import pytest
+
+import tests.compile_cache  # noqa: F401  (the kernels inherit the cache through the environment)
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+pytest.importorskip("matplotlib")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NOTEBOOKS = os.path.join(ROOT, "notebooks")
+
+
+def _execute(name, monkeypatch):
+    """Runs notebooks/<name>.ipynb in a fresh kernel with one CPU device (like a Colab CPU
+    runtime); returns the executed code cells. A cell that raises fails here with its error."""
+    monkeypatch.setenv("XLA_FLAGS", "")  # not the suite's 8 fake devices
+    path = os.path.join(NOTEBOOKS, f"{name}.ipynb")
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": NOTEBOOKS}})
+    client.execute()
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    errors = [o for c in cells for o in c.outputs if o.output_type == "error"]
+    assert not errors, errors
+    return cells
+
+
+def _outputs(cell, mime):
+    return [o["data"][mime] for o in cell.outputs if mime in o.get("data", {})]
+
+
+def _text(cell):
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def test_all_notebooks_are_tested():
+    names = sorted(f[:-len(".ipynb")] for f in os.listdir(NOTEBOOKS) if f.endswith(".ipynb"))
+    assert names == ["asr", "patterns", "quickstart"]
+
+
+def test_every_notebook_starts_with_the_colab_install_cell():
+    for name in ("asr", "patterns", "quickstart"):
+        nb = nbformat.read(os.path.join(NOTEBOOKS, f"{name}.ipynb"), as_version=4)
+        setup = next(c for c in nb.cells if c.cell_type == "code").source
+        assert "'google.colab' in sys.modules" in setup and "pip', 'install'" in setup
+        assert "%matplotlib inline" in setup
+        source = "\n".join(c.source for c in nb.cells)
+        assert "JAX_PLATFORMS" not in source and "matplotlib.use" not in source
+
+
+def test_quickstart(monkeypatch):
+    setup, describe, train, plot = _execute("quickstart", monkeypatch)
+    assert "devices: [CpuDevice(id=0)]" in _text(setup)  # the runtime's device, not forced
+    assert re.search(r"TOTAL\s+[\d,]{13,}", _text(describe))  # billions of parameters
+    assert "train loss by step:" in _text(train)
+    (png,) = _outputs(plot, "image/png")
+    assert len(png) > 1000
+
+
+def test_patterns(monkeypatch):
+    from audiolm import patterns
+
+    _, render, draw, table = _execute("patterns", monkeypatch)
+    text = _text(render)
+    for kind in patterns.KINDS:
+        assert f"'{kind}'" in text or kind in text
+    assert text.count("q3 ") == len(patterns.KINDS)  # a 4-codebook grid per kind
+    (png,) = _outputs(draw, "image/png")
+    assert len(png) > 10000
+    (html,) = _outputs(table, "text/html")
+    assert html.count("<tr>") == 1 + len(patterns.KINDS)
+
+
+def test_asr(monkeypatch):
+    _, train, listen, read, curves = _execute("asr", monkeypatch)
+    assert re.search(r"test \{.*'cer': [\d.]+", _text(train))
+    players = _outputs(listen, "text/html")
+    assert len(players) == 2 and all("<audio" in p and "base64" in p for p in players)
+    (table,) = _outputs(read, "text/html")
+    assert table.count("<tr>") == 1 + 4  # header + the 4 test utterances
+    (png,) = _outputs(curves, "image/png")
+    assert len(png) > 1000
