@@ -59,7 +59,7 @@ TASKS = {
 # The valid (task, families) pairs: what each task can teach.
 PAIRS = {
     "asr": ("thinker_talker",),  # speech -> transcript: AuT + Thinker
-    "codes": ("moshi", "pattern_lm"),  # next-code LM on multi-codebook token batches
+    "codes": ("thinker_talker", "moshi", "pattern_lm"),  # next-code LM over codebook tokens
 }
 
 

@@ -434,33 +434,6 @@ def mask_codec_logits(logits: jax.Array, cfg: Any) -> jax.Array:
     return jnp.where(allowed, logits, -jnp.inf)
 
 
-def codec_losses(outputs: dict[str, Any], codes: jax.Array,
-                 mask: jax.Array | None = None) -> dict[str, jax.Array]:
-    """Teacher-forced cross-entropies of a Talker forward run with `codes`.
-
-    outputs: `Talker.__call__(inputs_embeds, codes)`; codes [B, G, T] the frame predicted at
-    every position (target of codec_head for codebook 0 and of the code predictor for 1..G-1);
-    mask [B, T] (1 = a frame target at that position). Returns {"codebook0_ce",
-    "predictor_ce" (mean over codebooks 1..G-1), "codebook0_accuracy", "frames"}.
-    """
-    logits = outputs["logits"].astype(jnp.float32)
-    pred = outputs["predictor_logits"].astype(jnp.float32)  # [B, T, G-1, C]
-    b, g, t = codes.shape
-    m = jnp.ones((b, t), jnp.float32) if mask is None else mask.astype(jnp.float32)
-    n = jnp.maximum(jnp.sum(m), 1.0)
-    target0 = codes[:, 0]
-    lp0 = jax.nn.log_softmax(logits, axis=-1)
-    ce0 = -jnp.take_along_axis(lp0, target0[..., None], axis=-1)[..., 0]
-    acc0 = (jnp.argmax(logits, axis=-1) == target0).astype(jnp.float32)
-    rest = jnp.moveaxis(codes[:, 1:], 1, -1)  # [B, T, G-1]
-    lp = jax.nn.log_softmax(pred, axis=-1)
-    ce = -jnp.take_along_axis(lp, rest[..., None], axis=-1)[..., 0]  # [B, T, G-1]
-    return {"codebook0_ce": jnp.sum(ce0 * m) / n,
-            "predictor_ce": jnp.sum(jnp.mean(ce, axis=-1) * m) / n,
-            "codebook0_accuracy": jnp.sum(acc0 * m) / n,
-            "frames": jnp.sum(m)}
-
-
 def describe_params(cfg: Any) -> dict[str, dict[str, int]]:
     """{"talker": ..., "talker_code_predictor": ...} -> {"total", "active", "embedding"}
     via eval_shape (nothing allocated). "talker" is everything but the code predictor

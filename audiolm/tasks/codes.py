@@ -1,7 +1,8 @@
 """Next-code language modelling (`task.name = "codes"`) for the multi-codebook families.
 
 Batches: `batch["codes"]` multi-codebook token streams (+ conditions) from the family's example
-batches (`data.name="synthetic"`, `audiolm.tasks.synthetic`). The loss is the family's way of
+batches (`data.name="synthetic"`, `audiolm.tasks.synthetic`; the thinker_talker family's
+example batch is the ASR layout, so its code batches come from `talker_example_batch`). The loss is the family's way of
 laying the codebooks out in time:
 
 * moshi: Kyutai's delayed streams. codes [B, 1+K, T] (text stream first), shifted right by each
@@ -9,6 +10,11 @@ laying the codebooks out in time:
   padding masked, text targets >= text_out_vocab_size excluded. Weights
   train.loss.{text_weight, audio_weight, semantic_weight} (semantic = the first audio codebook,
   weighted semantic_weight against 1 for each other codebook).
+* thinker_talker: the Talker + code predictor (Qwen3-Omni's speech head) as a frame LM. codes
+  [B, G, T], frame_mask [B, T]; the Talker input at frame t is the summed embedding of frame
+  t-1's G codes (`Talker.embed_frames`; frame 0 reads codec_bos_id), codec_head predicts
+  codebook 0 of frame t and the code predictor, teacher-forced, codebooks 1..G-1. Loss =
+  codebook0_ce + predictor_ce (mean over codebooks 1..G-1) + the Talker's MoE aux losses.
 * pattern_lm: the codebook interleaving pattern (MusicGen / stable-audio-tools). codes
   [B, K, T] and target_mask [B, T]; the pattern sequence is built with valid steps only
   (special = card), the logits are reverted to frames, and the per-codebook CE is averaged over
@@ -24,15 +30,18 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from audiolm import config as config_lib
 from audiolm import patterns
 from audiolm.config import check_float, check_schema
 from audiolm.models import moshi as moshi_lib
 from audiolm.models import pattern_lm as pattern_lib
+from audiolm.models import talker as talker_lib
 from audiolm.nn import losses
 from audiolm.sample import moshi as moshi_sample
 from audiolm.sample import pattern_lm as pattern_sample
+from audiolm.sample import thinker_talker as tt_sample
 from audiolm.tasks import synthetic
 
 NAME = "codes"
@@ -45,16 +54,44 @@ def rules(config: Any) -> None:
     config_lib.require(synthetic.is_synthetic(config), "data.name", config.data.get("name"),
                        "task 'codes' trains on the family's synthetic code batches: set "
                        "data.name='synthetic'")
-    if config.model.family == "moshi":
-        check_schema(config, "train.loss", MOSHI_LOSS_SCHEMA)
-        for key in MOSHI_LOSS_SCHEMA:
-            check_float(config, f"train.loss.{key}", lo=0.0)
-    else:
-        config_lib.check_keys(config, "train.loss", ())
+    family = config.model.family
+    if family == "thinker_talker":
+        config_lib.require(bool(config.model.enable_audio_output), "model.enable_audio_output",
+                           config.model.enable_audio_output,
+                           "task 'codes' trains the Talker: it must be True")
+    schema = LOSS_SCHEMAS.get(family, {})
+    check_schema(config, "train.loss", schema)
+    for key in schema:
+        check_float(config, f"train.loss.{key}", lo=0.0)
+
+
+class _TalkerCodes:
+    """Stands in for the thinker_talker family in `synthetic.make_batches`: code batches."""
+
+    @staticmethod
+    def example_batch(model_config: Any, batch_size: int,
+                      rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return talker_example_batch(model_config, batch_size, rng)
 
 
 def make_batches(config: Any, family: Any, split: str, finite: bool = False):
+    if config.model.family == "thinker_talker":
+        family = _TalkerCodes()
     return synthetic.make_batches(config, family, split, finite)
+
+
+def talker_example_batch(model_config: Any, batch_size: int, rng: np.random.Generator,
+                         frames: int = 16) -> dict[str, np.ndarray]:
+    """Learnable Talker frames: codes [B, G, frames] where codebook q of a row counts up from a
+    random start with stride q + 1 (mod codebook_size), and frame_mask [B, frames] with random
+    right padding (at least half of each row real)."""
+    tk = model_config.talker
+    g, card = int(tk.num_codebooks), int(tk.codebook_size)
+    start = rng.integers(0, card, (batch_size, g, 1))
+    stride = np.arange(1, g + 1)[None, :, None]
+    codes = ((start + stride * np.arange(frames)[None, None, :]) % card).astype(np.int32)
+    lengths = rng.integers((frames + 1) // 2, frames + 1, (batch_size,))
+    return {"codes": codes, "frame_mask": np.arange(frames)[None, :] < lengths[:, None]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,9 +171,61 @@ def pattern_lm_loss(module: Any, params: Any, batch: Mapping[str, Any], rng: jax
     return pattern_loss(logits_fn, codes, jnp.asarray(target_mask), spec)
 
 
+def talker_loss(module: Any, params: Any, batch: Mapping[str, Any], rng: jax.Array,
+                config: Any, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Talker frame LM (see the module docstring). codes [B, G, T], frame_mask [B, T]."""
+    del rng, train
+    codes = jnp.asarray(batch["codes"], jnp.int32)
+    mask = jnp.asarray(batch["frame_mask"]).astype(jnp.float32)
+    bos = int(config.model.talker.codec_bos_id)
+
+    def forward(m):
+        frames = m.talker.embed_frames(codes)  # [B, T, D]: the input of the next frame
+        first = m.talker.embed_codec(jnp.full((codes.shape[0], 1), bos, jnp.int32))
+        x = jnp.concatenate([first, frames[:, :-1]], axis=1)
+        return m.talker(x, codes)
+
+    out = module.apply({"params": params}, method=forward)
+    frame = talker_frame_losses(out, codes, mask)
+    ce0, predictor_ce = frame["codebook0_ce"], frame["predictor_ce"]
+    lb, z = out["aux"]["load_balance_loss"], out["aux"]["router_z_loss"]
+    w = config.train.loss
+    loss = (w.codebook0_weight * ce0 + w.predictor_weight * predictor_ce
+            + config.train.moe_aux_weight * lb + config.train.moe_z_weight * z)
+    metrics = dict(frame, loss=loss, load_balance_loss=lb, router_z_loss=z)
+    return loss, metrics
+
+
+def talker_frame_losses(outputs: Mapping[str, Any], codes: jax.Array, mask: jax.Array
+                        ) -> dict[str, jax.Array]:
+    """Teacher-forced cross-entropies of a Talker forward run with `codes`.
+
+    outputs: `Talker.__call__(inputs_embeds, codes)`; codes [B, G, T] the frame predicted at
+    every position (target of codec_head for codebook 0 and of the code predictor for 1..G-1);
+    mask [B, T] (1 = a frame target). Returns {"codebook0_ce", "predictor_ce" (mean over
+    codebooks 1..G-1), "codebook0_accuracy", "predictor_accuracy", "frames"}.
+    """
+    mask = jnp.asarray(mask).astype(jnp.float32)
+    ce0, acc0, n = losses.masked_cross_entropy(outputs["logits"], codes[:, 0], mask)
+    rest = jnp.moveaxis(codes[:, 1:], 1, -1)  # [B, T, G-1]
+    nll, correct = losses.token_nll(outputs["predictor_logits"], rest,
+                                    jnp.broadcast_to(mask[..., None] > 0, rest.shape))
+    return {"codebook0_ce": ce0,
+            "predictor_ce": losses.masked_mean(jnp.mean(nll, axis=-1), mask),
+            "codebook0_accuracy": acc0,
+            "predictor_accuracy": losses.masked_mean(jnp.mean(correct, axis=-1), mask),
+            "frames": n}
+
+
 LOSSES: dict[str, Callable[..., tuple[jax.Array, dict[str, jax.Array]]]] = {
     "moshi": moshi_loss,
     "pattern_lm": pattern_lm_loss,
+    "thinker_talker": talker_loss,
+}
+# train.loss weights of each family's code loss (others: an empty section).
+LOSS_SCHEMAS = {
+    "moshi": MOSHI_LOSS_SCHEMA,
+    "thinker_talker": dict(codebook0_weight=0.0, predictor_weight=0.0),
 }
 
 
@@ -147,9 +236,12 @@ def loss_fn(module: Any, params: Any, batch: Mapping[str, Any], rng: jax.Array, 
 
 def write_samples(module: Any, params: Any, config: Any, workdir: str) -> dict:
     """Codes sampled by the family's decoder; see `audiolm.sample.moshi.write_samples` and
-    `audiolm.sample.pattern_lm.write_samples` (conditions from the test batches)."""
+    `audiolm.sample.pattern_lm.write_samples` (conditions from the test batches) and
+    `audiolm.sample.thinker_talker.write_samples` (Thinker -> Talker -> Code2Wav speech)."""
     if config.model.family == "moshi":
         return moshi_sample.write_samples(module, params, config, workdir)
+    if config.model.family == "thinker_talker":
+        return tt_sample.write_samples(module, params, config, workdir)
     family = config_lib.family_module(config.model.family)
     return pattern_sample.write_samples(module, params, config, workdir,
                                         make_batches(config, family, "test", finite=True))

@@ -97,11 +97,7 @@ def build(config: Any) -> Experiment:
     lr_schedule = optim.learning_rate_schedule(config.train)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(int(config.seed)))
     init_fn = functools.partial(family.init_params, config.model)
-    shapes, specs = parallel.logical_param_specs(init_fn, init_rng)
-    param_shardings = parallel.param_shardings(shapes, specs, mesh, rules)
-    abstract_params = jax.tree_util.tree_map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes,
-        param_shardings)
+    abstract_params, param_shardings = sharded_abstract_params(init_fn, init_rng, mesh, rules)
     make = jax.jit(lambda p: TrainState.create(p, tx, state_rng))
     lowered = make.lower(abstract_params)
     state_shardings = lowered.compile().output_shardings
@@ -110,6 +106,17 @@ def build(config: Any) -> Experiment:
         jax.eval_shape(make, abstract_params), state_shardings)
     return Experiment(config, family, task, module, mesh, rules, tx, lr_schedule, init_fn,
                       init_rng, state_rng, param_shardings, abstract_state, state_shardings)
+
+
+def sharded_abstract_params(init_fn: Callable[[Any], Any], rng: Any, mesh: Any,
+                            rules: Any) -> tuple[Any, Any]:
+    """(ShapeDtypeStructs carrying their shardings, the shardings) of `init_fn(rng)`'s params
+    under the logical-axis `rules` on `mesh`; nothing is allocated."""
+    shapes, specs = parallel.logical_param_specs(init_fn, rng)
+    shardings = parallel.param_shardings(shapes, specs, mesh, rules)
+    abstract = jax.tree_util.tree_map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+    return abstract, shardings
 
 
 def restore_or_init(exp: Experiment, ckpt: ckpt_lib.Checkpointer, train_iter: Any,

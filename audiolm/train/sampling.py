@@ -23,6 +23,7 @@ from audiolm import config as config_lib
 from audiolm import parallel
 from audiolm.config import ConfigError
 from audiolm.train import checkpoint as ckpt_lib
+from audiolm.train import loop
 
 __all__ = ["run", "load_params"]
 
@@ -39,11 +40,9 @@ def load_params(config: Any, workdir: str) -> tuple[Any, Any, str]:
     module = family.build(config.model)
     mesh = parallel.make_mesh(config.mesh)
     rules = parallel.logical_rules(config.mesh)
-    init_fn = functools.partial(family.init_params, config.model)
-    shapes, specs = parallel.logical_param_specs(init_fn, jax.random.PRNGKey(int(config.seed)))
-    shardings = parallel.param_shardings(shapes, specs, mesh, rules)
-    abstract = jax.tree_util.tree_map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+    abstract, shardings = loop.sharded_abstract_params(
+        functools.partial(family.init_params, config.model),
+        jax.random.PRNGKey(int(config.seed)), mesh, rules)
     if _has_checkpoint(workdir):
         source = os.path.abspath(os.path.join(workdir, "checkpoints"))
         params = ckpt_lib.load_init_params(workdir, abstract, shardings)

@@ -1,6 +1,6 @@
-"""Jitted train and eval steps for any family (they call only the family's `loss_fn`).
+"""Jitted train and eval steps for any family and task (they call only the task's `loss_fn`).
 
-The family's `loss_fn(module, params, batch, rng, config, train)` already contains every term
+The task's `loss_fn(module, params, batch, rng, config, train)` already contains every term
 (text / codebook CE, code predictor CE, MoE load-balance and z losses weighted from
 `config.train`); the step only differentiates it, accumulates gradients over
 `train.grad_accum_steps` micro-batches with `lax.scan`, and applies the optimizer.
@@ -40,7 +40,7 @@ def make_train_step(module: Any, loss_fn: LossFn, tx: optax.GradientTransformati
                     config: Any, lr_schedule: Callable[[Any], Any] | None = None):
     """Returns `train_step(state, batch) -> (state, metrics)` (not yet jitted).
 
-    metrics: the family's metrics averaged over micro-batches, plus `loss`, `grad_norm`,
+    metrics: the task's metrics averaged over micro-batches, plus `loss`, `grad_norm`,
     `param_norm` and `learning_rate` (float32 scalars).
     """
     accum = int(config.train.grad_accum_steps)
@@ -111,7 +111,3 @@ def jit_train_step(train_step, state_shardings: Any, batch_shardings: Any, repli
                    in_shardings=(state_shardings, batch_shardings),
                    out_shardings=(state_shardings, replicated))
 
-
-def jit_eval_step(eval_step, param_shardings: Any, batch_shardings: Any, replicated: Any):
-    return jax.jit(eval_step, in_shardings=(param_shardings, batch_shardings, replicated),
-                   out_shardings=replicated)

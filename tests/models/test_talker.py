@@ -4,7 +4,6 @@ qwen3_omni_moe on a tiny random model (fp32), parameter counts of the published 
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +15,7 @@ from audiolm.config import ConfigError, count_params
 from audiolm.importers import qwen3_omni_talker as conv
 from audiolm.models import talker as tk
 from audiolm.sample import rules
+from audiolm.tasks import codes as codes_task
 
 TOL = 1e-4  # max abs error allowed against the fp32 reference
 
@@ -271,7 +271,7 @@ def test_codec_losses_and_a_training_step(ref_model):
 
     def loss(p):
         out = module.apply({"params": p}, x, codes)
-        losses = tk.codec_losses(out, codes, mask)
+        losses = codes_task.talker_frame_losses(out, codes, mask)
         return losses["codebook0_ce"] + losses["predictor_ce"], (losses, out)
 
     value_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))  # compiled once
