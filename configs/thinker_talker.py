@@ -27,12 +27,22 @@ from audiolm.presets import experiment
 from audiolm.presets import thinker_talker as presets
 
 
-def loss_section(text_weight=1.0, text_input_noise=0.0):
+def loss_section(text_weight=1.0, text_input_noise=0.0, ctc_weight=0.0, spec_time_masks=0,
+                 spec_time_width=0, spec_freq_masks=0, spec_freq_width=0):
     return ml_collections.ConfigDict(dict(
         text_weight=text_weight,  # Thinker next-token cross-entropy
         # training only: probability of replacing each transcript input token by another token
         # of the same transcript (targets unchanged), so the Thinker must read the audio
         text_input_noise=text_input_noise,
+        # auxiliary CTC loss (per character) on the AuT's CTC head; > 0 needs
+        # model.aut.ctc_frames_per_token > 0
+        ctc_weight=ctc_weight,
+        # SpecAugment of the training log-mels: spans of up to spec_time_width frames and bands
+        # of up to spec_freq_width mel bins set to 0, spec_*_masks of each per utterance
+        spec_time_masks=spec_time_masks,
+        spec_time_width=spec_time_width,
+        spec_freq_masks=spec_freq_masks,
+        spec_freq_width=spec_freq_width,
     ))
 
 
@@ -61,6 +71,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train.warmup_steps = 60
         config.train.eval_every = 200
         config.train.checkpoint_every = 200
+        # Make the recogniser listen: auxiliary character CTC on the AuT's CTC head
+        # (model.aut.ctc_frames_per_token of the preset) and SpecAugment of the log-mels.
+        config.train.loss.ctc_weight = 0.5
+        config.train.loss.spec_time_masks = 2
+        config.train.loss.spec_time_width = 20
+        config.train.loss.spec_freq_masks = 2
+        config.train.loss.spec_freq_width = 15
         config.sample.temperature = 0.0  # greedy transcripts
         config.sample.max_new_tokens = 128
     return config

@@ -1,20 +1,29 @@
-"""Main-job CER: trains the tiny AuT + Thinker recogniser and reports held-out CER vs wall time.
+"""Main-job CER against wall time: the tiny AuT + Thinker recogniser before and after issue 16.
 
-  python experiments/asr_cer.py --workdir=/tmp/asr_cer
-  python experiments/asr_cer.py --workdir=/tmp/asr_cer --config.train.steps=600 \
-      --config.data.num_train=2000 --out=/tmp/asr_cer.json
+  python experiments/asr_cer.py --workdir=runs/asr_cer
+  taskset -c 0,1 python experiments/asr_cer.py --workdir=runs/asr_cer --recipes=after
+  python experiments/asr_cer.py --workdir=/tmp/asr_cer --config.train.steps=300 --cer_every=100
 
-Runs `audiolm.train.loop.run` on `configs/thinker_talker.py:variant=tiny_asr` (any override
-works), which trains, checkpoints and transcribes the held-out espeak test sentences (disjoint
-from the training sentences), then prints one row: steps, training minutes, end-to-end minutes
-(data synthesis and transcription included), test CER / WER, final train / eval loss. Pin the
-cores to compare with the 2-core goal: `taskset -c 0,1 python experiments/asr_cer.py ...`.
-A re-run in the same workdir resumes from its last checkpoint (the times then cover the resumed
-part only).
+Recipes (both on `configs/thinker_talker.py:variant=tiny_asr`, any --config override applies to
+both):
+  before  the recipe as it was: Thinker cross-entropy only (no CTC head, no SpecAugment);
+  after   the recipe of `make main`: + auxiliary character CTC on the AuT
+          (train.loss.ctc_weight, model.aut.ctc_frames_per_token) + SpecAugment.
+Each recipe trains once (`audiolm.train.loop.train`, in `<workdir>/<recipe>`); every
+`--cer_every` steps the clock is paused and the test split is transcribed greedily, so the time
+axis is the run's own wall time (data loading, steps, validation, checkpoints) without the
+measurement. The last point is the run's final test evaluation. Writes to `--workdir`:
+  results.md    one table per recipe: step, wall minutes, test CER (all / template / scrambled
+                sentences / seen / unseen voices), WER
+  results.csv   the same rows
+  asr_cer.png   test CER against wall minutes, one line per recipe
+A recipe whose run directory already holds `asr_test.json` is read back, not retrained.
+Pin the cores to compare with the 2-core goal: `taskset -c 0,1 python experiments/asr_cer.py ...`.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
@@ -29,58 +38,129 @@ from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(_ROOT, "configs", "thinker_talker.py") + ":variant=tiny_asr",
-    "Experiment config file (+:arg); the main job by default.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, transcripts).")
-_OUT = flags.DEFINE_string("out", "", "Also write the result row as JSON here.")
+    "Experiment config file (+:arg); the main job by default.", lock_config=False)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (one run folder per recipe).")
+_RECIPES = flags.DEFINE_list("recipes", ["before", "after"], "Recipes to run, in order.")
+_CER_EVERY = flags.DEFINE_integer("cer_every", 200, "Steps between test-CER measurements.")
+
+RECIPES = ("before", "after")
+COLUMNS = ("recipe", "step", "wall_minutes", "cer", "cer_template", "cer_scrambled",
+           "cer_seen_voices", "cer_unseen_voices", "wer")
 
 
-def last_metrics(workdir: str, split: str) -> dict:
-    from audiolm.train import metrics as metrics_lib
+def recipe_config(config, recipe: str):
+    """The main-job config of `recipe` (a copy; "after" is the config as given)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"--recipes: {recipe!r} is not one of {RECIPES}")
+    config = config.copy_and_resolve_references()
+    if recipe == "before":
+        config.model.aut.ctc_frames_per_token = 0
+        loss = config.train.loss
+        loss.ctc_weight = 0.0
+        loss.spec_time_masks = loss.spec_time_width = 0
+        loss.spec_freq_masks = loss.spec_freq_width = 0
+    return config
 
-    rows = metrics_lib.read_metrics(workdir, split)
-    return rows[-1] if rows else {}
+
+def _row(recipe: str, step: int, seconds: float, scores: dict) -> dict:
+    row = {"recipe": recipe, "step": step, "wall_minutes": round(seconds / 60, 2)}
+    for key in COLUMNS[3:]:
+        row[key] = round(float(scores[key]), 4) if key in scores else ""
+    return row
 
 
-def measure(config, workdir: str) -> dict:
-    """Trains + transcribes; returns the result row (times in minutes)."""
+def measure(config, recipe: str, workdir: str, cer_every: int) -> list[dict]:
+    """Trains `recipe` in `workdir`, measuring test CER every `cer_every` steps; returns rows."""
+    import jax
+
+    from audiolm import config as config_lib
+    from audiolm.tasks import asr
     from audiolm.train import loop
 
+    config_lib.validate(config)
+    module = config_lib.family_module(config.model.family).build(config.model)
+    rows, paused = [], [0.0]
     t0 = time.perf_counter()
-    train_times = []
 
     def on_step(step, state, metrics):
-        del state, metrics
-        train_times.append((step, time.perf_counter()))
+        del metrics
+        if step % cer_every or step >= int(config.train.steps):
+            return
+        jax.block_until_ready(state.params)
+        start = time.perf_counter()
+        done = asr.transcribe(config, module, state.params, "test")
+        scores = asr.error_rates([r["reference"] for r in done], [r["hypothesis"] for r in done])
+        scores.update(asr.group_scores(done, config, "test"))
+        rows.append(_row(recipe, step, start - t0 - paused[0], scores))
+        print(f"{recipe} step {step}: CER {scores['cer']:.3f}", flush=True)
+        paused[0] += time.perf_counter() - start
 
-    loop.run(config, workdir, callbacks=[on_step])
-    total = time.perf_counter() - t0
+    last = [0.0]
+
+    def on_last(step, state, metrics):
+        del metrics
+        if step == int(config.train.steps):
+            jax.block_until_ready(state.params)
+            last[0] = time.perf_counter() - t0 - paused[0]
+
+    loop.train(config, workdir, callbacks=[on_step, on_last])
     with open(os.path.join(workdir, "asr_test.json")) as f:
-        scores = json.load(f)
-    train_s = (train_times[-1][1] - t0) if train_times else 0.0
-    return {
-        "steps": int(config.train.steps),
-        "num_train": int(config.data.num_train),
-        "train_minutes": round(train_s / 60, 2),
-        "total_minutes": round(total / 60, 2),
-        "cer": scores["cer"], "wer": scores["wer"], "utterances": scores["utterances"],
-        "train_loss": last_metrics(workdir, "train").get("loss"),
-        "eval_loss": last_metrics(workdir, "eval").get("loss"),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-    }
+        rows.append(_row(recipe, int(config.train.steps), last[0], json.load(f)))
+    with open(os.path.join(workdir, "asr_cer_rows.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    return rows
+
+
+def write_results(rows: list[dict], workdir: str) -> None:
+    """results.md, results.csv and asr_cer.png in `workdir`."""
+    with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["# Main-job test CER against wall time", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        pts = [r for r in rows if r["recipe"] == recipe]
+        ax.plot([r["wall_minutes"] for r in pts], [r["cer"] for r in pts], "o-", label=recipe)
+    ax.axhline(0.10, color="gray", linestyle="--", linewidth=1, label="goal CER 0.10")
+    ax.axvline(15.0, color="gray", linestyle=":", linewidth=1, label="15 min")
+    ax.set_xlabel("wall minutes (CER measurement excluded)")
+    ax.set_ylabel("test CER")
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    ax.set_title("tiny_asr main job: test CER vs wall time")
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "asr_cer.png"), dpi=100)
+    plt.close(fig)
 
 
 def main(argv):
     del argv
     if _WORKDIR.value is None:
         raise app.UsageError("--workdir is required")
-    row = measure(_CONFIG.value, _WORKDIR.value)
-    print("steps  num_train  cpus  train_min  total_min  CER     WER     train_loss  eval_loss")
-    print(f"{row['steps']:<6} {row['num_train']:<10} {row['cpus']:<5} {row['train_minutes']:<10} "
-          f"{row['total_minutes']:<10} {row['cer']:.4f}  {row['wer']:.4f}  "
-          f"{row['train_loss'] or float('nan'):<11.4f} {row['eval_loss'] or float('nan'):.4f}")
-    if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            json.dump(row, f, indent=1)
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+    rows = []
+    for recipe in _RECIPES.value:
+        run_dir = os.path.join(_WORKDIR.value, recipe)
+        saved = os.path.join(run_dir, "asr_cer_rows.json")
+        if os.path.isfile(saved):
+            with open(saved) as f:
+                rows += json.load(f)
+            continue
+        rows += measure(recipe_config(_CONFIG.value, recipe), recipe, run_dir, _CER_EVERY.value)
+    write_results(rows, _WORKDIR.value)
+    with open(os.path.join(_WORKDIR.value, "results.md")) as f:
+        print(f.read())
 
 
 if __name__ == "__main__":

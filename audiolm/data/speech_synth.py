@@ -14,10 +14,16 @@ Layout of the cache directory `<cache_dir>/<hash of generation config>/`:
 Generation happens in a temporary sibling directory that is renamed into place, so an interrupted
 run never leaves a half-written dataset behind, and a complete one is never regenerated.
 
-Splits have disjoint sentences. libespeak keeps global state (current voice, parameters, and
-hidden synthesis state that leaks between utterances), so the parallel generation uses processes,
-never threads, and every utterance is spoken by a freshly loaded library with its voice set first
-(`synthesize`): the audio of an utterance depends only on its text and speaker profile.
+Splits have disjoint sentences. Training never hears the held-out voices (the last
+`held_out_voices(num_speakers)` profiles); validation and test draw from every profile. Half of
+the test split (odd indices) are scrambled sentences: lexicon words in random order, so a
+recogniser cannot guess their content words from the templates and must listen
+(`utterance_groups` tells each test row's kind and voice).
+
+libespeak keeps global state (current voice, parameters, and hidden synthesis state that leaks
+between utterances), so the parallel generation uses processes, never threads, and every
+utterance is spoken by a freshly loaded library with its voice set first (`synthesize`): the
+audio of an utterance depends only on its text and speaker profile.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import tqdm
 
 SPLITS = ("train", "validation", "test")
 NATIVE_RATE = 22050  # libespeak-ng's output rate
-FORMAT_VERSION = 2  # bump when the generation procedure changes (invalidates caches)
+FORMAT_VERSION = 3  # bump when the generation procedure changes (invalidates caches)
 
 # espeak-ng English accents (espeak voice names) and voice variants that stay intelligible (the
 # robot, whisper and croak variants are left out) and are deterministic: variants with a "breath"
@@ -98,6 +104,45 @@ def _sentence(rng: np.random.Generator) -> str:
     else:
         words = ["is the", pick(_NOUNS), pick(_PREPS), "the", pick(_ADJ), pick(_NOUNS)]
     return " ".join(words)
+
+
+def _lexicon() -> tuple[str, ...]:
+    """Every word the templates can say (plurals included), sorted."""
+    words = set(_NAMES + _ADJ + _NOUNS + _VERBS_PAST + _VERBS_INTR + _PREPS + _NUMBERS
+                + _ADVERBS)
+    words |= {_plural(n) for n in _NOUNS}
+    for phrase in _PLACES + _TIMES:
+        words |= set(phrase.split())
+    return tuple(sorted(words))
+
+
+def grammar_digest() -> str:
+    """Hash of the word lists and the lexicon: part of the cache key, so editing a list
+    re-synthesises the set instead of reusing audio of the old sentences."""
+    lists = (_NAMES, _ADJ, _NOUNS, sorted(_PLURALS.items()), _VERBS_PAST, _VERBS_INTR, _PLACES,
+             _PREPS, _TIMES, _NUMBERS, _ADVERBS, _lexicon())
+    return hashlib.sha256(json.dumps(lists).encode()).hexdigest()[:16]
+
+
+def scrambled_sentences(num: int, seed: int, exclude: set[str]) -> list[str]:
+    """`num` distinct sentences of 4-8 lexicon words in random order (no template), none in
+    `exclude`: every word is heard in training, but its place is not predictable."""
+    rng = np.random.default_rng([seed, 0x5C4])
+    lexicon = _lexicon()
+    out: list[str] = []
+    seen = set(exclude)
+    while len(out) < num:
+        words = rng.choice(len(lexicon), size=int(rng.integers(4, 9)), replace=False)
+        text = " ".join(lexicon[int(i)] for i in words)
+        if text not in seen:
+            seen.add(text)
+            out.append(text)
+    return out
+
+
+def held_out_voices(num_speakers: int) -> int:
+    """Speaker profiles never heard in training: one in eight (none with fewer than 8)."""
+    return num_speakers // 8
 
 
 def sentences(num: int, seed: int) -> list[str]:
@@ -301,7 +346,18 @@ def generation_config(num_train: int, num_validation: int, num_test: int, *, see
             "num_speakers": int(num_speakers), "accents": list(ACCENTS),
             "variants": list(VARIANTS), "espeak": "espeakng-loader " + _loader_version(),
             "counts": {"train": int(num_train), "validation": int(num_validation),
-                       "test": int(num_test)}}
+                       "test": int(num_test)},
+            "grammar": grammar_digest(),
+            "held_out_voices": held_out_voices(int(num_speakers)),
+            "test_scrambled": int(num_test) // 2}
+
+
+def generation_config_of(data_config: Any) -> dict[str, Any]:
+    """`generation_config` of a `config.data` section (its counts, seed, rate and speakers)."""
+    return generation_config(int(data_config.num_train), int(data_config.num_validation),
+                             int(data_config.num_test), seed=int(data_config.seed),
+                             sample_rate=int(data_config.sample_rate),
+                             num_speakers=int(data_config.num_speakers))
 
 
 def _loader_version() -> str:
@@ -331,28 +387,55 @@ def is_complete(path: str) -> bool:
 
 
 def plan(gen_config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """The utterances of every split: [{"audio", "text", "speaker", "profile"}], no audio yet.
+    """The utterances of every split: [{"audio", "text", "speaker", "profile", "sentence",
+    "voice"}], no audio yet. "sentence" is "template" or "scrambled", "voice" is "seen" or
+    "unseen" (a held-out profile, never in train).
 
-    Sentences are drawn once for all splits and partitioned, so splits never share a sentence;
-    each utterance gets a speaker drawn with its own seeded stream.
+    Template sentences are drawn once for all splits and partitioned, so splits never share a
+    sentence; the test split's odd rows are scrambled sentences (`scrambled_sentences`, new to
+    every split). Each utterance gets a speaker drawn with its own seeded stream; train draws
+    from the profiles that are not held out.
     """
     counts = gen_config["counts"]
     seed = gen_config["seed"]
+    n_scrambled = gen_config["test_scrambled"]
     total = sum(counts[s] for s in SPLITS)
-    texts = sentences(total, seed)
+    texts = sentences(total - n_scrambled, seed)
+    scrambled = scrambled_sentences(n_scrambled, seed, set(texts))
     profiles = speaker_profiles(gen_config["num_speakers"], seed)
+    n_seen = len(profiles) - gen_config["held_out_voices"]
     rng = np.random.default_rng([seed, 0x59E])
     speaker_of = rng.integers(len(profiles), size=total)
-    out, start = {}, 0
+    train_speaker_of = rng.integers(n_seen, size=counts["train"])
+    # Test rows 2-3 of every 4 are spoken by held-out voices (when there are any), so both kinds
+    # of sentence are heard in seen and unseen voices alike.
+    held_out = n_seen + rng.integers(max(len(profiles) - n_seen, 1), size=counts["test"])
+    out, start, next_text = {}, 0, 0
     for split in SPLITS:
         rows = []
         for i in range(counts[split]):
-            profile = profiles[int(speaker_of[start + i])]
-            rows.append({"audio": f"{split}/{i:06d}.flac", "text": texts[start + i],
-                         "speaker": profile["name"], "profile": profile})
+            who = train_speaker_of[i] if split == "train" else speaker_of[start + i]
+            if split == "test" and n_seen < len(profiles):
+                who = held_out[i] if (i // 2) % 2 == 1 else who % n_seen
+            profile = profiles[int(who)]
+            if split == "test" and i % 2 == 1 and i // 2 < n_scrambled:
+                text, kind = scrambled[i // 2], "scrambled"
+            else:
+                text, kind = texts[next_text], "template"
+                next_text += 1
+            rows.append({"audio": f"{split}/{i:06d}.flac", "text": text,
+                         "speaker": profile["name"], "profile": profile, "sentence": kind,
+                         "voice": "seen" if int(who) < n_seen else "unseen"})
         out[split] = rows
         start += counts[split]
     return out
+
+
+def utterance_groups(gen_config: dict[str, Any], split: str) -> dict[str, dict[str, str]]:
+    """{text: {"sentence": "template" | "scrambled", "voice": "seen" | "unseen"}} of `split`
+    (texts are distinct within a split), for per-group error rates."""
+    return {r["text"]: {"sentence": r["sentence"], "voice": r["voice"]}
+            for r in plan(gen_config)[split]}
 
 
 def _remove_stale(final: str) -> None:

@@ -12,6 +12,12 @@ Output: embeddings [B, C * tokens_per_chunk, output_dim] and their valid mask; t
 of a row are a prefix of length `num_audio_tokens(frame_length)` (only a row's last chunk is
 partial), which is how the Thinker places them at its audio-token positions.
 
+Optional `CTCHead` (created by the Thinker-Talker family only when `model.aut.ctc_frames_per_token`
+> 0; no such field or 0 means no head and the parameters of the published models): a linear map
+of each output token to r character frames for an auxiliary CTC loss. The AuT emits 13 tokens per
+1 s chunk (Qwen3-Omni's 12.5 Hz), fewer than the characters of speech (~15/s), so CTC runs at r x
+the token rate.
+
 A partial last chunk is zero-padded to the full chunk length before the conv stem, as the
 reference does whenever its batch holds at least one full chunk (1 s of audio); a batch whose
 feature array is shorter than one chunk is processed as a single chunk of that length, as the
@@ -146,6 +152,40 @@ class AuT(nn.Module):
                   param_dtype=self.param_dtype)(x)
         x = jnp.where(valid[..., None], x, 0)
         return x, valid
+
+
+class CTCHead(nn.Module):
+    """Per-token linear head emitting `frames_per_token` character frames of `vocab_size` logits.
+
+    `__call__(embeds [B, N, D], mask [B, N] bool) -> (logits [B, N * r, vocab_size] float32,
+    mask [B, N * r] bool)`, r = frames_per_token; token n's frames are n * r ... n * r + r - 1.
+    """
+    vocab_size: int
+    frames_per_token: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, embeds: jax.Array, mask: jax.Array):
+        b, n, _ = embeds.shape
+        r = self.frames_per_token
+        logits = dense(r * self.vocab_size, "proj", ("embed", "vocab"), use_bias=True,
+                       dtype=self.dtype, param_dtype=self.param_dtype)(embeds)
+        logits = logits.astype(jnp.float32).reshape(b, n * r, self.vocab_size)
+        return logits, jnp.repeat(mask, r, axis=1)
+
+
+def ctc_frames_per_token(model_cfg: Any) -> int:
+    """`model.aut.ctc_frames_per_token`, 0 when absent (imported configs have no CTC head)."""
+    return int(model_cfg.aut.get("ctc_frames_per_token", 0))
+
+
+def ctc_head_from_config(model_cfg: Any, dtype: Dtype = jnp.float32) -> CTCHead | None:
+    """The CTC head over the Thinker's text vocabulary, or None when the config asks for none."""
+    r = ctc_frames_per_token(model_cfg)
+    if r <= 0:
+        return None
+    return CTCHead(vocab_size=model_cfg.thinker.vocab_size, frames_per_token=r, dtype=dtype)
 
 
 def from_config(model_cfg: Any, dtype: Dtype = jnp.float32) -> AuT:

@@ -5,7 +5,8 @@ Family contract (`audiolm.models.family.Family`): `build`, `init_params`, `descr
 
 Params tree: {"aut": ..., "thinker": ..., "talker": ..., "code2wav": ...} (the last two only
 with `model.enable_audio_output`), the layout `audiolm.importers.qwen3_omni.load_pretrained`
-returns.
+returns; plus "ctc_head" (trained here, not in released checkpoints) only when
+`model.aut.ctc_frames_per_token` > 0.
 
 Training batch: the data pipeline's (`audiolm.data.batching`): audio [B, N] f32, audio_mask
 [B, N] bool, text [B, L] i32 ([bos, ids..., eos] then pad), text_mask [B, L] bool.
@@ -16,7 +17,6 @@ tokenizer's; audio_token_id, audio_start_token_id and audio_end_token_id sit abo
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -68,7 +68,12 @@ def _validate_audio(config: Any) -> None:
 
 def _validate_aut(config: Any) -> None:
     p = "model.aut"
-    check_schema(config, p, AUT_SCHEMA)
+    # ctc_frames_per_token is optional: imported configs have no CTC head.
+    optional = {"ctc_frames_per_token": 0} if "ctc_frames_per_token" in get_path(config, p) \
+        else {}
+    check_schema(config, p, {**AUT_SCHEMA, **optional})
+    if optional:
+        check_int(config, f"{p}.ctc_frames_per_token", lo=0, hi=16)
     width = check_int(config, f"{p}.hidden_size", lo=4)
     require(width % 2 == 0, f"{p}.hidden_size", width,
             "must be even (sinusoidal positions are [sin, cos] halves)")
@@ -222,13 +227,16 @@ class ThinkerTalker(nn.Module):
     positions [B, T] | None, caches | None, return_hidden_states=False)` runs AuT and the
     Thinker (with KV caches from `module.thinker.init_caches` for decoding) and returns
     the Thinker's output dict (logits, aux, optional hidden_states) plus "audio_embeds" and
-    "audio_mask" when features are given. The speech-output parts run through their own
-    methods (`talker_forward`, `code2wav_forward`).
+    "audio_mask" when features are given, and "ctc_logits" [B, N * r, vocab] / "ctc_mask"
+    [B, N * r] when the optional `ctc_head` exists (`model.aut.ctc_frames_per_token` = r > 0). The speech-output parts are applied as submodules
+    (`module.talker`, `module.code2wav` with params["talker"], params["code2wav"]; see
+    `audiolm.sample.thinker_talker`).
     """
     aut: aut_lib.AuT
     thinker: thinker_lib.Thinker
     talker: Any = None
     code2wav: Any = None
+    ctc_head: Any = None
 
     def __call__(self, tokens, features=None, frame_lengths=None, positions=None,
                  caches=None, return_hidden_states: bool = False):
@@ -249,13 +257,9 @@ class ThinkerTalker(nn.Module):
         if features is not None:
             out["audio_embeds"] = audio_embeds
             out["audio_mask"] = audio_mask
+            if self.ctc_head is not None:
+                out["ctc_logits"], out["ctc_mask"] = self.ctc_head(audio_embeds, audio_mask)
         return out
-
-    def talker_forward(self, *args, **kwargs):
-        return self.talker(*args, **kwargs)
-
-    def code2wav_forward(self, *args, **kwargs):
-        return self.code2wav(*args, **kwargs)
 
 
 def build(model_config: Any, dtype: Any = jnp.float32) -> ThinkerTalker:
@@ -266,7 +270,8 @@ def build(model_config: Any, dtype: Any = jnp.float32) -> ThinkerTalker:
         code2wav = code2wav_lib.build(model_config.code2wav, dtype=dtype)
     return ThinkerTalker(aut=aut_lib.from_config(model_config, dtype),
                          thinker=thinker_lib.from_config(model_config, dtype),
-                         talker=talker, code2wav=code2wav)
+                         talker=talker, code2wav=code2wav,
+                         ctc_head=aut_lib.ctc_head_from_config(model_config, dtype))
 
 
 def _init_inputs(model_config: Any, batch_size: int = 1):
@@ -293,7 +298,8 @@ def _init_params(model_config: Any, rng: jax.Array) -> Any:
 
     rng_main, rng_talker, rng_c2w = jax.random.split(rng, 3)
     module = ThinkerTalker(aut=aut_lib.from_config(model_config),
-                           thinker=thinker_lib.from_config(model_config))
+                           thinker=thinker_lib.from_config(model_config),
+                           ctc_head=aut_lib.ctc_head_from_config(model_config))
     tokens, feats, lengths = _init_inputs(model_config)
     params = dict(meta.unbox(module.init(rng_main, tokens, feats, lengths)["params"]))
     if model_config.enable_audio_output:
@@ -322,8 +328,9 @@ def _counts(shapes: Any, top_k: int, experts: int) -> dict[str, int]:
 def describe_params(model_config: Any) -> dict[str, dict[str, int]]:
     """Per-component parameter counts via `jax.eval_shape` (nothing allocated).
 
-    Components: aut, thinker (embeddings + decoder + lm_head); with speech output also talker
-    (projections + MoE decoder + codec_head), talker_code_predictor, code2wav.
+    Components: aut, thinker (embeddings + decoder + lm_head); ctc_head when configured; with
+    speech output also talker (projections + MoE decoder + codec_head), talker_code_predictor,
+    code2wav.
     """
     shapes = jax.eval_shape(lambda r: init_params(model_config, r), jax.random.PRNGKey(0))
     th = model_config.thinker
@@ -331,6 +338,8 @@ def describe_params(model_config: Any) -> dict[str, dict[str, int]]:
         "aut": _counts(shapes["aut"], 0, 0),
         "thinker": _counts(shapes["thinker"], th.num_experts_per_tok, th.num_experts),
     }
+    if "ctc_head" in shapes:
+        out["ctc_head"] = _counts(shapes["ctc_head"], 0, 0)
     if model_config.enable_audio_output:
         tk = model_config.talker
         talker = dict(shapes["talker"])

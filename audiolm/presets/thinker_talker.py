@@ -53,7 +53,7 @@ def audio_section(sample_rate=16000, n_fft=400, hop_length=160, n_mels=128, f_mi
 
 def aut_section(hidden_size, num_layers, num_heads, ffn_hidden, conv_channels, output_dim,
                 chunk_frames=100, attention_window_frames=800, layer_norm_eps=1e-5,
-                max_frames=3000):
+                max_frames=3000, ctc_frames_per_token=0):
     return ml_collections.ConfigDict(dict(
         hidden_size=hidden_size,  # encoder width (HF d_model)
         num_layers=num_layers,  # encoder layers
@@ -66,6 +66,9 @@ def aut_section(hidden_size, num_layers, num_heads, ffn_hidden, conv_channels, o
         layer_norm_eps=layer_norm_eps,  # LayerNorm epsilon
         max_frames=max_frames,  # static mel frames per example in training batches
         use_dot_product_attention=False,  # route attention through jax.nn.dot_product_attention
+        # r > 0: a linear CTC head emits r character frames per output token (auxiliary loss
+        # train.loss.ctc_weight of the asr task); 0: no head (the released models have none)
+        ctc_frames_per_token=ctc_frames_per_token,
     ))
 
 
@@ -212,9 +215,10 @@ def tiny_asr() -> ml_collections.ConfigDict:
     """Tiny AuT + Thinker speech recogniser (the main job); no speech output."""
     m = tiny()
     m.enable_audio_output = False
+    # ctc_frames_per_token=3: 39 CTC frames/s for the auxiliary character CTC loss
     m.aut = aut_section(hidden_size=128, num_layers=3, num_heads=4, ffn_hidden=384,
                         conv_channels=32, output_dim=128, attention_window_frames=800,
-                        max_frames=800)
+                        max_frames=800, ctc_frames_per_token=3)
     m.thinker = thinker_section(
         vocab_size=TINY_VOCAB, hidden_size=128, num_layers=3, num_heads=4, num_kv_heads=2,
         head_dim=32, ffn_hidden=384, moe_hidden=192, num_experts=4, num_experts_per_tok=2,

@@ -7,12 +7,18 @@ ignores). The loss builds the Thinker input [audio_start, audio x n, audio_end, 
 (`thinker_talker.asr_sequence`) and scores the transcript by next-token cross-entropy (times
 train.loss.text_weight) plus the MoE load-balancing / z losses (train.moe_aux_weight /
 train.moe_z_weight). With train.loss.text_input_noise > 0, transcript input tokens are replaced
-during training so the Thinker must read the audio.
+during training so the Thinker must read the audio. With train.loss.ctc_weight > 0 an auxiliary
+CTC loss over the transcript characters is added on the AuT's CTC head (`model.aut.
+ctc_frames_per_token` frames per audio token), which makes the audio embeddings spell the
+transcript. With train.loss.spec_time_masks / spec_freq_masks > 0 the training log-mels are
+SpecAugment-masked (`audiolm.audio.features.spec_augment`).
 
 Evaluators: "loss" (validation loss / token accuracy) and "cer": greedy transcripts of the split
 (argmax, up to min(sample.max_new_tokens, data.max_text_len - 1) tokens or eos) written to
 `workdir/transcripts_<split>.jsonl` (one {"index", "speaker", "reference", "hypothesis", "cer"}
-per utterance) and `workdir/asr_<split>.json` (corpus CER / WER, edit counts).
+per utterance) and `workdir/asr_<split>.json` (corpus CER / WER, edit counts; on the espeak set
+also per group: template / scrambled sentences, seen / unseen voices), then prints a short
+summary (scores, where the transcripts are, a few example lines).
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
+import optax
 
 from audiolm import data as data_lib
-from audiolm.config import ConfigError, check_float, check_schema, get_path
+from audiolm.audio import features as features_lib
+from audiolm.config import ConfigError, check_float, check_int, check_schema, get_path, require
+from audiolm.models import aut as aut_lib
 from audiolm.models import thinker_talker as tt
 from audiolm.nn import losses
 from audiolm.sample import thinker_talker as tt_sample
@@ -36,14 +44,33 @@ from audiolm.tasks.base import EvalContext
 
 NAME = "asr"
 EVALUATORS = ("loss", "cer")
-LOSS_SCHEMA = dict(text_weight=0.0, text_input_noise=0.0)
+LOSS_SCHEMA = dict(text_weight=0.0, text_input_noise=0.0, ctc_weight=0.0, spec_time_masks=0,
+                   spec_time_width=0, spec_freq_masks=0, spec_freq_width=0)
 
 
 def rules(config: Any) -> None:
-    """train.loss of the ASR task: a transcript CE weight and the input-noise rate."""
+    """train.loss of the ASR task: transcript CE and CTC weights, the input-noise rate and the
+    SpecAugment masks."""
     check_schema(config, "train.loss", LOSS_SCHEMA)
     check_float(config, "train.loss.text_weight", lo=0.0)
     check_float(config, "train.loss.text_input_noise", lo=0.0, hi=1.0)
+    ctc = check_float(config, "train.loss.ctc_weight", lo=0.0)
+    if ctc > 0 and get_path(config, "model.family") == "thinker_talker":
+        r = aut_lib.ctc_frames_per_token(get_path(config, "model"))
+        require(r > 0, "train.loss.ctc_weight", ctc,
+                f"needs a CTC head: model.aut.ctc_frames_per_token={r} must be > 0")
+    for kind in ("time", "freq"):
+        masks = check_int(config, f"train.loss.spec_{kind}_masks", lo=0, hi=16)
+        width = check_int(config, f"train.loss.spec_{kind}_width", lo=0)
+        require(masks == 0 or width > 0, f"train.loss.spec_{kind}_width", width,
+                f"must be > 0 when train.loss.spec_{kind}_masks={masks} (a mask of width 0 "
+                "masks nothing)")
+    n_mels = get_path(config, "model.audio.n_mels") if "audio" in get_path(config, "model") \
+        else None
+    if n_mels is not None:
+        width = get_path(config, "train.loss.spec_freq_width")
+        require(width < n_mels, "train.loss.spec_freq_width", width,
+                f"must be < model.audio.n_mels={n_mels} (one band must not mask every bin)")
     if "cer" in tuple(get_path(config, "task.evaluators")) + tuple(
             get_path(config, "task.final_evaluators")) and synthetic.is_synthetic(config):
         raise ConfigError(
@@ -84,28 +111,72 @@ def corrupt_text_inputs(tokens: jax.Array, target_mask: jax.Array, rate: float,
     return jnp.where(flip, jnp.take_along_axis(tokens, pos, axis=1), tokens)
 
 
+def ctc_loss(logits: jax.Array, frame_mask: jax.Array, labels: jax.Array,
+             label_mask: jax.Array, blank_id: int) -> tuple[jax.Array, jax.Array]:
+    """CTC negative log-likelihood per label character, over the rows where an alignment exists.
+
+    logits [B, T, V], frame_mask [B, T] (a prefix of valid frames), labels [B, N] int,
+    label_mask [B, N] (a prefix of valid labels; no label equals `blank_id`)
+    -> (sum of the feasible rows' NLL / their label count, feasible rows [B] bool). A row needs
+    T_b >= N_b + (repeated neighbours in its labels), else no path exists (a blank must separate
+    repeats) and it is left out rather than contributing optax's log-epsilon floor.
+    """
+    frame_mask = jnp.asarray(frame_mask, bool)
+    label_mask = jnp.asarray(label_mask, bool)
+    per_row = optax.ctc_loss(logits.astype(jnp.float32), 1.0 - frame_mask.astype(jnp.float32),
+                             labels, 1.0 - label_mask.astype(jnp.float32), blank_id=blank_id)
+    n_labels = jnp.sum(label_mask, axis=1)
+    repeats = jnp.sum(label_mask[:, 1:] & (labels[:, 1:] == labels[:, :-1]), axis=1)
+    feasible = jnp.sum(frame_mask, axis=1) >= n_labels + repeats
+    total = jnp.sum(jnp.where(feasible, n_labels, 0))
+    return jnp.sum(jnp.where(feasible, per_row, 0.0)) / jnp.maximum(total, 1), feasible
+
+
+def augment_features(feats: jax.Array, frame_lengths: jax.Array, loss_config: Any,
+                     rng: jax.Array) -> jax.Array:
+    """SpecAugment of the training log-mels per train.loss.spec_* (identity when all are 0)."""
+    return features_lib.spec_augment(
+        feats, frame_lengths, rng, time_masks=int(loss_config.spec_time_masks),
+        time_width=int(loss_config.spec_time_width), freq_masks=int(loss_config.spec_freq_masks),
+        freq_width=int(loss_config.spec_freq_width))
+
+
 def loss_fn(module: Any, params: Any, batch: dict, rng: jax.Array, config: Any,
             train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Thinker next-token CE on the transcript given the audio, plus the MoE aux losses."""
+    """Thinker next-token CE on the transcript given the audio, the optional CTC loss on the
+    AuT's CTC head, plus the MoE aux losses."""
     model_config = config.model
+    loss_config = config.train.loss
+    noise_rng, augment_rng = jax.random.split(rng)
     feats, frame_lengths = tt.features_from_batch(model_config, batch)
+    if train and (loss_config.spec_time_masks or loss_config.spec_freq_masks):
+        feats = augment_features(feats, frame_lengths, loss_config, augment_rng)
     audio_lengths = jnp.sum(jnp.asarray(batch["audio_mask"]), axis=1)
     tokens, target = tt.asr_sequence(model_config, audio_lengths, batch["text"],
                                      batch["text_mask"], batch["audio"].shape[1])
     inputs = tokens
-    noise = config.train.loss.text_input_noise
+    noise = loss_config.text_input_noise
     if train and noise > 0:
-        inputs = corrupt_text_inputs(tokens, target, noise, rng)
+        inputs = corrupt_text_inputs(tokens, target, noise, noise_rng)
     out = module.apply({"params": params}, inputs, feats, frame_lengths)
     # logits[:, t] predicts tokens[:, t + 1]
     ce, acc, n = losses.masked_cross_entropy(out["logits"][:, :-1], tokens[:, 1:],
                                              target[:, 1:])
     lb, z = out["aux"]["load_balance_loss"], out["aux"]["router_z_loss"]
-    loss = (config.train.loss.text_weight * ce + config.train.moe_aux_weight * lb
+    loss = (loss_config.text_weight * ce + config.train.moe_aux_weight * lb
             + config.train.moe_z_weight * z)
-    metrics = {"loss": loss, "text_ce": ce, "text_accuracy": acc, "text_targets": n,
+    metrics = {"text_ce": ce, "text_accuracy": acc, "text_targets": n,
                "load_balance_loss": lb, "router_z_loss": z}
-    return loss, metrics
+    if loss_config.ctc_weight > 0:
+        # Labels: the transcript ids between bos and eos; blank is the pad id (never a label).
+        text = jnp.asarray(batch["text"], jnp.int32)[:, 1:]
+        label_mask = jnp.asarray(batch["text_mask"], bool)[:, 1:] & (
+            text != model_config.thinker.eos_token_id)
+        ctc, feasible = ctc_loss(out["ctc_logits"], out["ctc_mask"], text, label_mask,
+                                 model_config.thinker.pad_token_id)
+        loss = loss + loss_config.ctc_weight * ctc
+        metrics.update(ctc_loss=ctc, ctc_feasible=jnp.mean(feasible.astype(jnp.float32)))
+    return loss, {"loss": loss, **metrics}
 
 
 def write_samples(module: Any, params: Any, config: Any, workdir: str) -> dict:
@@ -226,22 +297,60 @@ def transcribe(config: Any, module: Any, params: Any, split: str = "test",
     return out
 
 
+def group_scores(rows: Sequence[dict[str, Any]], config: Any, split: str) -> dict[str, float]:
+    """CER / WER per group of the espeak set ({} for other data): "template" / "scrambled"
+    sentences and "seen" / "unseen" voices (`speech_synth.utterance_groups`), as
+    {"cer_<group>", "wer_<group>", "utterances_<group>"}."""
+    if config.data.name != "speech_synth":
+        return {}
+    from audiolm.data import speech_synth
+
+    groups = speech_synth.utterance_groups(speech_synth.generation_config_of(config.data), split)
+    out: dict[str, float] = {}
+    for field in ("sentence", "voice"):
+        for value in sorted({g[field] for g in groups.values()}):
+            sel = [r for r in rows if groups.get(r["reference"], {}).get(field) == value]
+            if not sel:
+                continue
+            scores = error_rates([r["reference"] for r in sel], [r["hypothesis"] for r in sel])
+            name = value if field == "sentence" else f"{value}_voices"
+            out.update({f"cer_{name}": scores["cer"], f"wer_{name}": scores["wer"],
+                        f"utterances_{name}": scores["utterances"]})
+    return out
+
+
+def summary(split: str, scores: dict[str, float], rows: Sequence[dict[str, Any]],
+            transcripts: str, examples: int = 3) -> str:
+    """The few lines a person reads at the end of a run: scores, groups, where, examples."""
+    lines = [f"{split}: CER {scores['cer']:.3f}  WER {scores['wer']:.3f}  over "
+             f"{int(scores['utterances'])} utterances"]
+    groups = [k[4:] for k in scores if k.startswith("cer_")]
+    if groups:
+        lines.append("  " + "  ".join(f"{g} {scores['cer_' + g]:.3f}" for g in groups)
+                     + "  (CER per group)")
+    lines.append(f"  transcripts: {transcripts}")
+    for r in rows[:examples]:
+        lines.append(f"  ref: {r['reference']}")
+        lines.append(f"  hyp: {r['hypothesis']}")
+    return "\n".join(lines)
+
+
 @evaluators.register("cer")
 def transcribe_and_score(ctx: EvalContext, params: Any, split: str = "test",
                          limit: int | None = None) -> dict[str, float]:
-    """Transcribes `split`, writes the transcripts and scores, returns the corpus scores."""
+    """Transcribes `split`, writes the transcripts and scores, prints the summary, returns the
+    corpus scores (plus the per-group scores of the espeak set)."""
     rows = transcribe(ctx.config, ctx.module, params, split, limit)
     scores = error_rates([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
+    scores.update(group_scores(rows, ctx.config, split))
     workdir = ctx.workdir
+    transcripts = os.path.join(workdir, f"transcripts_{split}.jsonl")
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, f"transcripts_{split}.jsonl"), "w") as f:
+        with open(transcripts, "w") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
         with open(os.path.join(workdir, f"asr_{split}.json"), "w") as f:
             json.dump(scores, f, indent=2)
-    for r in rows[:5]:
-        logging.info("ref: %s\n     hyp: %s", r["reference"], r["hypothesis"])
-    print(f"{split} CER {scores['cer']:.4f} WER {scores['wer']:.4f} over {len(rows)} utterances "
-          f"(transcripts: {os.path.join(workdir, f'transcripts_{split}.jsonl')})", flush=True)
+        print(summary(split, scores, rows, transcripts), flush=True)
     return scores
