@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tqdm
 
 from audiolm import data as data_lib
 from audiolm.audio import features as features_lib
@@ -277,6 +278,8 @@ def transcribe(config: Any, module: Any, params: Any, split: str = "test",
     decode = make_greedy_decoder(module, config, max_new, tokenizer.bos_id)
     it = data_lib.make_iterator(config.data, split, train=False, dataset=dataset)
     out = []
+    total = len(dataset) if limit is None else min(int(limit), len(dataset))
+    bar = tqdm.tqdm(total=total, desc=f"transcribing {split}", unit="utt", disable=None)
     for batch in it:
         keep = batch["index"] >= 0
         if limit is not None:
@@ -285,6 +288,7 @@ def transcribe(config: Any, module: Any, params: Any, split: str = "test",
             continue
         ids = np.asarray(jax.device_get(decode(params, jnp.asarray(batch["audio"]),
                                                 jnp.asarray(batch["audio_mask"]))))
+        bar.update(int(keep.sum()))
         for row in np.nonzero(keep)[0]:
             i = int(batch["index"][row])
             ref = dataset.text(i)
@@ -293,6 +297,7 @@ def transcribe(config: Any, module: Any, params: Any, split: str = "test",
                         "hypothesis": hyp,
                         "cer": edit_distance(normalize(ref), normalize(hyp))
                         / max(len(normalize(ref)), 1)})
+    bar.close()
     out.sort(key=lambda r: r["index"])
     return out
 
