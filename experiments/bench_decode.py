@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -179,12 +178,11 @@ class ModelLevelDecoders:
 
     @staticmethod
     def pattern_generate(module, frames: int):
-        """fn(params, conditions, rng) -> codes [B, K, frames]: pattern_lm.generate, greedy."""
-        import jax
+        """fn(params, conditions, rng) -> codes [B, K, frames], greedy: the pattern LM's decode
+        loop is `audiolm.sample.pattern_lm.generate` in both decoder sets (models/ has none)."""
+        from audiolm.sample import pattern_lm as pattern_sample
 
-        from audiolm.models import pattern_lm
-
-        return _jit(lambda p, c, r: pattern_lm.generate(
+        return _jit(lambda p, c, r: pattern_sample.generate(
             module, p, c, frames=frames, rng=r, temperature=0.0, top_k=0, cfg_scale=1.0))
 
     @staticmethod
@@ -200,7 +198,6 @@ class ModelLevelDecoders:
         """chunked_decode's chunking and trimming around one Code2Wav apply jitted once (what
         a streaming server holds): chunks of `chunk` frames, each after the first decoded with
         up to `context` preceding frames whose samples are dropped on the full decode's grid."""
-        import jax
         import jax.numpy as jnp
 
         from audiolm.models import code2wav as cw
@@ -281,13 +278,6 @@ class SampleDecoders(ModelLevelDecoders):
             return jnp.concatenate(pieces, axis=-1)
 
         return decode
-
-    @staticmethod
-    def pattern_generate(module, frames: int):
-        from audiolm.sample import pattern_lm as pattern_sample
-
-        return _jit(lambda p, c, r: pattern_sample.generate(
-            module, p, c, frames=frames, rng=r, temperature=0.0, top_k=0, cfg_scale=1.0))
 
 
 # The decoders under test: switching between audiolm.sample and the model-level APIs is here

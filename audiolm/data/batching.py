@@ -112,10 +112,6 @@ class AudioTextDataset:
     def text(self, i: int) -> str:
         return self.entries[i]["text"]
 
-    @property
-    def total_seconds(self) -> float:
-        return float(self.lengths.sum()) / self.sample_rate
-
 
 def bucket_lengths(boundaries_s: Sequence[float], max_audio_seconds: float,
                    sample_rate: int) -> np.ndarray:

@@ -38,7 +38,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, packaged (a runtime dependency there)
     import tomli as tomllib
 
-from audiolm.config import ConfigError, validate
+from audiolm.config import ConfigError
 from audiolm.importers.mapping import Reader, TensorStore
 from audiolm.models import moshi as family
 from audiolm.presets import moshi as presets  # the presets own every model-size literal

@@ -24,7 +24,7 @@ as in the released checkpoint) or fused (`mlp.experts.gate_up_proj` [E, 2h, D] a
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import ml_collections
 import numpy as np

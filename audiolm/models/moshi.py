@@ -42,7 +42,6 @@ Shapes: B batch, K audio codebooks, S columns, D temporal width, Dd depformer wi
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping, Sequence
 
 import flax
@@ -54,14 +53,13 @@ import numpy as np
 from audiolm import config as config_lib
 from audiolm import nn as blocks
 from audiolm import patterns
-from audiolm.config import (ConfigError, check_bool, check_choice, check_float, check_int,
-                            check_str, require)
+from audiolm.config import (check_bool, check_choice, check_float, check_int, check_str,
+                            require)
 from audiolm.nn.compile import fast_jit
 
 FAMILY = "moshi"
 FUSIONS = ("add", "concat", "cross_attention", "interleave")
 ZERO_TOKEN = -1  # embeds to exact zeros, masked in the loss
-UNGENERATED_TOKEN = -2  # "to be sampled" marker in prompts (sampler side)
 
 
 # ------------------------------------------------------------------------------------------
@@ -776,16 +774,14 @@ def _check_transformer(config, p: str, keys, depformer: bool):
         kv = check_int(config, f"{p}.num_kv_heads", lo=1)
         require(heads % kv == 0, f"{p}.num_kv_heads", kv,
                 f"must divide {p}.num_heads={heads}")
-        ctx = check_int(config, f"{p}.context", lo=1)
-        del ctx
+        check_int(config, f"{p}.context", lo=1)
         check_bool(config, f"{p}.cross_attention")
         check_choice(config, f"{p}.norm", ("rms", "layer"))
         check_float(config, f"{p}.norm_eps", lo=0.0, lo_open=True)
     check_int(config, f"{p}.num_layers", lo=0 if depformer else 1)
     check_int(config, f"{p}.ffn_hidden", lo=1)
-    ffn = check_choice(config, f"{p}.ffn", ("gated", "plain"))
+    check_choice(config, f"{p}.ffn", ("gated", "plain"))
     check_choice(config, f"{p}.activation", sorted(blocks.ACTIVATIONS))
-    del ffn
     check_choice(config, f"{p}.positional", ("rope", "none"))
     check_float(config, f"{p}.max_period", lo=1.0)
     check_float(config, f"{p}.layer_scale", lo=0.0)

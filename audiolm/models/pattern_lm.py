@@ -23,7 +23,9 @@ Conditioning (ids listed in `model.conditioning`, conditioners in `conditioners.
 Classifier-free guidance: the null condition is all-zero condition tensors (after the
 conditioners, before the projections; masks unchanged), as in stable-audio-tools. Training
 drops each type (cross / prepend / global) per sample with probability
-`model.conditioning.cfg_dropout`; sampling uses `guided_logits` = u + (c - u) * scale.
+`model.conditioning.cfg_dropout`; the sampler runs the null condition (`null_condition`) as
+the second half of a doubled batch and combines the halves with
+`audiolm.sample.rules.cfg_logits` = u + scale * (c - u).
 
 Loss: the `codes` task's (`audiolm.tasks.codes.pattern_loss`: pattern sequence with valid steps
 only, logits reverted to frames, CE per codebook averaged over codebooks, as MusicGen). Sampling: `audiolm.sample.pattern_lm` (MusicGen's walk over the full
@@ -57,8 +59,8 @@ from audiolm.models import pretransform as pretransform_lib
 from audiolm.nn.params import default_kernel_init, partitioned
 
 __all__ = ["LMSpec", "PatternLM", "build", "spec_from_config", "init_params", "describe_params",
-           "example_batch", "pattern_for", "cfg_drop_mask", "guided_logits",
-           "rules", "COND_TYPES", "FAMILY", "generate", "apply_drop",
+           "example_batch", "pattern_for", "cfg_drop_mask",
+           "rules", "COND_TYPES", "FAMILY", "apply_drop",
            "null_condition", "init_cache"]
 
 FAMILY = "pattern_lm"
@@ -125,9 +127,6 @@ class LMSpec:
 
     def conditioner(self, cid: str) -> cond_lib.ConditionerSpec:
         return next(s for s in self.conditioners if s.id == cid)
-
-    def prepend_length(self) -> int:
-        return sum(self.conditioner(c).length() for c in self.prepend_ids)
 
 
 def _tuple(v: Any) -> Any:
@@ -387,27 +386,6 @@ def cfg_drop_mask(rng: jax.Array, batch: int, p: float) -> dict[str, jax.Array]:
     """Per-sample, per-type CFG dropout: {type: [B] bool}, each True with probability p."""
     keys = jax.random.split(rng, len(COND_TYPES))
     return {t: jax.random.bernoulli(k, p, (batch,)) for t, k in zip(COND_TYPES, keys)}
-
-
-def guided_logits(module: PatternLM, params: Any, seq: jax.Array,
-                  conditions: Mapping[str, jax.Array], scale: float) -> jax.Array:
-    """Classifier-free guidance: u + (c - u) * scale, conditional and null batches run together
-    (batch doubled). seq [B, K, S] -> [B, K, S, card]."""
-    b = seq.shape[0]
-    both = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x], axis=0), dict(conditions))
-    drop_row = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
-    drop = {t: drop_row for t in COND_TYPES}
-    logits = module.apply({"params": params}, jnp.concatenate([seq, seq], axis=0), both, drop)
-    c, u = logits[:b], logits[b:]
-    return u + (c - u) * scale
-
-
-def generate(module: PatternLM, params: Any, conditions: Mapping[str, jax.Array], **kwargs):
-    """Samples codes [B, K, frames]; the implementation is `audiolm.sample.pattern_lm.generate`
-    (same arguments), imported lazily because the sampler builds on this module."""
-    from audiolm.sample import pattern_lm as sampler
-
-    return sampler.generate(module, params, conditions, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

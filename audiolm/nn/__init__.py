@@ -14,7 +14,6 @@ chunked prefill into a ring buffer exact; `CausalConvTranspose1d(trim_left=0, gr
 `params.Projection` (multi-axis linear kept at its true rank so logical names fit under a mesh).
 """
 
-from audiolm.nn import conv
 from audiolm.nn.attention import Attention, attention_mask, dot_product_attention
 from audiolm.nn.conv import (CausalConv1d, CausalConvTranspose1d, ConvNeXtBlock, LayerScale,
                              SnakeBeta)

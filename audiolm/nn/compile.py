@@ -41,5 +41,4 @@ def fast_jit(fn: Callable, static_argnums: int | Sequence[int] = ()) -> Callable
                 executables[key] = lowered.compile()
         return executables[key](*dynamic)
 
-    call.__wrapped__ = fn
     return call

@@ -199,9 +199,8 @@ def batch_size_divisor(mesh: Mesh) -> int:
     return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
-def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading axis over (data, fsdp), the rest replicated."""
-    del ndim
     return NamedSharding(mesh, P(BATCH_AXES))
 
 
@@ -221,7 +220,7 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
             raise ConfigError(
                 f"data.batch_size: batch field {key!r} has {value.shape[0]} rows, not divisible by "
                 f"the {div} batch shards (mesh data x fsdp); pick a batch size that is a multiple")
-        sharding = batch_sharding(mesh, value.ndim)
+        sharding = batch_sharding(mesh)
         out[key] = jax.make_array_from_callback(value.shape, sharding,
                                                 lambda idx, v=value: v[idx])
     return out

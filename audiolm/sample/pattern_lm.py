@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any, Iterable, Mapping

@@ -3,7 +3,6 @@ qwen3_omni_moe on a tiny random model (fp32), chunked decode, published paramete
 
 from __future__ import annotations
 
-import os
 
 import jax
 import jax.numpy as jnp

@@ -14,6 +14,7 @@ from audiolm import patterns
 from audiolm.models import conditioners as cond_lib
 from audiolm.models import pattern_lm
 from audiolm.sample import pattern_lm as sampler
+from audiolm.sample import rules
 from audiolm.tasks import codes as codes_task
 from audiolm.presets import pattern_lm as presets
 
@@ -127,16 +128,17 @@ def test_per_sample_drop(setup):
 
 
 def test_cfg(setup):
+    """Guidance on one doubled batch (conditional rows, then rows with every type dropped),
+    halved by `rules.split_cfg` and combined by `rules.cfg_logits`."""
     s = setup
-    module, params = s["module"], s["params"]
     cond = _run(s)
     uncond = _run(s, drop={t: jnp.ones((B,), bool) for t in pattern_lm.COND_TYPES})
-    guided = jax.jit(pattern_lm.guided_logits, static_argnums=(0,))
-    g1 = np.asarray(guided(module, params, s["seq"], s["conds"], 1.0))
-    np.testing.assert_allclose(g1, cond, atol=1e-5)
-    g0 = np.asarray(guided(module, params, s["seq"], s["conds"], 0.0))
-    np.testing.assert_allclose(g0, uncond, atol=1e-5)
-    g3 = np.asarray(guided(module, params, s["seq"], s["conds"], 3.0))
+    both = {k: jnp.concatenate([v, v]) for k, v in s["conds"].items()}
+    drop = {t: jnp.repeat(jnp.array([False, True]), B) for t in pattern_lm.COND_TYPES}
+    c, u = rules.split_cfg(_run(s, both, drop, jnp.concatenate([s["seq"], s["seq"]])))
+    np.testing.assert_allclose(c, cond, atol=1e-5)
+    np.testing.assert_allclose(u, uncond, atol=1e-5)
+    g3 = np.asarray(rules.cfg_logits(jnp.asarray(c), jnp.asarray(u), 3.0))
     np.testing.assert_allclose(g3, uncond + 3.0 * (cond - uncond), atol=1e-4)
 
 

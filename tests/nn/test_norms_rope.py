@@ -124,7 +124,7 @@ def test_sinusoidal_positions_whisper_formula():
 
 
 def test_sinusoidal_positions_match_qwen3_omni():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
         SinusoidsPositionEmbedding)
