@@ -213,7 +213,8 @@ def test_bad_inputs_raise_clear_errors():
 def _loss_config(model):
     config = ml_collections.ConfigDict()
     config.model = model
-    config.train = ml_collections.ConfigDict({"loss": load_experiment_config("configs/moshi.py").train.loss})
+    config.train = ml_collections.ConfigDict(
+        {"loss": load_experiment_config("configs/moshi.py").train.loss})
     return config
 
 
