@@ -12,8 +12,11 @@ config alone via `jax.eval_shape`: nothing is allocated.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
+import types
+import typing
 from typing import Any, Callable, Iterable, Mapping
 
 import ml_collections
@@ -200,6 +203,58 @@ def check_schema(config: Any, path: str, schema: Mapping[str, Any]) -> None:
             require(isinstance(value, str), sub, value, "must be a string")
         elif isinstance(default, (tuple, list)):
             require(isinstance(value, (tuple, list)), sub, value, "must be a list")
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed specs: a component's frozen dataclass is the one declaration of its config fields (with a
+# comment per field). Its schema (keys and types) is derived from the dataclass; the ConfigDict
+# section a preset writes and the spec the model reads are two views of the same fields.
+
+_SCHEMA_VALUE = {int: 0, float: 0.0, bool: False, str: "", tuple: (), list: ()}
+
+
+def _schema_value(hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):  # Optional / unions: the rules check them
+        return None
+    if dataclasses.is_dataclass(hint):
+        return spec_schema(hint)
+    return _SCHEMA_VALUE.get(origin or hint, None)
+
+
+def spec_schema(cls: type) -> dict[str, Any]:
+    """The `check_schema` schema of the frozen dataclass `cls`: one entry per field, valued by
+    type (int 0, float 0.0, bool False, str "", tuple (), nested spec a sub-schema, anything
+    else or an Optional None = unchecked)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: _schema_value(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def spec_from_section(cls: type, config: Any, path: str, **overrides: Any) -> Any:
+    """`cls(**section)` for the section at dotted `path`, after `check_schema` (every field
+    present, no unknown key, types right); lists become tuples, nested specs recurse.
+    `overrides` replace fields that are derived rather than read."""
+    check_schema(config, path, spec_schema(cls))
+    section = get_path(config, path)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in overrides:
+            continue
+        value = section[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            value = spec_from_section(hints[f.name], config, _join(path, f.name))
+        elif isinstance(value, list):
+            value = tuple(value)
+        elif hasattr(value, "to_dict"):
+            value = ml_collections.FrozenConfigDict(value)
+        values[f.name] = value
+    return cls(**values, **overrides)
+
+
+def spec_to_section(spec: Any) -> ml_collections.ConfigDict:
+    """The ConfigDict section of a spec (what a preset writes into `config.model`)."""
+    return ml_collections.ConfigDict(dataclasses.asdict(spec))
 
 
 def _join(path: str, key: str) -> str:
