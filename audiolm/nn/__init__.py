@@ -1,16 +1,20 @@
-"""Shared neural-network blocks (Flax Linen, channels-last). Contract: notes/NN_API.md.
+"""Shared neural-network blocks (Flax Linen, channels-last).
 
-Every module has `dtype` (compute) and `param_dtype` fields and names its weight axes with
-logical names; `init_params` returns plain (unboxed) params.
+The contract of every block: `dtype` (compute) and `param_dtype` fields; weight axes named with
+logical names (mapped onto mesh axes by `audiolm.parallel`); `init_params` returns plain
+(unboxed) params; the class docstring gives the call signature with shapes.
 
-Beyond the contract (additive only): `logical_params_axes` (logical names of every weight, via
+Also: `logical_params_axes` (logical names of every weight, via
 eval_shape); `attention_mask` / `dot_product_attention` (the attention core); negative key
 positions are never visible (padding); with a KV cache the queries attend over the L slots as
 they were before the call plus the T new keys (so `mask` has S = L + T there), which keeps
 chunked prefill into a ring buffer exact; `CausalConvTranspose1d(trim_left=0, groups=1)`
 (Qwen3-Omni trims k - stride on both ends; Mimi's upsampler is depthwise); `Embed` /
 `MultiCodebookEmbed` give NaN rows for out-of-range ids; `MoE(activation="silu")`;
-`TransformerBlock(cross_norm_eps, ffn_bias, init_cache(batch, max_len, width))`;
+`TransformerBlock` is the one transformer layer of every family (Qwen3 decoder and AuT
+encoder, Kyutai temporal / depformer with cross_norm / cross_scale / cross_mask / weight_sets,
+MusicGen decoder), with `init_cache(batch, max_len, width)`; `losses` holds the one masked
+token cross-entropy (`token_nll`, `masked_cross_entropy`);
 `params.Projection` (multi-axis linear kept at its true rank so logical names fit under a mesh).
 """
 
