@@ -42,15 +42,19 @@ if _ROOT not in sys.path:
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (+:arg).",
-                                          lock_config=False)
-_SWEEP = flags.DEFINE_string("sweep", None, "Sweep of the config file (NAME -> sweep_NAME or "
-                                            "NAME), or file.py:NAME.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the sweep's runs.")
-_METRIC = flags.DEFINE_string("metric", "eval/loss", "split/name of metrics.jsonl tabulated and "
-                                                     "plotted (e.g. eval/loss, test/cer).")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Only print the points.")
-# Like audiolm.main: library INFO lines (Orbax, JAX) only with --verbosity.
+
+def _define_flags() -> None:
+    """The command-line flags (defined when run as a script only, so that tests can import this
+    module beside `audiolm.main`, which defines --config and --workdir too)."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file (+:arg).",
+                                    lock_config=False)
+    flags.DEFINE_string("sweep", None, "Sweep of the config file (NAME -> sweep_NAME or NAME), "
+                                       "or file.py:NAME.")
+    flags.DEFINE_string("workdir", None, "Parent directory of the sweep's runs.")
+    flags.DEFINE_string("metric", "eval/loss", "split/name of metrics.jsonl tabulated and "
+                                               "plotted (e.g. eval/loss, test/cer).")
+    flags.DEFINE_bool("dry_run", False, "Only print the points.")
+
 
 POINT_FILE = "sweep_point.json"
 FINISHED = ("done", "diverged")  # not rerun; "failed" points are
@@ -289,13 +293,15 @@ def main(argv):
     from audiolm.parallel import runtime
     from audiolm.train.metrics import quiet_library_logs
 
-    if not flags.FLAGS["verbosity"].present:
-        quiet_library_logs()
-    fn = load_sweep(config_flags.get_config_filename(flags.FLAGS["config"]), _SWEEP.value)
-    runtime.enable_compilation_cache(_CONFIG.value.train.compilation_cache_dir)
-    run_sweep(_CONFIG.value, points_of(fn), _WORKDIR.value, _METRIC.value, _DRY_RUN.value)
+    FLAGS = flags.FLAGS
+    if not FLAGS["verbosity"].present:  # like audiolm.main: library INFO lines on request
+        quiet_library_logs(__file__)
+    fn = load_sweep(config_flags.get_config_filename(FLAGS["config"]), FLAGS.sweep)
+    runtime.enable_compilation_cache(FLAGS.config.train.compilation_cache_dir)
+    run_sweep(FLAGS.config, points_of(fn), FLAGS.workdir, FLAGS.metric, FLAGS.dry_run)
 
 
 if __name__ == "__main__":
+    _define_flags()
     flags.mark_flags_as_required(["config", "sweep", "workdir"])
     app.run(main)

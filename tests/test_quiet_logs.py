@@ -37,5 +37,18 @@ def test_library_info_dropped_by_default():
     assert keep(_record(ours))
 
 
+def test_launcher_script_lines_kept(tmp_path):
+    from audiolm.train.metrics import quiet_library_logs
+
+    handler = logging.get_absl_handler()
+    script = str(tmp_path / "sweep.py")
+    quiet_library_logs(script)
+    keep = handler.filters[-1]
+    try:
+        assert keep(_record(script)) and not keep(_record(str(tmp_path / "other.py")))
+    finally:
+        handler.removeFilter(keep)
+
+
 def test_verbosity_flag_keeps_everything():
     assert _filters_after(["main", "--config=configs/moshi.py:tiny", "--verbosity=0"]) == []

@@ -358,4 +358,24 @@ def transcribe_and_score(ctx: EvalContext, params: Any, split: str = "test",
         with open(os.path.join(workdir, f"asr_{split}.json"), "w") as f:
             json.dump(scores, f, indent=2)
         print(summary(split, scores, rows, transcripts), flush=True)
+        if ctx.writer is not None:
+            write_media(ctx.writer, ctx.config, split, rows, ctx.step)
     return scores
+
+
+def write_media(writer: Any, config: Any, split: str, rows: Sequence[dict[str, Any]], step: int,
+                count: int = 3) -> None:
+    """TensorBoard summaries of the first `count` transcribed utterances of `split`: their audio,
+    their log-mel features as an image, and a reference / hypothesis table."""
+    dataset = data_lib.make_dataset(config.data, split)
+    for r in rows[:count]:
+        wav = dataset.audio(r["index"])
+        tag = f"{split}/utterance_{r['index']}"
+        writer.audio(tag, wav, int(config.data.sample_rate), step)
+        mel, _ = features_lib.log_mel_from_config(wav, config.model.audio)
+        writer.spectrogram(f"{tag}/log_mel", mel[0], step)
+    lines = ["| # | reference | hypothesis | CER |", "|---|---|---|---|"]
+    cell = lambda s: s.replace("|", "\\|")  # noqa: E731  (markdown table cell)
+    lines += [f"| {r['index']} | {cell(r['reference'])} | {cell(r['hypothesis'])} | "
+              f"{r['cer']:.2f} |" for r in rows[:20]]
+    writer.text(f"{split}/transcripts", "\n".join(lines), step)

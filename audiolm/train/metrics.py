@@ -56,17 +56,18 @@ def truncate_metrics(workdir: str, last_step: int | None) -> None:
     os.replace(tmp, path)
 
 
-def quiet_library_logs() -> None:
-    """Drops INFO/DEBUG records that do not come from audiolm (Orbax, JAX) from absl's log
-    handler; warnings and errors of every library still show. The launchers call it unless
-    --verbosity is given."""
+def quiet_library_logs(*also_from: str) -> None:
+    """Drops INFO/DEBUG records that come neither from audiolm nor from the files `also_from`
+    (a launcher script) from absl's log handler: Orbax's and JAX's INFO lines go, warnings and
+    errors of every library still show. The launchers call it unless --verbosity is given."""
     import logging as std_logging
 
-    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    sources = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+               *(os.path.abspath(f) for f in also_from))
 
     def keep(record: std_logging.LogRecord) -> bool:
         return (record.levelno >= std_logging.WARNING
-                or os.path.abspath(record.pathname).startswith(package_dir))
+                or os.path.abspath(record.pathname).startswith(sources))
 
     logging.get_absl_handler().addFilter(keep)
 
@@ -86,21 +87,25 @@ _VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], 
                     np.float32)
 
 
-def spectrogram_image(features: Any, dynamic_range: float = 8.0) -> np.ndarray:
+def spectrogram_image(features: Any, dynamic_range: float | None = None) -> np.ndarray:
     """[H=n_mels, W=frames, 3] uint8 image of log-mel features (low frequencies at the bottom).
 
     Args:
       features: [frames, n_mels] log-mel features (e.g. `audiolm.audio.features.log_mel` of one
         utterance, natural or base-10 log).
-      dynamic_range: values more than this below the maximum are drawn as the darkest colour.
+      dynamic_range: values more than this below the maximum are drawn as the darkest colour
+        (None: the range of `features`, so the minimum is darkest).
     """
     x = np.asarray(features, np.float32)
     if x.ndim != 2 or min(x.shape) < 1:
         raise ValueError(f"spectrogram_image: features must be [frames, n_mels] with both >= 1, "
                          f"got shape {x.shape}")
-    if not dynamic_range > 0:
+    if dynamic_range is not None and not dynamic_range > 0:
         raise ValueError(f"spectrogram_image: dynamic_range={dynamic_range!r} must be > 0")
-    top = float(np.max(x)) if np.isfinite(x).any() else 0.0
+    finite = x[np.isfinite(x)]
+    top = float(finite.max()) if finite.size else 0.0
+    if dynamic_range is None:
+        dynamic_range = max(top - float(finite.min()), 1e-6) if finite.size else 1.0
     x = np.nan_to_num(x, nan=top - dynamic_range, posinf=top, neginf=top - dynamic_range)
     t = np.clip((x - (top - dynamic_range)) / dynamic_range, 0.0, 1.0).T[::-1]  # [n_mels, frames]
     pos = t * (len(_VIRIDIS) - 1)
@@ -238,6 +243,10 @@ class MetricsWriter:
         if self._tb is not None:
             # tensorboardX scales float images by 255 and passes uint8 through.
             self._tb.add_image(tag, x, int(step), dataformats="HWC")
+
+    def spectrogram(self, tag: str, features: Any, step: int) -> None:
+        """Log-mel `features` [frames, n_mels] as an image (`spectrogram_image`)."""
+        self.image(tag, spectrogram_image(np.asarray(jax.device_get(features))), step)
 
     def text(self, tag: str, text: str, step: int) -> None:
         """Markdown text (TensorBoard's Text dashboard), e.g. reference / hypothesis pairs."""

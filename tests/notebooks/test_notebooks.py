@@ -80,8 +80,22 @@ def test_patterns(monkeypatch):
 
 
 def test_asr(monkeypatch):
+    """Also: the tiny ASR run's TensorBoard directory holds the test utterances' audio, log-mel
+    images and transcripts."""
+    from tests.train.test_metrics import read_events
+
     _, train, listen, read, curves = _execute("asr", monkeypatch)
     assert re.search(r"test \{.*'cer': [\d.]+", _text(train))
+    logdir = re.search(r"TensorBoard .*: (\S+)", _text(train)).group(1)
+    tags = read_events(logdir)
+    audio = [v.audio for t, e in tags.items() for _, v in e if v.HasField("audio")]
+    images = [v.image for t, e in tags.items() for _, v in e if v.HasField("image")]
+    assert len(audio) == 3 and all(a.sample_rate == 16000 and a.length_frames > 1600
+                                   for a in audio)
+    assert len(images) == 3 and all(i.height == 128 and i.width > 10 for i in images)
+    ((_, text),) = tags["test/transcripts/text_summary"]
+    assert text.tensor.string_val[0].decode().count("\n") == 1 + 4  # header, rule, 4 rows
+    assert {"train/loss", "eval/loss", "test/cer"} <= set(tags)
     players = _outputs(listen, "text/html")
     assert len(players) == 2 and all("<audio" in p and "base64" in p for p in players)
     (table,) = _outputs(read, "text/html")

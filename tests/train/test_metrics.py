@@ -79,7 +79,9 @@ def test_spectrogram_image_orientation_and_range():
     img = metrics_lib.spectrogram_image(mel)
     assert img.shape == (4, 5, 3) and img.dtype == np.uint8
     np.testing.assert_array_equal(img[-1, 0], [253, 231, 37])  # bottom row = band 0, brightest
-    np.testing.assert_array_equal(img[0, 0], [68, 1, 84])  # 10 below the max: darkest
+    np.testing.assert_array_equal(img[0, 0], [68, 1, 84])  # the minimum: darkest
+    half = metrics_lib.spectrogram_image(mel, dynamic_range=20.0)
+    np.testing.assert_array_equal(half[0, 0], [33, 145, 140])  # 10 below the max of 20: middle
 
 
 @pytest.mark.parametrize("call, match", [
