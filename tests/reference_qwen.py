@@ -15,8 +15,8 @@ Shared by the Thinker-side and Talker-side tests. Everything here is test-time o
 * `meta_model(cfg)` / `meta_counts(cfg)`: the model built on torch's meta device and its
   parameter counts per component (no memory).
 
-Pitfalls handled here (REFERENCE.md section 0): pass `text_config.shared_expert_intermediate_size`
-and `spatial_merge_size` to the Talker config; import `Qwen3OmniMoeCode2WavConfig` from the
+Pitfalls of transformers' qwen3_omni_moe handled here: pass
+`text_config.shared_expert_intermediate_size` and `spatial_merge_size` to the Talker config; import `Qwen3OmniMoeCode2WavConfig` from the
 configuration module; fp32, eager attention, one thread, fixed seeds.
 """
 

@@ -1,4 +1,4 @@
-"""The layer contract of `audiolm` (DESIGN.md "Data flows one way"), read from the source.
+"""The layer contract of `audiolm` (data flows one way, upwards), read from the source.
 
 Every module is parsed with `ast`; every import statement counts, at module level and inside
 functions (a function-body import is still a dependency). Layers, bottom to top:

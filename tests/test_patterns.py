@@ -162,7 +162,7 @@ def test_matches_audiocraft(kind, data):
 
 
 def test_reference_examples():
-    """The n_q=4, T=5 shapes of REFERENCE.md section 3."""
+    """Sequence lengths S of audiocraft's providers at n_q=4, T=5 (default arguments)."""
     S = {"parallel": 6, "delay": 9, "unroll": 21, "coarse_first": 11, "musiclm": 21}
     for kind, s in S.items():
         assert patterns.num_steps(patterns.make(kind, 4, 5)) == s, kind

@@ -20,10 +20,10 @@ config.json):
   sample_rate 24000 (1920 samples per frame: 12.5 frames/s).
   Parameters: 216,016,577 (equal to transformers' meta-device count, tested).
 
-Design-reference Code2Wav (REFERENCE.md: 512 wide, upsampling [8, 5, 4, 2] = 320x at 16 kHz,
-50 frames/s, 4 codebooks x 2048): hidden_size 512, decoder_dim 512, upsampling_ratios () (no
-ConvNeXt stage), upsample_rates (8, 5, 4, 2), sample_rate 16000, num_codebooks 4,
-codebook_size 2048; the other fields as published.
+Design-reference Code2Wav (`audiolm.presets.thinker_talker.design_reference`: 512 wide,
+upsampling [8, 5, 4, 2] = 320x at 16 kHz, 50 frames/s, 4 codebooks x 2048): hidden_size 512,
+decoder_dim 512, upsampling_ratios () (no ConvNeXt stage), upsample_rates (8, 5, 4, 2),
+sample_rate 16000, num_codebooks 4, codebook_size 2048; the other fields as published.
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ read from its config.json):
   3,167,291,392 ("Talker 3.17B"), code predictor 141,570,304 ("MTP 141.6M"), projections
   12,589,056, codec_head 3,145,728; 3,324,596,480 in all.
 
-Design-reference Talker (REFERENCE.md): hidden_size 1536, num_layers 24, num_heads 12,
-num_kv_heads 4 (head_dim 128), num_experts 32, num_experts_per_tok 4, num_codebooks 4,
-codebook_size 2048.
+Design-reference Talker (`audiolm.presets.thinker_talker.design_reference`): hidden_size 1536,
+num_layers 24, num_heads 12, num_kv_heads 4 (head_dim 128), num_experts 32,
+num_experts_per_tok 4, num_codebooks 4, codebook_size 2048.
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
 
 
 class Attention(nn.Module):
-    """Self- or cross-attention. See NN_API.md for the contract.
+    """Self- or cross-attention (the `audiolm.nn` block contract: dtype / param_dtype fields,
+    logically named weights).
 
     `__call__(x [B, T, D], positions [B, T] | None, *, context [B, S, Dc] | None,
     context_mask [B, S] | None, mask [B, 1|H, T, S] | None, cache | None)

@@ -51,7 +51,8 @@ def capacity(num_tokens: int, top_k: int, num_experts: int, capacity_factor: flo
 
 
 class MoE(nn.Module):
-    """`__call__(x [B, T, D]) -> (y [B, T, D], aux)`; see NN_API.md.
+    """`__call__(x [B, T, D]) -> (y [B, T, D], aux)`, aux the router losses
+    (`router_aux_losses`: load_balance_loss, router_z_loss; float32 scalars).
 
     Params: `router/kernel` [D, E], `wi_gate`, `wi_up` [E, D, h], `wo` [E, h, D]; with
     shared_expert_hidden > 0 also `shared_expert` (GatedMLP) and `shared_expert_gate/kernel`

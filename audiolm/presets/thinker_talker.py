@@ -9,7 +9,7 @@ Presets (`PRESETS`):
   tiny_asr             tiny AuT + Thinker only (`enable_audio_output=False`): the speech
                        recogniser of the main job; Talker / Code2Wav sections stay (validated) but
                        are neither built nor counted
-  design_reference     the four-part design table of REFERENCE.md (AuT 1024/24/16; Thinker
+  design_reference     the four-part design-reference table (AuT 1024/24/16; Thinker
                        4096/40/32, GQA 8, 64 experts top-4, MoE every 2nd layer; Talker
                        1536/24/12, GQA 4, 32 experts top-4, 4 codebooks x 2048; Code2Wav 512 wide,
                        upsampling [8, 5, 4, 2] = 320x at 16 kHz = 50 frames/s). Sizes the table
@@ -228,7 +228,7 @@ def tiny_asr() -> ml_collections.ConfigDict:
 
 
 def design_reference() -> ml_collections.ConfigDict:
-    """REFERENCE.md's four-part design table (a second preset, distinct from the release)."""
+    """The four-part design-reference table (a second preset, distinct from the release)."""
     thinker = thinker_section(
         vocab_size=151936,  # chosen: the Qwen2/3 text vocabulary
         hidden_size=4096, num_layers=40, num_heads=32, num_kv_heads=8, head_dim=128,

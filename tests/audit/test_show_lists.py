@@ -1,9 +1,9 @@
 """Audit of the Show/Build lists of issues 4, 5 and 6: the cheap items no other test pins down.
 
-- Issue 4: the presets carry the numbers of REFERENCE.md section 1 (design table, release), and
+- Issue 4: the presets carry the published Qwen3-Omni numbers and the design-reference table, and
   no published size appears as a literal in model code (beyond the files the family test greps).
-- Issue 5: every published Kyutai variant the issue names is a preset, with the numbers of the
-  REFERENCE.md section 2 preset table.
+- Issue 5: every published Kyutai variant the issue names is a preset, with the numbers of
+  Kyutai's preset table (python `moshi` 0.2.13 loaders, moshi-core lm.rs): MOSHI_TABLE.
 - Issue 6: the MusicGen-small-shaped preset has MusicGen small's shape.
 """
 
@@ -83,7 +83,7 @@ def test_issue4_release_preset_is_the_published_config():
     assert tuple(cw.upsampling_ratios) == (2, 2) and tuple(cw.upsample_rates) == (8, 5, 4, 3)
     assert cw.decoder_dim == 1536 and cw.sample_rate == 24000
     assert c2w.total_upsampling(cw) == 1920 and m.codec_frame_rate == 12.5
-    assert c2w.output_length(cw, 20) == 37845  # REFERENCE.md: T=20 -> 37845
+    assert c2w.output_length(cw, 20) == 37845  # ((((4T-1)*8-1)*5-1)*4-1)*3 at T=20
 
 
 # Sizes of the published / design presets. None may appear as an int literal in model code
@@ -135,8 +135,8 @@ def test_issue5_every_named_variant_is_a_preset():
     assert not missing, missing
 
 
-# REFERENCE.md section 2 preset table: d/heads/layers, gated hidden, context, max_period,
-# text in/out, audio vocab, input codebooks, depformer slices (0 = none).
+# Kyutai's presets (moshi 0.2.13, moshi-core lm.rs): d/heads/layers, gated hidden, context,
+# max_period, text in/out, audio vocab, input codebooks, depformer slices (0 = none).
 MOSHI_TABLE = {
     "v0_1": (4096, 32, 32, 11264, 3000, 1e4, 32001, 32000, 2049, 8, 8),
     "v0_1_asr": (4096, 32, 32, 11264, 3000, 1e4, 32001, 32000, 2049, 16, 0),
@@ -171,7 +171,7 @@ def test_issue5_streaming_slices_and_special_presets():
         (32001, 32001, 2050)
     assert (tts.audio_codebooks, tts.depformer.num_slices) == (16, 16)
     assert moshi_configs.PRESETS["tts_202501"]().temporal.cross_attention is True
-    # Delays of the released models (REFERENCE.md: follow Python).
+    # Delays of the released models as Python / MLX use them (Rust's generator uses 2).
     assert tuple(moshi_configs.PRESETS["moshi_7b_202409"]().delays) == \
         (0,) + ((0,) + (1,) * 7) * 2
     assert tuple(moshi_configs.PRESETS["tts_1_6b_en_fr"]().delays) == (0, 0) + (2,) * 31

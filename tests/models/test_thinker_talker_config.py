@@ -162,7 +162,7 @@ def _ours(variant):
 
 def test_published_counts_match_transformers_meta(ref):
     counts = ref.meta_counts(ref.hf_config(ref.PUBLISHED_CONFIG))
-    # The reconstructed published config is the released one: REFERENCE.md's total.
+    # The reconstructed published config is the released one: its meta-device total.
     assert counts["total"] == 35_259_818_545
     desc, ours = _ours("qwen3_omni_30b_a3b")
     assert ours["aut"]["total"] == counts["aut"]
