@@ -204,6 +204,39 @@ def example_inputs(specs: Sequence[ConditionerSpec], batch: int,
 # In-model conditioners (trainable).
 
 
+def check_conditions(specs: Sequence[ConditionerSpec], conditions: Mapping[str, Any]) -> None:
+    """Host-side check of the batch arrays `ConditionerSet` reads (what `prepare` makes): lookup
+    ids in [0, num_classes), finite numbers, text byte ids in [0, 256], B >= 1. Tracers (inside
+    jit) are skipped: callers that jit check first, since an id past a table embeds as garbage
+    and a NaN number poisons every code. Raises ValueError naming the key, the value, the rule."""
+    for spec in specs:
+        key = f"cond.{spec.id}"
+        value = conditions.get(key)
+        if value is None or isinstance(value, jax.core.Tracer):
+            continue
+        x = np.asarray(value)
+        if x.ndim == 0 or x.shape[0] < 1:
+            raise ValueError(f"conditions[{key!r}] shape {x.shape}: needs a batch axis B >= 1")
+        if spec.type == "number":
+            bad = ~np.isfinite(x.astype(np.float64))
+            if bad.any():
+                raise ValueError(f"conditions[{key!r}] (number conditioner {spec.id!r}) has "
+                                 f"{x[bad][0]} at row {int(np.argwhere(bad)[0][0])}: values must "
+                                 "be finite")
+        elif spec.type in ("lookup", "text"):
+            hi = int(spec.get("num_classes")) - 1 if spec.type == "lookup" else 256
+            if not np.issubdtype(x.dtype, np.integer):
+                raise ValueError(f"conditions[{key!r}] ({spec.type} conditioner {spec.id!r}) must "
+                                 f"be integer ids, got {x.dtype}")
+            bad = (x < 0) | (x > hi)
+            if bad.any():
+                where = tuple(int(i) for i in np.argwhere(bad)[0])
+                rule = ("a class index in 0..num_classes-1 (`prepare` subtracts min_val)"
+                        if spec.type == "lookup" else "a byte + 1 (0 = padding)")
+                raise ValueError(f"conditions[{key!r}]{list(where)} = {x[where]}: must be in "
+                                 f"0..{hi}, {rule}")
+
+
 def _dense(features: int, name: str, use_bias: bool = True, axes=("embed", "embed")) -> nn.Dense:
     return nn.Dense(features, use_bias=use_bias, name=name,
                     kernel_init=partitioned(anl.params.default_kernel_init, axes),
@@ -275,6 +308,7 @@ class ConditionerSet(nn.Module):
 
     @nn.compact
     def __call__(self, conditions: Mapping[str, jax.Array]) -> dict[str, tuple[jax.Array, jax.Array]]:
+        check_conditions(self.specs, conditions)
         out = {}
         for spec in self.specs:
             key = f"cond.{spec.id}"

@@ -609,8 +609,8 @@ def check_inputs(spec: Spec, tokens, name: str = "tokens") -> None:
     values on the host only (concrete arrays), since an id past an embedding table becomes a
     NaN row under jit: callers that jit must check their inputs first (`check_tokens`)."""
     if tokens.ndim != 3 or tokens.shape[1] != 1 + spec.codebooks:
-        raise ValueError(f"MoshiLM: {name} shape {tuple(tokens.shape)} must be [B, 1+K, T] with "
-                         f"K=model.audio_codebooks={spec.codebooks}")
+        raise ValueError(f"MoshiLM: {name} shape {tuple(tokens.shape)} must be [B, "
+                         f"1+K={1 + spec.codebooks}, S] (K=model.audio_codebooks)")
     if tokens.shape[0] < 1 or tokens.shape[2] < 1:
         raise ValueError(f"MoshiLM: {name} shape {tuple(tokens.shape)}: the batch B and the "
                          "length T must be >= 1")

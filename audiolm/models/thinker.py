@@ -52,6 +52,9 @@ def check_tokens(tokens, vocab_size: int, audio_token_id: int, audio_lengths=Non
     their AuT token count. Value checks run only on concrete arrays (outside jit)."""
     if tokens.ndim != 2:
         raise ValueError(f"Thinker: tokens must be [B, T] ints, got shape {tokens.shape}")
+    if tokens.shape[0] < 1 or tokens.shape[1] < 1:
+        raise ValueError(f"Thinker: tokens shape {tuple(tokens.shape)}: the batch B and the "
+                         "length T must be >= 1")
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
         raise ValueError(f"Thinker: tokens must be integers, got {tokens.dtype}")
     if not _is_concrete(tokens):

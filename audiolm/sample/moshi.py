@@ -73,6 +73,8 @@ def init_stream(module: M.MoshiLM, batch: int) -> dict[str, Any]:
     if spec.dep_q == 0:
         raise ValueError("streaming generation needs a depformer (model.depformer.num_slices "
                          "> 0); this model is text-only")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"init_stream: batch={batch!r} must be a positive int")
     lags = stream_lags(spec)
     ring = np.tile(M.initial_tokens(spec)[None], (batch, 1, int(lags.max()) + 2))
     return {"model": module.init_state(batch), "ring": jnp.asarray(ring, jnp.int32),
@@ -87,6 +89,22 @@ def _check_user(spec: M.Spec, user, batch: int | None = None, frames: bool = Fal
         raise ValueError(f"user codes shape {tuple(user.shape)} must be {want} with K_user = "
                          f"model.audio_codebooks - model.depformer.num_slices = {ku}"
                          + (f" and B = {batch}" if batch is not None else ""))
+
+
+def check_user_codes(spec: M.Spec, user, name: str = "user") -> None:
+    """Host-side value check of user codes (any shape): -1 (absent) or 0..card-1; a rows count
+    of 0 is an error. The jitted step cannot raise, and an id past the embedding table would
+    be a NaN row, so `Sampler.step` / `Sampler.generate` call this first."""
+    u = np.asarray(user)
+    if u.ndim and u.shape[0] < 1:
+        raise ValueError(f"{name} codes shape {u.shape}: the batch B must be >= 1")
+    if not np.issubdtype(u.dtype, np.integer):
+        raise ValueError(f"{name} codes must be integer ids, got {u.dtype}")
+    bad = (u < -1) | (u >= spec.card)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name} codes{list(where)} = {u[where]}: must be -1 (absent) or an id "
+                         f"in 0..{spec.card - 1} (card = model.audio_vocab_size - 1)")
 
 
 def step(module: M.MoshiLM, params, state, user, rng, conditions=None,
@@ -203,9 +221,12 @@ class Sampler:
         if self.step_fn is None:
             raise ValueError("fusion='concat' is text-first (all text, then all audio): it has "
                              "no frame-by-frame stream; use generate()")
+        check_user_codes(self.spec, user)
+        _check_user(self.spec, np.asarray(user), int(state["ring"].shape[0]))
         return self.step_fn(params, state, jnp.asarray(user, jnp.int32), rng, conditions)
 
     def generate(self, params, user, rng, conditions=None):
+        check_user_codes(self.spec, user)
         user = jnp.asarray(user, jnp.int32)
         _check_user(self.spec, user, frames=True)
         if user.shape[2] < 1:

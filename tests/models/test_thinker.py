@@ -194,7 +194,8 @@ def test_loss_fn_on_example_batch(loaded):
     from audiolm.presets.experiment import load_experiment_config
 
     ref, _, model_config, params = loaded
-    config = load_experiment_config("configs/thinker_talker.py", "variant=tiny")
+    # synthetic: the batch is the family's example_batch (this vocab is below the bytes ids)
+    config = load_experiment_config("configs/thinker_talker.py", "variant=tiny,data=synthetic")
     config.model = model_config.copy_and_resolve_references()
     config.model.enable_audio_output = False
     config.model.aut.max_frames = 150
