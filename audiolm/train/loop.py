@@ -26,6 +26,7 @@ import time
 from typing import Any, Callable, Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -92,7 +93,9 @@ def build(config: Any) -> Experiment:
     task = config_lib.task_module(config.task.name)
     mesh = parallel.make_mesh(config.mesh)
     rules = parallel.logical_rules(config.mesh)
-    module = family.build(config.model)
+    # Mixed precision: params (and optimizer state) stay float32, the module computes in
+    # train.dtype; norms, softmax, router and losses upcast to float32 inside the blocks.
+    module = family.build(config.model, dtype=jnp.dtype(config.train.dtype))
     tx = optim.make_optimizer(config.train)
     lr_schedule = optim.learning_rate_schedule(config.train)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(int(config.seed)))
