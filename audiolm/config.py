@@ -235,7 +235,7 @@ def spec_from_section(cls: type, config: Any, path: str, **overrides: Any) -> An
     present, no unknown key, types right); lists become tuples, nested specs recurse.
     `overrides` replace fields that are derived rather than read."""
     check_schema(config, path, spec_schema(cls))
-    section = get_path(config, path)
+    section = get_path(config, path) if path else config
     hints = typing.get_type_hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
@@ -253,8 +253,17 @@ def spec_from_section(cls: type, config: Any, path: str, **overrides: Any) -> An
 
 
 def spec_to_section(spec: Any) -> ml_collections.ConfigDict:
-    """The ConfigDict section of a spec (what a preset writes into `config.model`)."""
-    return ml_collections.ConfigDict(dataclasses.asdict(spec))
+    """The ConfigDict section of a spec (what a preset writes into `config.model`); a mapping
+    field (name -> spec, e.g. conditioners) becomes a section of sections."""
+    return ml_collections.ConfigDict(_section_value(spec))
+
+
+def _section_value(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _section_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _section_value(v) for k, v in value.items()}
+    return value
 
 
 def _join(path: str, key: str) -> str:
@@ -354,21 +363,6 @@ def _validate_mesh(config: Any) -> None:
                     f"mesh axis must be one of {list(MESH_AXES)} or None")
 
 
-def _validate_data(config: Any) -> None:
-    data = get_path(config, "data")
-    require(hasattr(data, "keys"), "data", data, "must be a section")
-    try:
-        from audiolm import data as data_lib  # the data package owns its schema
-    except ImportError:
-        return
-    schema = getattr(data_lib, "DEFAULTS", None)
-    if schema is not None:
-        check_schema(config, "data", schema)
-    rules = getattr(data_lib, "validate_config", None)
-    if rules is not None:
-        rules(config)
-
-
 def validate(config: Any) -> Any:
     """Validates the whole experiment config; returns it unchanged or raises ConfigError."""
     check_keys(config, "", TOP_LEVEL_KEYS, required=("model",))
@@ -382,7 +376,7 @@ def validate(config: Any) -> Any:
     rules = _RULES.get(family)
     require(rules is not None, "model.family", family, "has no registered validation rules")
     task = _validate_task(config)
-    # Shared sections first: family and task rules may read train.loss / sample.extra.
+    # Shared sections first: family and task rules may read data / train.loss / sample.extra.
     _validate_data(config)
     _validate_train(config)
     _validate_sample(config)
@@ -390,6 +384,16 @@ def validate(config: Any) -> Any:
     rules(config)
     task.rules(config)
     return config
+
+
+# The package that owns the data section. Imported by name, as the families and tasks are:
+# it sits beside this module in the base layer and itself uses these checking helpers.
+DATA_MODULE = "audiolm.data"
+
+
+def _validate_data(config: Any) -> None:
+    require(hasattr(get_path(config, "data"), "keys"), "data", config.data, "must be a section")
+    importlib.import_module(DATA_MODULE).validate_section(config)
 
 
 def _validate_task(config: Any) -> Any:

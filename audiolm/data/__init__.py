@@ -22,6 +22,8 @@ from typing import Any
 
 import ml_collections
 
+from audiolm import config as cfg
+
 NAMES = ("speech_synth", "manifest", "synthetic")
 SPLITS = ("train", "validation", "test")
 
@@ -54,9 +56,15 @@ DEFAULTS = ml_collections.ConfigDict({
 log = logging.getLogger("audiolm.data")
 
 
+def validate_section(config: Any) -> None:
+    """`config.data` against DEFAULTS (keys and types), then its ranges and choices (called by
+    `audiolm.config.validate`)."""
+    cfg.check_schema(config, "data", DEFAULTS)
+    validate_config(config)
+
+
 def validate_config(config: Any) -> None:
     """Ranges and choices of `config.data` (types are checked against DEFAULTS by the caller)."""
-    from audiolm import config as cfg
     from audiolm.data.manifest import ON_BAD_FILE
     from audiolm.data.tokenizer import TOKENIZERS
 
@@ -103,7 +111,6 @@ def check_text_ids(config: Any, vocab_path: str, special_paths: tuple[str, ...],
         tokenizer's specials (pad, bos, eos...) or outside its ids: neither may be a text token.
     Raises ConfigError naming both fields and the colliding character.
     """
-    from audiolm import config as cfg
     from audiolm.data.tokenizer import make_tokenizer as make
 
     data = config.data
