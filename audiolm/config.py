@@ -316,16 +316,32 @@ def _validate_train(config: Any) -> None:
     check_float(config, "train.moe_aux_weight", lo=0.0)
     check_float(config, "train.moe_z_weight", lo=0.0)
     check_str(config, "train.compilation_cache_dir")
-    from audiolm.parallel import runtime  # the profiler owns the window's syntax
-
     try:
-        runtime.parse_profile_steps(get_path(config, "train.profile_steps"))
+        parse_profile_steps(get_path(config, "train.profile_steps"))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     # Family loss weights: every family's `train.loss` is a section of non-negative weights.
     check_keys(config, "train.loss", get_path(config, "train.loss").keys())
     for key in get_path(config, "train.loss").keys():
         check_float(config, f"train.loss.{key}", lo=0.0)
+
+
+def parse_profile_steps(value: Any, path: str = "train.profile_steps") -> tuple[int, int] | None:
+    """"" / None -> None (off); "start,stop" or (start, stop) -> the 1-based steps traced
+    (inclusive, 1 <= start <= stop). Anything else raises ValueError naming `path`."""
+    if value is None or value == "":
+        return None
+    rule = 'must be "" (off), "start,stop" or (start, stop) with 1 <= start <= stop'
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start, stop = (int(str(p).strip()) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}={value!r}: {rule}") from None
+    if not 1 <= start <= stop:
+        raise ValueError(f"{path}={value!r}: {rule}")
+    return start, stop
 
 
 def _validate_sample(config: Any) -> None:

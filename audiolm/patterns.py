@@ -478,40 +478,22 @@ def _revert_logits(pattern, keep, logits):
 # --------------------------------------------------------------------------------------------
 
 
-def _grid(pattern: Pattern, keep_only_valid_steps: bool) -> np.ndarray:
+def grid(pattern: Pattern, keep_only_valid_steps: bool = False) -> np.ndarray:
     """[K, S] frame index at each slot, -1 where empty (t >= timesteps counts as empty)."""
     S = num_steps(pattern, keep_only_valid_steps)
-    grid = np.full((pattern.n_q, S), -1, np.int64)
+    out = np.full((pattern.n_q, S), -1, np.int64)
     sel = (pattern.entry_step < S) & (pattern.entry_t < pattern.timesteps)
-    grid[pattern.entry_q[sel], pattern.entry_step[sel]] = pattern.entry_t[sel]
-    return grid
+    out[pattern.entry_q[sel], pattern.entry_step[sel]] = pattern.entry_t[sel]
+    return out
 
 
 def render(pattern: Pattern, keep_only_valid_steps: bool = False) -> str:
     """Text grid: one row per codebook, one column per step, frame index or '.' (special)."""
-    grid = _grid(pattern, keep_only_valid_steps)
-    width = max(len(str(pattern.timesteps - 1)), len(str(grid.shape[1] - 1)))
-    head = " " * 4 + " ".join(f"{s:>{width}}" for s in range(grid.shape[1]))
-    rows = [f"{pattern!r}, S={grid.shape[1]}", "s:" + head[2:]]
+    table = grid(pattern, keep_only_valid_steps)
+    width = max(len(str(pattern.timesteps - 1)), len(str(table.shape[1] - 1)))
+    head = " " * 4 + " ".join(f"{s:>{width}}" for s in range(table.shape[1]))
+    rows = [f"{pattern!r}, S={table.shape[1]}", "s:" + head[2:]]
     for q in range(pattern.n_q):
-        cells = " ".join(f"{'.' if t < 0 else t:>{width}}" for t in grid[q])
+        cells = " ".join(f"{'.' if t < 0 else t:>{width}}" for t in table[q])
         rows.append(f"q{q:<2} {cells}")
     return "\n".join(rows)
-
-
-def plot(pattern: Pattern, keep_only_valid_steps: bool = False, ax=None):
-    """matplotlib picture of the layout (colour = frame index, blank = special); returns the Figure."""
-    import matplotlib.pyplot as plt  # optional dependency, only for pictures
-
-    grid = _grid(pattern, keep_only_valid_steps).astype(float)
-    grid[grid < 0] = np.nan
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * grid.shape[1]), max(2.0, 0.4 * grid.shape[0])))
-    else:
-        fig = ax.figure
-    im = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="viridis")
-    ax.set_xlabel("sequence step s")
-    ax.set_ylabel("codebook q")
-    ax.set_title(repr(pattern))
-    fig.colorbar(im, ax=ax, label="frame t")
-    return fig

@@ -3,7 +3,7 @@
 Every module is parsed with `ast`; every import statement counts, at module level and inside
 functions (a function-body import is still a dependency). Layers, bottom to top:
 
-  base      config, patterns, nn, audio, data, parallel, presets, extras (and the package root)
+  base      config, patterns, nn, audio, data, parallel, presets, extras, plots (and the root)
   models    base + models
   importers base + models
   sample    base + models
@@ -28,7 +28,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "audiolm")
 
-BASE = {"config", "patterns", "nn", "audio", "data", "parallel", "presets", "extras", ""}
+BASE = {"config", "patterns", "nn", "audio", "data", "parallel", "presets", "extras", "plots", ""}
 ALLOWED = {
     "models": BASE | {"models"},
     "importers": BASE | {"models", "importers"},

@@ -196,7 +196,9 @@ def test_plot():
     import matplotlib
 
     matplotlib.use("Agg")
-    fig = patterns.plot(patterns.make("unroll", 3, 4, flattening=[0, 1, 1], delays=[0, 3, 3]))
+    from audiolm import plots
+
+    fig = plots.plot_pattern(patterns.make("unroll", 3, 4, flattening=[0, 1, 1], delays=[0, 3, 3]))
     grid = np.ma.filled(np.ma.asarray(fig.axes[0].images[0].get_array(), float), np.nan)
     assert grid.shape == (3, 12)
     assert np.isnan(grid[0, 0]) and grid[0, 1] == 0.0 and grid[1, 4] == 0.0 and grid[2, 10] == 3.0

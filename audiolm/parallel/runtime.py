@@ -13,6 +13,8 @@ from typing import Any, Mapping
 import jax
 from absl import logging
 
+from audiolm.config import parse_profile_steps
+
 
 def multihost_variable(environ: Mapping[str, str] | None = None) -> str | None:
     """Name of the environment variable that says this process is one of a multi-host job
@@ -63,24 +65,6 @@ def enable_compilation_cache(cache_dir: str) -> str:
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     return path
-
-
-def parse_profile_steps(value: Any, path: str = "train.profile_steps") -> tuple[int, int] | None:
-    """"" / None -> None (off); "start,stop" or (start, stop) -> the 1-based steps traced
-    (inclusive, 1 <= start <= stop). Anything else raises ValueError naming `path`."""
-    if value is None or value == "":
-        return None
-    rule = 'must be "" (off), "start,stop" or (start, stop) with 1 <= start <= stop'
-    parts = value.split(",") if isinstance(value, str) else value
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        start, stop = (int(str(p).strip()) for p in parts)
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}={value!r}: {rule}") from None
-    if not 1 <= start <= stop:
-        raise ValueError(f"{path}={value!r}: {rule}")
-    return start, stop
 
 
 class Profiler:
