@@ -43,11 +43,11 @@ def _text(cell):
 
 def test_all_notebooks_are_tested():
     names = sorted(f[:-len(".ipynb")] for f in os.listdir(NOTEBOOKS) if f.endswith(".ipynb"))
-    assert names == ["asr", "patterns", "quickstart"]
+    assert names == ["asr", "import_pretrained", "patterns", "quickstart"]
 
 
 def test_every_notebook_starts_with_the_colab_install_cell():
-    for name in ("asr", "patterns", "quickstart"):
+    for name in ("asr", "import_pretrained", "patterns", "quickstart"):
         nb = nbformat.read(os.path.join(NOTEBOOKS, f"{name}.ipynb"), as_version=4)
         setup = next(c for c in nb.cells if c.cell_type == "code").source
         assert "'google.colab' in sys.modules" in setup and "pip', 'install'" in setup
@@ -101,4 +101,19 @@ def test_asr(monkeypatch):
     (table,) = _outputs(read, "text/html")
     assert table.count("<tr>") == 1 + 4  # header + the 4 test utterances
     (png,) = _outputs(curves, "image/png")
+    assert len(png) > 1000
+
+
+def test_import_pretrained(monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    _, make, imported, compare = _execute("import_pretrained", monkeypatch)
+    assert "model.safetensors" in _text(make)
+    counts = re.search(r"parameters: transformers ([\d,]+), imported ([\d,]+)", _text(imported))
+    assert counts and counts.group(1) == counts.group(2)
+    (table,) = _outputs(compare, "text/html")
+    assert table.count("<tr>") == 4
+    max_diff = float(re.search(r"max \|diff\|</td><td>([\d.e+-]+)", table).group(1))
+    assert max_diff <= 1e-4  # the importer test's tolerance
+    (png,) = _outputs(compare, "image/png")
     assert len(png) > 1000
