@@ -104,7 +104,7 @@ class ModelLevelDecoders:
 
         from audiolm.models import thinker as thinker_lib
 
-        module = thinker_lib.from_config(model_config)
+        module = thinker_lib.build(model_config)
 
         def generate(params, prompt):
             params = params["thinker"]

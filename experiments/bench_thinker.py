@@ -240,7 +240,7 @@ def main(argv=None) -> dict:
         cfg.thinker.moe_dispatch = dispatch
         if args.capacity_factor > 0:
             cfg.thinker.moe_capacity_factor = args.capacity_factor
-        module = thinker_lib.from_config(cfg)
+        module = thinker_lib.build(cfg)
 
         jit = functools.partial(jax.jit, compiler_options=jit_options(args.fast_compile))
         fwd = jit(lambda p, t: module.apply({"params": p}, t)["logits"])
@@ -283,7 +283,7 @@ def main(argv=None) -> dict:
             rows.append(row)
             results["rows"].append(row)
 
-    moe = len(thinker_lib.from_config(model_config).moe_layers())
+    moe = len(thinker_lib.build(model_config).moe_layers())
     print(f"Thinker {args.config}: {th_cfg.num_layers} layers ({moe} MoE), width "
           f"{th_cfg.hidden_size}, {th_cfg.num_experts} experts top-{th_cfg.num_experts_per_tok}, "
           f"vocab "

@@ -6,7 +6,9 @@
 
 * `model_config`: the `config.model` section of the thinker_talker family (`model_config_from_hf`):
   AuT and Thinker mapped here, Talker and Code2Wav by `qwen3_omni_talker`; audio front-end
-  settings from `preprocessor_config.json` when present (Whisper defaults otherwise).
+  settings from `preprocessor_config.json` when present (Whisper defaults otherwise). Each part
+  is mapped onto its typed spec (`AudioSpec`, `AuTSpec`, `ThinkerSpec`, ...: the published
+  field names appear only here) and written with `audiolm.config.spec_to_section`.
 * `params`: {"aut", "thinker"[, "talker", "code2wav"]}, plain numpy float32 trees in the layout
   of `audiolm.models.thinker_talker.build(model_config)`.
 
@@ -31,16 +33,16 @@ import numpy as np
 from audiolm.importers import qwen3_omni_talker as talker_ckpt
 from audiolm.importers.qwen3_omni_talker import check_plain_decoder, hf_field, hf_rope_theta
 from audiolm.importers.mapping import CheckpointError, Reader, TensorStore, leftovers_error
-from audiolm.config import ConfigError
+from audiolm.config import ConfigError, spec_to_section
 from audiolm.models import code2wav as c2w
-from audiolm.models.aut import stem_out_len
-from audiolm.models.thinker import is_moe_layer
+from audiolm.models.aut import AuTSpec, stem_out_len
+from audiolm.models.thinker import ThinkerSpec, is_moe_layer
+from audiolm.models.thinker_talker import AudioSpec
 
 SKIPPED_PREFIXES = ("thinker.visual.",)  # no vision model in audiolm
 
 # The Qwen3-Omni processor's Whisper feature extractor (used when the directory has no
-# preprocessor_config.json): 16 kHz, 25 ms Hann window, 10 ms hop, mel edges 0 .. 8 kHz.
-WHISPER_AUDIO = dict(sample_rate=16000, n_fft=400, hop_length=160, f_min=0.0)
+# preprocessor_config.json) is `AudioSpec()`'s defaults: 16 kHz, 25 ms Hann window, 10 ms hop.
 WHISPER_MAX_SECONDS = 30  # the extractor's chunk length: sets aut.max_frames
 
 
@@ -50,18 +52,20 @@ WHISPER_MAX_SECONDS = 30  # the extractor's chunk length: sets aut.max_frames
 
 def audio_config_from_hf(preprocessor: dict | None, n_mels: int) -> ml_collections.ConfigDict:
     p = preprocessor or {}
-    sr = int(p.get("sampling_rate", WHISPER_AUDIO["sample_rate"]))
+    whisper = AudioSpec()
+    sr = int(p.get("sampling_rate", whisper.sample_rate))
     fs = int(p.get("feature_size", n_mels))
     if fs != n_mels:
         raise ConfigError(f"preprocessor_config.feature_size={fs} but "
                           f"thinker_config.audio_config.num_mel_bins={n_mels}: they must match")
-    return ml_collections.ConfigDict(dict(
-        sample_rate=sr, n_fft=int(p.get("n_fft", WHISPER_AUDIO["n_fft"])),
-        hop_length=int(p.get("hop_length", WHISPER_AUDIO["hop_length"])), n_mels=n_mels,
-        f_min=WHISPER_AUDIO["f_min"], f_max=sr / 2))
+    return spec_to_section(AudioSpec(
+        sample_rate=sr, n_fft=int(p.get("n_fft", whisper.n_fft)),
+        hop_length=int(p.get("hop_length", whisper.hop_length)), n_mels=n_mels,
+        f_min=whisper.f_min, f_max=sr / 2))
 
 
-def aut_config_from_hf(ac: dict, audio: Any, preprocessor: dict | None) -> ml_collections.ConfigDict:
+def aut_config_from_hf(ac: dict, audio: Any,
+                       preprocessor: dict | None) -> ml_collections.ConfigDict:
     w = "thinker_config.audio_config"
     act = ac.get("activation_function", "gelu")
     if act != "gelu":
@@ -71,14 +75,16 @@ def aut_config_from_hf(ac: dict, audio: Any, preprocessor: dict | None) -> ml_co
     chunk = 2 * int(hf_field(ac, "n_window", w))
     seconds = (preprocessor or {}).get("chunk_length", WHISPER_MAX_SECONDS)
     max_frames = int(seconds * audio.sample_rate // audio.hop_length)
-    return ml_collections.ConfigDict(dict(
-        hidden_size=int(hf_field(ac, "d_model", w)), num_layers=int(hf_field(ac, "encoder_layers", w)),
+    # No CTC head (ctc_frames_per_token 0) and the default LayerNorm epsilon: the released
+    # encoder's.
+    return spec_to_section(AuTSpec(
+        hidden_size=int(hf_field(ac, "d_model", w)),
+        num_layers=int(hf_field(ac, "encoder_layers", w)),
         num_heads=int(hf_field(ac, "encoder_attention_heads", w)),
         ffn_hidden=int(hf_field(ac, "encoder_ffn_dim", w)),
         conv_channels=int(hf_field(ac, "downsample_hidden_size", w)),
         output_dim=int(hf_field(ac, "output_dim", w)), chunk_frames=chunk,
-        attention_window_frames=int(hf_field(ac, "n_window_infer", w)), layer_norm_eps=1e-5,
-        max_frames=max_frames, use_dot_product_attention=False))
+        attention_window_frames=int(hf_field(ac, "n_window_infer", w)), max_frames=max_frames))
 
 
 def thinker_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
@@ -93,7 +99,7 @@ def thinker_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
     eos = int(hf.get("im_end_token_id", tc.get("eos_token_id") or 0))
     pad = tc.get("pad_token_id")
     audio_start = int(hf_field(th, "audio_start_token_id", "thinker_config"))
-    return ml_collections.ConfigDict(dict(
+    return spec_to_section(ThinkerSpec(
         vocab_size=int(hf_field(tc, "vocab_size", w)), hidden_size=hidden,
         num_layers=int(hf_field(tc, "num_hidden_layers", w)), num_heads=heads,
         num_kv_heads=int(tc.get("num_key_value_heads") or heads),
@@ -111,8 +117,7 @@ def thinker_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
         audio_token_id=int(hf_field(th, "audio_token_id", "thinker_config")),
         audio_start_token_id=audio_start,
         audio_end_token_id=int(th.get("audio_end_token_id", audio_start + 1)),
-        eos_token_id=eos, pad_token_id=int(pad) if pad is not None else eos,
-        moe_dispatch="dropless", moe_capacity_factor=2.0, use_dot_product_attention=False))
+        eos_token_id=eos, pad_token_id=int(pad) if pad is not None else eos))
 
 
 def model_config_from_hf(hf: dict, preprocessor: dict | None = None) -> ml_collections.ConfigDict:

@@ -5,8 +5,8 @@ safetensors lazily and hands each part its tensors:
 
 * `talker_config_from_hf(hf)` / `code2wav_config_from_hf(hf)`: the `talker_config` /
   `code2wav_config` dict of a `qwen3_omni_moe` config.json (the whole config.json is accepted
-  too) -> our `model.talker` / `model.code2wav` ConfigDict (fields of `audiolm.models.talker.
-  DEFAULTS` / `audiolm.models.code2wav.DEFAULTS`).
+  too) -> our `model.talker` / `model.code2wav` ConfigDict: the published fields mapped onto
+  `TalkerSpec` (+ `CodePredictorSpec`) / `Code2WavSpec`, written with `spec_to_section`.
 * `convert_talker(get_tensor, keys, cfg)` / `convert_code2wav(get_tensor, keys, cfg)`:
   `get_tensor(name) -> np.ndarray` reads one tensor (names without the `talker.` / `code2wav.`
   prefix), `keys` are all checkpoint names of that part (same convention). Returns
@@ -29,15 +29,10 @@ from typing import Any, Iterable
 import ml_collections
 import numpy as np
 
-from audiolm.config import ConfigError
+from audiolm.config import ConfigError, spec_to_section
 from audiolm.importers.mapping import GetTensor, Reader
-
-# Architecture constants of transformers' Qwen3OmniMoeCode2Wav that config.json does not carry
-# (written as literals in its modeling code), and the codec's output sample rate.
-HF_CODE2WAV_FIXED = dict(
-    convnext_kernel=7, convnext_mlp_ratio=4, convnext_eps=1e-6, convnext_scale_init=1e-6,
-    decoder_kernel=7, residual_dilations=(1, 3, 9), sample_rate=24000,
-)
+from audiolm.models.code2wav import Code2WavSpec
+from audiolm.models.talker import CodePredictorSpec, TalkerSpec
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +97,7 @@ def talker_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
         raise ConfigError(f"{wc}.sliding_window={cp['sliding_window']}: the code predictor "
                           "attends to its whole frame; sliding windows are not supported")
     experts = hf_field(text, "num_experts", wt, default=text.get("num_local_experts"))
-    return ml_collections.ConfigDict(dict(
+    return spec_to_section(TalkerSpec(
         thinker_hidden_size=int(hf_field(hf, "thinker_hidden_size", w)),
         projection_hidden=int(hf_field(text, "intermediate_size", wt)),
         hidden_size=int(hf_field(text, "hidden_size", wt)),
@@ -120,8 +115,6 @@ def talker_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
         moe_hidden=int(hf_field(text, "moe_intermediate_size", wt)),
         shared_expert_hidden=int(hf_field(text, "shared_expert_intermediate_size", wt)),
         norm_topk_prob=bool(text.get("norm_topk_prob", False)),
-        moe_dispatch="dropless",
-        moe_capacity_factor=2.0,
         accept_hidden_layer=int(hf_field(hf, "accept_hidden_layer", w)),
         codec_pad_id=int(hf_field(hf, "codec_pad_id", w)),
         codec_bos_id=int(hf_field(hf, "codec_bos_id", w)),
@@ -129,7 +122,7 @@ def talker_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
         codec_nothink_id=int(hf_field(hf, "codec_nothink_id", w)),
         codec_think_bos_id=int(hf_field(hf, "codec_think_bos_id", w)),
         codec_think_eos_id=int(hf_field(hf, "codec_think_eos_id", w)),
-        code_predictor=ml_collections.ConfigDict(dict(
+        code_predictor=CodePredictorSpec(
             hidden_size=int(hf_field(cp, "hidden_size", wc)),
             num_layers=int(hf_field(cp, "num_hidden_layers", wc)),
             num_heads=int(hf_field(cp, "num_attention_heads", wc)),
@@ -138,7 +131,7 @@ def talker_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
             ffn_hidden=int(hf_field(cp, "intermediate_size", wc)),
             rope_theta=hf_rope_theta(cp, wc),
             rms_norm_eps=float(hf_field(cp, "rms_norm_eps", wc)),
-        )),
+        ),
     ))
 
 
@@ -147,7 +140,9 @@ def code2wav_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
     hf = _section(hf, "code2wav_config")
     w = "code2wav_config"
     check_plain_decoder(hf, w)
-    return ml_collections.ConfigDict(dict(
+    # The ConvNeXt and decoder kernels, dilations and the 24 kHz output rate are literals of
+    # transformers' modeling code (config.json does not carry them): Code2WavSpec's defaults.
+    return spec_to_section(Code2WavSpec(
         codebook_size=int(hf_field(hf, "codebook_size", w)),
         num_codebooks=int(hf_field(hf, "num_quantizers", w)),
         hidden_size=int(hf_field(hf, "hidden_size", w)),
@@ -161,15 +156,8 @@ def code2wav_config_from_hf(hf: dict) -> ml_collections.ConfigDict:
         layer_scale_init=float(hf_field(hf, "layer_scale_initial_scale", w)),
         rms_norm_eps=float(hf_field(hf, "rms_norm_eps", w)),
         upsampling_ratios=tuple(int(r) for r in hf_field(hf, "upsampling_ratios", w)),
-        convnext_kernel=HF_CODE2WAV_FIXED["convnext_kernel"],
-        convnext_mlp_ratio=HF_CODE2WAV_FIXED["convnext_mlp_ratio"],
-        convnext_eps=HF_CODE2WAV_FIXED["convnext_eps"],
-        convnext_scale_init=HF_CODE2WAV_FIXED["convnext_scale_init"],
         decoder_dim=int(hf_field(hf, "decoder_dim", w)),
         upsample_rates=tuple(int(r) for r in hf_field(hf, "upsample_rates", w)),
-        decoder_kernel=HF_CODE2WAV_FIXED["decoder_kernel"],
-        residual_dilations=HF_CODE2WAV_FIXED["residual_dilations"],
-        sample_rate=HF_CODE2WAV_FIXED["sample_rate"],
     ))
 
 

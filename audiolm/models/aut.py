@@ -34,8 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm import nn as blocks
+from audiolm.config import spec_from_section
 from audiolm.nn.mlp import dense
 from audiolm.nn.params import Dtype, default_kernel_init, partitioned
+from audiolm.presets.thinker_talker_specs import AuTSpec
+
+__all__ = ["AuT", "AuTSpec", "CTCHead", "spec_from_config", "build", "ctc_head",
+           "ctc_frames_per_token", "num_audio_tokens", "tokens_per_chunk", "stem_out_len"]
 
 
 def conv_out_len(n):
@@ -66,28 +71,24 @@ def num_audio_tokens(frame_lengths, chunk_frames: int):
 
 
 class AuT(nn.Module):
-    """Audio encoder. Fields mirror `model.aut` plus `n_mels` from `model.audio`.
+    """Audio encoder of an `AuTSpec` (`model.aut`) over `n_mels` bands (`model.audio.n_mels`).
 
     `__call__(features [B, F, n_mels], frame_lengths [B] int | None)
       -> (embeds [B, C * tpc, output_dim], mask [B, C * tpc] bool)` with C = ceil(F / chunk_frames)
     and tpc = tokens_per_chunk(chunk_frames).
     """
+    config: AuTSpec
     n_mels: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    ffn_hidden: int
-    conv_channels: int
-    chunk_frames: int
-    attention_window_frames: int
-    output_dim: int
-    layer_norm_eps: float = 1e-5
-    use_dot_product_attention: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    @property
+    def chunk_frames(self) -> int:
+        """Mel frames per chunk (what callers need to count AuT tokens)."""
+        return self.config.chunk_frames
+
     def _conv(self, name: str) -> nn.Conv:
-        return nn.Conv(self.conv_channels, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+        return nn.Conv(self.config.conv_channels, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
                        dtype=self.dtype, param_dtype=self.param_dtype, name=name,
                        kernel_init=partitioned(default_kernel_init,
                                                (None, None, "conv_in", "conv_out")),
@@ -98,6 +99,7 @@ class AuT(nn.Module):
         if features.ndim != 3 or features.shape[-1] != self.n_mels:
             raise ValueError(f"AuT: features must be [B, frames, n_mels={self.n_mels}], got shape "
                              f"{features.shape}")
+        c = self.config
         b, f, _ = features.shape
         # A batch shorter than one chunk is one chunk of its own length (what the reference
         # does when no clip in its batch reaches a full chunk); otherwise chunks are padded to
@@ -117,38 +119,38 @@ class AuT(nn.Module):
         x = x.reshape(b * n_chunks, chunk, self.n_mels, 1)  # NHWC, spatial = (time, mel)
         for i in range(3):
             x = nn.gelu(self._conv(f"conv{i + 1}")(x), approximate=False)
-        n, t, m, c = x.shape  # t == tpc
-        x = jnp.transpose(x, (0, 1, 3, 2)).reshape(n, t, c * m)  # channel-major flatten
-        x = dense(self.hidden_size, "conv_out", ("conv_in", "embed"), use_bias=False,
+        n, t, m, ch = x.shape  # t == tpc
+        x = jnp.transpose(x, (0, 1, 3, 2)).reshape(n, t, ch * m)  # channel-major flatten
+        x = dense(c.hidden_size, "conv_out", ("conv_in", "embed"), use_bias=False,
                   dtype=self.dtype, param_dtype=self.param_dtype)(x)
-        x = x + blocks.sinusoidal_positions(tpc, self.hidden_size).astype(x.dtype)[None]
-        x = x.reshape(b, n_chunks * tpc, self.hidden_size)
+        x = x + blocks.sinusoidal_positions(tpc, c.hidden_size).astype(x.dtype)[None]
+        x = x.reshape(b, n_chunks * tpc, c.hidden_size)
 
         # Valid tokens: a prefix of num_audio_tokens(frame_length) per row.
         n_valid = num_audio_tokens(frame_lengths, self.chunk_frames)
         tok = jnp.arange(n_chunks * tpc)
         valid = tok[None, :] < n_valid[:, None]  # [B, N]
-        window = (tok // tpc) // (self.attention_window_frames // self.chunk_frames)
+        window = (tok // tpc) // (c.attention_window_frames // self.chunk_frames)
         same = window[:, None] == window[None, :]
         mask = same[None] & valid[:, None, :]
         mask = mask | jnp.eye(tok.shape[0], dtype=bool)[None]  # padded queries see themselves
         mask = mask[:, None]  # [B, 1, N, N]
 
-        head_dim = self.hidden_size // self.num_heads
-        for i in range(self.num_layers):
+        head_dim = c.hidden_size // c.num_heads
+        for i in range(c.num_layers):
             x, _, _ = blocks.TransformerBlock(
-                norm="layer", norm_eps=self.layer_norm_eps, num_heads=self.num_heads,
-                num_kv_heads=self.num_heads, head_dim=head_dim, qkv_bias=True, out_bias=True,
+                norm="layer", norm_eps=c.norm_eps, num_heads=c.num_heads,
+                num_kv_heads=c.num_heads, head_dim=head_dim, qkv_bias=True, out_bias=True,
                 qk_norm=False, rope_style=None, causal=False,
-                use_dot_product_attention=self.use_dot_product_attention,
-                ffn="plain", ffn_hidden=self.ffn_hidden, activation="gelu", ffn_bias=True,
+                use_dot_product_attention=c.use_dot_product_attention,
+                ffn="plain", ffn_hidden=c.ffn_hidden, activation="gelu", ffn_bias=True,
                 dtype=self.dtype, param_dtype=self.param_dtype, name=f"layers_{i}")(x, mask=mask)
-        x = blocks.LayerNorm(eps=self.layer_norm_eps, dtype=self.dtype,
+        x = blocks.LayerNorm(eps=c.norm_eps, dtype=self.dtype,
                              param_dtype=self.param_dtype, name="ln_post")(x)
-        x = dense(self.hidden_size, "proj1", ("embed", "mlp"), use_bias=True, dtype=self.dtype,
+        x = dense(c.hidden_size, "proj1", ("embed", "mlp"), use_bias=True, dtype=self.dtype,
                   param_dtype=self.param_dtype)(x)
         x = nn.gelu(x, approximate=False)
-        x = dense(self.output_dim, "proj2", ("mlp", "embed"), use_bias=True, dtype=self.dtype,
+        x = dense(c.output_dim, "proj2", ("mlp", "embed"), use_bias=True, dtype=self.dtype,
                   param_dtype=self.param_dtype)(x)
         x = jnp.where(valid[..., None], x, 0)
         return x, valid
@@ -180,19 +182,24 @@ def ctc_frames_per_token(model_cfg: Any) -> int:
     return int(model_cfg.aut.get("ctc_frames_per_token", 0))
 
 
-def ctc_head_from_config(model_cfg: Any, dtype: Dtype = jnp.float32) -> CTCHead | None:
-    """The CTC head over the Thinker's text vocabulary, or None when the config asks for none."""
-    r = ctc_frames_per_token(model_cfg)
-    if r <= 0:
+def spec_from_config(model_cfg: Any) -> AuTSpec:
+    """The `AuTSpec` of `model.aut` (`model_cfg` is the `model` section). A section without the
+    optional ctc_frames_per_token (imported configs) reads as 0."""
+    aut = model_cfg.aut
+    if "ctc_frames_per_token" not in aut:
+        aut = {**{key: aut[key] for key in aut}, "ctc_frames_per_token": 0}
+    return spec_from_section(AuTSpec, {"model": {"aut": aut}}, "model.aut")
+
+
+def build(model_cfg: Any, dtype: Dtype = jnp.float32) -> AuT:
+    """The AuT of the `model` section (reads `model.aut` and `model.audio.n_mels`)."""
+    return AuT(spec_from_config(model_cfg), n_mels=model_cfg.audio.n_mels, dtype=dtype)
+
+
+def ctc_head(spec: AuTSpec, vocab_size: int, dtype: Dtype = jnp.float32) -> CTCHead | None:
+    """The CTC head over a text vocabulary of `vocab_size` (the Thinker's), or None when
+    `spec.ctc_frames_per_token` asks for none."""
+    if spec.ctc_frames_per_token <= 0:
         return None
-    return CTCHead(vocab_size=model_cfg.thinker.vocab_size, frames_per_token=r, dtype=dtype)
-
-
-def from_config(model_cfg: Any, dtype: Dtype = jnp.float32) -> AuT:
-    """AuT from the `model` section (reads `model.aut` and `model.audio.n_mels`)."""
-    a = model_cfg.aut
-    return AuT(n_mels=model_cfg.audio.n_mels, hidden_size=a.hidden_size, num_layers=a.num_layers,
-               num_heads=a.num_heads, ffn_hidden=a.ffn_hidden, conv_channels=a.conv_channels,
-               chunk_frames=a.chunk_frames, attention_window_frames=a.attention_window_frames,
-               output_dim=a.output_dim, layer_norm_eps=a.layer_norm_eps,
-               use_dot_product_attention=a.use_dot_product_attention, dtype=dtype)
+    return CTCHead(vocab_size=vocab_size, frames_per_token=spec.ctc_frames_per_token,
+                   dtype=dtype)

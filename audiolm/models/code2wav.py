@@ -8,9 +8,10 @@ upsample rate r [SnakeBeta -> ConvTranspose(k=2r, stride r, trimmed r samples on
 residual units with dilations `residual_dilations`], SnakeBeta, causal conv to 1 channel,
 clamp to [-1, 1].
 
-Config: `DEFAULTS` (the tiny model, from `audiolm.presets.thinker_talker`) lists every field of
-`model.code2wav`; `validate_code2wav` checks them. Sizes of the published model (Qwen3-Omni-30B-A3B
-config.json):
+Config: `Code2WavSpec` (declared in `audiolm.presets.thinker_talker_specs`) holds every field of
+`model.code2wav` with its comment; the section schema is derived from it and `validate_code2wav`
+checks the ranges; `build` / `init_params` take the spec or the section. Sizes of the published
+model (Qwen3-Omni-30B-A3B config.json):
 
   codebook_size 2048, num_codebooks 16, hidden_size 1024, num_layers 8, num_heads 16,
   num_kv_heads 16, head_dim 64, ffn_hidden 3072, rope_theta 1e4, sliding_window 72,
@@ -38,14 +39,11 @@ import ml_collections
 import numpy as np
 
 import audiolm.nn as anl
-from audiolm.presets import thinker_talker as tt_presets
 from audiolm.config import (MAX_CODEBOOKS, ConfigError, check_float, check_int, check_schema,
-                            get_path, require)
+                            get_path, require, spec_from_section, spec_schema, spec_to_section)
 from audiolm.nn.compile import fast_jit
-
-# The field schema of this section (tiny sizes): every field is declared, with its comment, in
-# `audiolm.presets.thinker_talker.code2wav_section`.
-DEFAULTS = tt_presets.code2wav_section()
+from audiolm.presets import thinker_talker as tt_presets
+from audiolm.presets.thinker_talker_specs import Code2WavSpec
 
 
 def total_upsampling(cfg: Any) -> int:
@@ -80,7 +78,7 @@ def validate_code2wav(config: Any, path: str = "model.code2wav") -> None:
 
     Raises ConfigError naming the field, its value and the rule.
     """
-    check_schema(config, path, DEFAULTS)
+    check_schema(config, path, spec_schema(Code2WavSpec))
     check_int(config, f"{path}.codebook_size", lo=1)
     check_int(config, f"{path}.num_codebooks", lo=1, hi=MAX_CODEBOOKS)
     check_int(config, f"{path}.hidden_size", lo=1)
@@ -112,8 +110,9 @@ def validate_code2wav(config: Any, path: str = "model.code2wav") -> None:
 
 
 def tiny_config() -> ml_collections.ConfigDict:
-    """A fresh copy of `DEFAULTS` (the tiny Code2Wav)."""
-    return ml_collections.ConfigDict(DEFAULTS.to_dict())
+    """A fresh `model.code2wav` section of the tiny Code2Wav
+    (`presets.thinker_talker.TINY_CODE2WAV`)."""
+    return spec_to_section(tt_presets.TINY_CODE2WAV)
 
 
 def validate_codebook_sync(config: Any, talker_path: str = "model.talker",
@@ -131,11 +130,12 @@ def validate_codebook_sync(config: Any, talker_path: str = "model.talker",
 # Model.
 
 
-def frozen(cfg: Any) -> ml_collections.FrozenConfigDict:
-    """Hashable copy of a config section (Linen module fields must be static)."""
-    if isinstance(cfg, ml_collections.FrozenConfigDict):
+def spec_of(cfg: Any) -> Code2WavSpec:
+    """The `Code2WavSpec` of a `model.code2wav` section (schema-checked; a spec passes
+    through). Specs are hashable: modules holding them are static under jit."""
+    if isinstance(cfg, Code2WavSpec):
         return cfg
-    return ml_collections.FrozenConfigDict(cfg)
+    return spec_from_section(Code2WavSpec, {"model": {"code2wav": cfg}}, "model.code2wav")
 
 
 def check_codes(codes: Any, cfg: Any) -> None:
@@ -203,7 +203,7 @@ class Code2Wav(nn.Module):
     `upsample_{s}` (`conv`, `convnext`), `decoder_in`, `decoder_block_{b}`, `decoder_snake`,
     `decoder_out`.
     """
-    config: Any  # the model.code2wav section
+    config: Code2WavSpec
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -232,7 +232,7 @@ class Code2Wav(nn.Module):
 
 class PreTransformer(nn.Module):
     """Causal sliding-window decoder: RMSNorm pre-norm, LayerScale on both branches, RoPE."""
-    config: Any
+    config: Code2WavSpec
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -252,7 +252,7 @@ class PreTransformer(nn.Module):
 
 class UpsampleStage(nn.Module):
     """Causal ConvTranspose (k = s = ratio) then a ConvNeXt block: [B, L, D] -> [B, L*ratio, D]."""
-    config: Any
+    config: Code2WavSpec
     ratio: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -269,8 +269,8 @@ class UpsampleStage(nn.Module):
 
 
 def build(cfg: Any, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32) -> Code2Wav:
-    """The Code2Wav module of a `model.code2wav` section."""
-    return Code2Wav(frozen(cfg), dtype=dtype, param_dtype=param_dtype)
+    """The Code2Wav module of a `Code2WavSpec` or a `model.code2wav` section."""
+    return Code2Wav(spec_of(cfg), dtype=dtype, param_dtype=param_dtype)
 
 
 def describe_params(cfg: Any) -> dict[str, dict[str, int]]:
@@ -284,7 +284,7 @@ def describe_params(cfg: Any) -> dict[str, dict[str, int]]:
 def init_params(cfg: Any, rng: jax.Array, dtype: Any = jnp.float32,
                 param_dtype: Any = jnp.float32) -> Any:
     """Plain random params of the Code2Wav of `cfg` (use under jax.eval_shape for shapes)."""
-    c = frozen(cfg)
+    c = spec_of(cfg)
     codes = jnp.zeros((1, c.num_codebooks, 2), jnp.int32)
     return anl.init_params(build(c, dtype, param_dtype), rng, codes)
 

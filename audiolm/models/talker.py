@@ -5,9 +5,10 @@ The Talker turns Thinker states into audio codes, one frame at a time. A frame h
 the small dense code predictor (HF "MTP") then predicts codebooks 1..G-1 of the same frame,
 autoregressively inside the frame, with RoPE positions restarting at 0 every frame.
 
-Config: `DEFAULTS` (the tiny model, from `audiolm.presets.thinker_talker`) lists every field of
-`model.talker`; `validate_talker` checks them. Sizes of the published model (Qwen3-Omni-30B-A3B,
-read from its config.json):
+Config: `TalkerSpec` (with `CodePredictorSpec`; declared in `audiolm.presets.thinker_talker_specs`)
+holds every field of `model.talker` with its comment; the section schema is derived from it and
+`validate_talker` checks the ranges; `build` / `init_params` take the spec or the section. Sizes of
+the published model (Qwen3-Omni-30B-A3B, read from its config.json):
 
   thinker_hidden_size 2048, projection_hidden 2048, hidden_size 1024, num_layers 20,
   num_heads 16, num_kv_heads 2, head_dim 128, rope_theta 1e6, rms_norm_eps 1e-6,
@@ -36,15 +37,15 @@ import ml_collections
 import numpy as np
 
 import audiolm.nn as anl
-from audiolm.presets import thinker_talker as tt_presets
 from audiolm import config as cfglib
+from audiolm.config import (check_bool, check_choice, check_float, check_int, check_schema,
+                            require, spec_from_section, spec_schema, spec_to_section)
+from audiolm.presets import thinker_talker as tt_presets
+from audiolm.presets.thinker_talker_specs import CodePredictorSpec, TalkerSpec
 
-from audiolm.config import check_bool, check_choice, check_float, check_int, \
-    check_schema, require
-
-# The field schema of this section (tiny sizes): every field is declared, with its comment, in
-# `audiolm.presets.thinker_talker.talker_section`.
-DEFAULTS = tt_presets.talker_section()
+__all__ = ["Talker", "CodePredictor", "TalkerSpec", "CodePredictorSpec", "validate_talker",
+           "tiny_config", "spec_of", "build", "init_params", "describe_params",
+           "mask_codec_logits", "check_codes", "check_ids"]
 
 MOE_DISPATCH = ("dropless", "capacity")
 _SPECIAL_IDS = ("codec_pad_id", "codec_bos_id", "codec_eos_id", "codec_nothink_id",
@@ -67,7 +68,7 @@ def validate_talker(config: Any, path: str = "model.talker") -> None:
 
     Raises ConfigError naming the field, its value and the rule.
     """
-    check_schema(config, path, DEFAULTS)
+    check_schema(config, path, spec_schema(TalkerSpec))
     check_int(config, f"{path}.thinker_hidden_size", lo=1)
     check_int(config, f"{path}.projection_hidden", lo=1)
     hidden = check_int(config, f"{path}.hidden_size", lo=1)
@@ -104,19 +105,19 @@ def validate_talker(config: Any, path: str = "model.talker") -> None:
 
 
 def tiny_config() -> ml_collections.ConfigDict:
-    """A fresh copy of `DEFAULTS` (the tiny Talker)."""
-    return ml_collections.ConfigDict(DEFAULTS.to_dict())
+    """A fresh `model.talker` section of the tiny Talker (`presets.thinker_talker.TINY_TALKER`)."""
+    return spec_to_section(tt_presets.TINY_TALKER)
 
 
 # ---------------------------------------------------------------------------------------------
 # Model.
 
 
-def frozen(cfg: Any) -> ml_collections.FrozenConfigDict:
-    """Hashable copy of a config section (Linen module fields must be static)."""
-    if isinstance(cfg, ml_collections.FrozenConfigDict):
+def spec_of(cfg: Any) -> TalkerSpec:
+    """The `TalkerSpec` of a `model.talker` section (schema-checked; a spec passes through)."""
+    if isinstance(cfg, TalkerSpec):
         return cfg
-    return ml_collections.FrozenConfigDict(cfg)
+    return spec_from_section(TalkerSpec, {"model": {"talker": cfg}}, "model.talker")
 
 
 def check_codes(codes: Any, num_codebooks: int, codebook_size: int, name: str = "codes",
@@ -174,7 +175,7 @@ class CodePredictor(nn.Module):
     through head p-1 and predicts code c_p. Params: `layers_{i}`, `norm`, `codec_embedding`
     [G-1, codebook_size, D] (row j embeds codebook j+1), `lm_head` [G-1, D, codebook_size].
     """
-    config: Any  # the model.talker section (reads code_predictor, num_codebooks, codebook_size)
+    config: TalkerSpec  # reads code_predictor, num_codebooks, codebook_size
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -288,7 +289,7 @@ class Talker(nn.Module):
     blocks with a sigmoid-gated shared expert), `norm`, `codec_head` [D, vocab],
     `code_predictor` (see CodePredictor).
     """
-    config: Any  # the model.talker section
+    config: TalkerSpec
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -419,7 +420,7 @@ class Talker(nn.Module):
 def init_params(cfg: Any, rng: jax.Array, dtype: Any = jnp.float32,
                 param_dtype: Any = jnp.float32) -> Any:
     """Plain random params of the Talker of `cfg` (use under jax.eval_shape for shapes)."""
-    c = frozen(cfg)
+    c = spec_of(cfg)
     thinker = jnp.zeros((1, 2, c.thinker_hidden_size), dtype)
     codes = jnp.zeros((1, c.num_codebooks, 2), jnp.int32)
     return anl.init_params(build(c, dtype, param_dtype), rng, thinker, codes,
@@ -439,7 +440,7 @@ def describe_params(cfg: Any) -> dict[str, dict[str, int]]:
     via eval_shape (nothing allocated). "talker" is everything but the code predictor
     (projections, decoder, codec embedding and head); active counts top_k / num_experts of the
     routed experts."""
-    c = frozen(cfg)
+    c = spec_of(cfg)
     shapes = jax.eval_shape(lambda: init_params(c, jax.random.PRNGKey(0)))
     frac = c.num_experts_per_tok / c.num_experts
 
@@ -457,5 +458,5 @@ def describe_params(cfg: Any) -> dict[str, dict[str, int]]:
 
 
 def build(cfg: Any, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32) -> Talker:
-    """The Talker module of a `model.talker` section."""
-    return Talker(frozen(cfg), dtype=dtype, param_dtype=param_dtype)
+    """The Talker module of a `TalkerSpec` or a `model.talker` section."""
+    return Talker(spec_of(cfg), dtype=dtype, param_dtype=param_dtype)

@@ -19,8 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm import nn as blocks
+from audiolm.config import spec_from_section
 from audiolm.nn.mlp import dense
 from audiolm.nn.params import Dtype
+from audiolm.presets.thinker_talker_specs import ThinkerSpec
+
+__all__ = ["Thinker", "ThinkerSpec", "spec_from_config", "build", "check_tokens", "is_moe_layer",
+           "merge_audio"]
 
 
 def is_moe_layer(i: int, num_experts: int, decoder_sparse_step: int,
@@ -74,7 +79,7 @@ def check_tokens(tokens, vocab_size: int, audio_token_id: int, audio_lengths=Non
 
 
 class Thinker(nn.Module):
-    """The Thinker decoder. Fields mirror `model.thinker`.
+    """The Thinker decoder of a `ThinkerSpec` (`model.thinker`).
 
     `__call__(tokens [B, T] int, positions [B, T] | None, *, audio_embeds [B, N, D] | None,
     audio_lengths [B] | None, caches | None, return_hidden_states=False) -> dict` with
@@ -86,46 +91,39 @@ class Thinker(nn.Module):
       caches (only with `caches`, from `init_caches`): the updated per-layer KV caches;
         positions then default to cache index + arange(T) (incremental decoding).
     """
-    vocab_size: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    ffn_hidden: int
-    moe_hidden: int
-    num_experts: int
-    num_experts_per_tok: int
-    norm_topk_prob: bool
-    decoder_sparse_step: int
-    mlp_only_layers: tuple[int, ...]
-    rope_theta: float
-    rms_norm_eps: float
-    tie_embeddings: bool
-    audio_token_id: int
-    moe_dispatch: str = "dropless"
-    moe_capacity_factor: float = 2.0
-    use_dot_product_attention: bool = False
+    config: ThinkerSpec
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    # The two ids callers check tokens against (the samplers, the family module).
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def audio_token_id(self) -> int:
+        return self.config.audio_token_id
 
     @nn.nowrap
     def init_caches(self, batch: int, max_len: int, dtype: Dtype = jnp.float32) -> list:
         """Empty per-layer KV caches with `max_len` slots for incremental decoding."""
-        attn = blocks.Attention(num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
-                                head_dim=self.head_dim, parent=None)
-        return [attn.init_cache(batch, max_len, dtype) for _ in range(self.num_layers)]
+        c = self.config
+        attn = blocks.Attention(num_heads=c.num_heads, num_kv_heads=c.num_kv_heads,
+                                head_dim=c.head_dim, parent=None)
+        return [attn.init_cache(batch, max_len, dtype) for _ in range(c.num_layers)]
 
     def moe_layers(self) -> list[int]:
-        return [i for i in range(self.num_layers) if is_moe_layer(
-            i, self.num_experts, self.decoder_sparse_step, self.mlp_only_layers)]
+        c = self.config
+        return [i for i in range(c.num_layers)
+                if is_moe_layer(i, c.num_experts, c.decoder_sparse_step, c.mlp_only_layers)]
 
     def _check_tokens(self, tokens, audio_embeds, audio_lengths):
+        c = self.config
         if audio_embeds is not None and (audio_embeds.ndim != 3 or audio_embeds.shape[0] !=
                                          tokens.shape[0] or
-                                         audio_embeds.shape[2] != self.hidden_size):
+                                         audio_embeds.shape[2] != c.hidden_size):
             raise ValueError(f"Thinker: audio_embeds must be [B={tokens.shape[0]}, N, "
-                             f"hidden_size={self.hidden_size}], got {audio_embeds.shape}")
+                             f"hidden_size={c.hidden_size}], got {audio_embeds.shape}")
         check_tokens(tokens, self.vocab_size, self.audio_token_id,
                      audio_lengths if audio_embeds is not None else None)
 
@@ -135,33 +133,34 @@ class Thinker(nn.Module):
                  caches: list | None = None,
                  return_hidden_states: bool = False) -> dict[str, Any]:
         self._check_tokens(tokens, audio_embeds, audio_lengths)
+        c = self.config
         b, t = tokens.shape
-        if caches is not None and len(caches) != self.num_layers:
-            raise ValueError(f"Thinker: got {len(caches)} caches for {self.num_layers} layers")
+        if caches is not None and len(caches) != c.num_layers:
+            raise ValueError(f"Thinker: got {len(caches)} caches for {c.num_layers} layers")
         if positions is None:
             start = caches[0]["index"] if caches is not None else 0
             positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
-        embed = blocks.Embed(self.vocab_size, self.hidden_size, dtype=self.dtype,
+        embed = blocks.Embed(self.vocab_size, c.hidden_size, dtype=self.dtype,
                              param_dtype=self.param_dtype, name="embed_tokens")
         x = embed(tokens)
         if audio_embeds is not None:
             x = merge_audio(x, tokens, audio_embeds, self.audio_token_id)
         hidden = [x]
         lb, z, new_caches = [], [], []
-        for i in range(self.num_layers):
-            moe = is_moe_layer(i, self.num_experts, self.decoder_sparse_step,
-                               self.mlp_only_layers)
+        for i in range(c.num_layers):
+            moe = is_moe_layer(i, c.num_experts, c.decoder_sparse_step,
+                               c.mlp_only_layers)
             block = blocks.TransformerBlock(
-                norm="rms", norm_eps=self.rms_norm_eps, num_heads=self.num_heads,
-                num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, qkv_bias=False,
-                out_bias=False, qk_norm=True, qk_norm_eps=self.rms_norm_eps,
-                rope_style="rotate_half", rope_theta=self.rope_theta, causal=True,
-                use_dot_product_attention=self.use_dot_product_attention,
-                ffn="moe" if moe else "gated", ffn_hidden=self.ffn_hidden, activation="silu",
-                num_experts=self.num_experts if moe else 0,
-                top_k=self.num_experts_per_tok if moe else 0, expert_hidden=self.moe_hidden,
-                norm_topk_prob=self.norm_topk_prob, dispatch=self.moe_dispatch,
-                capacity_factor=self.moe_capacity_factor,
+                norm="rms", norm_eps=c.rms_norm_eps, num_heads=c.num_heads,
+                num_kv_heads=c.num_kv_heads, head_dim=c.head_dim, qkv_bias=False,
+                out_bias=False, qk_norm=True, qk_norm_eps=c.rms_norm_eps,
+                rope_style="rotate_half", rope_theta=c.rope_theta, causal=True,
+                use_dot_product_attention=c.use_dot_product_attention,
+                ffn="moe" if moe else "gated", ffn_hidden=c.ffn_hidden, activation="silu",
+                num_experts=c.num_experts if moe else 0,
+                top_k=c.num_experts_per_tok if moe else 0, expert_hidden=c.moe_hidden,
+                norm_topk_prob=c.norm_topk_prob, dispatch=c.moe_dispatch,
+                capacity_factor=c.moe_capacity_factor,
                 dtype=self.dtype, param_dtype=self.param_dtype, name=f"layers_{i}")
             x, cache, aux = block(x, positions,
                                   cache=None if caches is None else caches[i])
@@ -171,9 +170,9 @@ class Thinker(nn.Module):
                 z.append(aux["router_z_loss"])
             if return_hidden_states:
                 hidden.append(x)
-        x = blocks.RMSNorm(eps=self.rms_norm_eps, dtype=self.dtype,
+        x = blocks.RMSNorm(eps=c.rms_norm_eps, dtype=self.dtype,
                            param_dtype=self.param_dtype, name="norm")(x)
-        if self.tie_embeddings:
+        if c.tie_embeddings:
             logits = embed.attend(x)
         else:
             logits = dense(self.vocab_size, "lm_head", ("embed", "vocab"), use_bias=False,
@@ -191,16 +190,12 @@ class Thinker(nn.Module):
         return out
 
 
-def from_config(model_cfg: Any, dtype: Dtype = jnp.float32) -> Thinker:
-    """Thinker from the `model` section (reads `model.thinker`)."""
-    c = model_cfg.thinker
-    return Thinker(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_layers=c.num_layers,
-        num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
-        ffn_hidden=c.ffn_hidden, moe_hidden=c.moe_hidden, num_experts=c.num_experts,
-        num_experts_per_tok=c.num_experts_per_tok, norm_topk_prob=c.norm_topk_prob,
-        decoder_sparse_step=c.decoder_sparse_step, mlp_only_layers=tuple(c.mlp_only_layers),
-        rope_theta=c.rope_theta, rms_norm_eps=c.rms_norm_eps, tie_embeddings=c.tie_embeddings,
-        audio_token_id=c.audio_token_id, moe_dispatch=c.moe_dispatch,
-        moe_capacity_factor=c.moe_capacity_factor,
-        use_dot_product_attention=c.use_dot_product_attention, dtype=dtype)
+def spec_from_config(model_cfg: Any) -> ThinkerSpec:
+    """The `ThinkerSpec` of `model.thinker` (`model_cfg` is the `model` section)."""
+    return spec_from_section(ThinkerSpec, {"model": {"thinker": model_cfg.thinker}},
+                             "model.thinker")
+
+
+def build(model_cfg: Any, dtype: Dtype = jnp.float32) -> Thinker:
+    """The Thinker of the `model` section (reads `model.thinker`)."""
+    return Thinker(spec_from_config(model_cfg), dtype=dtype)

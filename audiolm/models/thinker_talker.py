@@ -27,25 +27,20 @@ import numpy as np
 from audiolm import config as config_lib
 from audiolm.audio import features as features_lib
 from audiolm.config import (check_bool, check_choice, check_float, check_int, check_keys,
-                            check_schema, get_path, require)
+                            check_schema, get_path, require, spec_schema)
 from audiolm.models import aut as aut_lib
 from audiolm.models import code2wav as code2wav_lib
 from audiolm.models import talker as talker_lib
 from audiolm.models import thinker as thinker_lib
+from audiolm.presets.thinker_talker_specs import AudioSpec
 
 FAMILY = "thinker_talker"
 
-AUDIO_SCHEMA = dict(sample_rate=0, n_fft=0, hop_length=0, n_mels=0, f_min=0.0, f_max=0.0)
-AUT_SCHEMA = dict(hidden_size=0, num_layers=0, num_heads=0, ffn_hidden=0, conv_channels=0,
-                  chunk_frames=0, attention_window_frames=0, output_dim=0, layer_norm_eps=0.0,
-                  max_frames=0, use_dot_product_attention=False)
-THINKER_SCHEMA = dict(
-    vocab_size=0, hidden_size=0, num_layers=0, num_heads=0, num_kv_heads=0, head_dim=0,
-    ffn_hidden=0, moe_hidden=0, num_experts=0, num_experts_per_tok=0, norm_topk_prob=False,
-    decoder_sparse_step=0, mlp_only_layers=(), rope_theta=0.0, rms_norm_eps=0.0,
-    tie_embeddings=False, max_seq_len=0, audio_token_id=0, audio_start_token_id=0,
-    audio_end_token_id=0, eos_token_id=0, pad_token_id=0, moe_dispatch="",
-    moe_capacity_factor=0.0, use_dot_product_attention=False)
+# Section schemas, derived from the component specs (each field declared once, with its comment,
+# in `audiolm.presets.thinker_talker_specs`).
+AUDIO_SCHEMA = spec_schema(AudioSpec)
+AUT_SCHEMA = spec_schema(aut_lib.AuTSpec)
+THINKER_SCHEMA = spec_schema(thinker_lib.ThinkerSpec)
 THINKER_TOKEN_IDS = ("audio_token_id", "audio_start_token_id", "audio_end_token_id",
                      "eos_token_id", "pad_token_id")
 MODEL_KEYS = ("family", "enable_audio_output", "codec_frame_rate", "audio", "aut", "thinker",
@@ -69,10 +64,10 @@ def _validate_audio(config: Any) -> None:
 def _validate_aut(config: Any) -> None:
     p = "model.aut"
     # ctc_frames_per_token is optional: imported configs have no CTC head.
-    optional = {"ctc_frames_per_token": 0} if "ctc_frames_per_token" in get_path(config, p) \
-        else {}
-    check_schema(config, p, {**AUT_SCHEMA, **optional})
-    if optional:
+    has_ctc = "ctc_frames_per_token" in get_path(config, p)
+    check_schema(config, p, {k: v for k, v in AUT_SCHEMA.items()
+                             if has_ctc or k != "ctc_frames_per_token"})
+    if has_ctc:
         check_int(config, f"{p}.ctc_frames_per_token", lo=0, hi=16)
     width = check_int(config, f"{p}.hidden_size", lo=4)
     require(width % 2 == 0, f"{p}.hidden_size", width,
@@ -87,7 +82,7 @@ def _validate_aut(config: Any) -> None:
     window = check_int(config, f"{p}.attention_window_frames", lo=1)
     require(window % chunk == 0, f"{p}.attention_window_frames", window,
             f"must be a multiple of {p}.chunk_frames={chunk} (windows are whole chunks)")
-    check_float(config, f"{p}.layer_norm_eps", lo=0.0, lo_open=True)
+    check_float(config, f"{p}.norm_eps", lo=0.0, lo_open=True)
     check_int(config, f"{p}.max_frames", lo=1)
     check_bool(config, f"{p}.use_dot_product_attention")
     out = check_int(config, f"{p}.output_dim", lo=1)
@@ -263,15 +258,21 @@ class ThinkerTalker(nn.Module):
 
 
 def build(model_config: Any, dtype: Any = jnp.float32) -> ThinkerTalker:
-    """The family's flax module (validate the experiment config first)."""
+    """The family's flax module (validate the experiment config first): every part is built
+    from its spec, read from its section once here."""
     talker = code2wav = None
     if model_config.enable_audio_output:
         talker = talker_lib.build(model_config.talker, dtype=dtype)
         code2wav = code2wav_lib.build(model_config.code2wav, dtype=dtype)
-    return ThinkerTalker(aut=aut_lib.from_config(model_config, dtype),
-                         thinker=thinker_lib.from_config(model_config, dtype),
-                         talker=talker, code2wav=code2wav,
-                         ctc_head=aut_lib.ctc_head_from_config(model_config, dtype))
+    return _speech_input(model_config, dtype).clone(talker=talker, code2wav=code2wav)
+
+
+def _speech_input(model_config: Any, dtype: Any = jnp.float32) -> ThinkerTalker:
+    """AuT + Thinker (+ the optional CTC head): the part `ThinkerTalker.__call__` runs."""
+    aut = aut_lib.build(model_config, dtype)
+    thinker = thinker_lib.build(model_config, dtype)
+    return ThinkerTalker(aut=aut, thinker=thinker,
+                         ctc_head=aut_lib.ctc_head(aut.config, thinker.config.vocab_size, dtype))
 
 
 def _init_inputs(model_config: Any, batch_size: int = 1):
@@ -297,9 +298,7 @@ def _init_params(model_config: Any, rng: jax.Array) -> Any:
     from flax.core import meta
 
     rng_main, rng_talker, rng_c2w = jax.random.split(rng, 3)
-    module = ThinkerTalker(aut=aut_lib.from_config(model_config),
-                           thinker=thinker_lib.from_config(model_config),
-                           ctc_head=aut_lib.ctc_head_from_config(model_config))
+    module = _speech_input(model_config)
     tokens, feats, lengths = _init_inputs(model_config)
     params = dict(meta.unbox(module.init(rng_main, tokens, feats, lengths)["params"]))
     if model_config.enable_audio_output:

@@ -65,7 +65,7 @@ def test_aut_matches_reference_on_multi_window_clips(loaded):
     ref, model, model_config, params = loaded
     feats, lengths = _features(ref, model_config, [10.3, 3.33])
     assert lengths.tolist() == [1030, 333]
-    module = aut_lib.from_config(model_config)
+    module = aut_lib.build(model_config)
     emb, mask = jax.jit(module.apply)({"params": params["aut"]}, jnp.asarray(feats),
                                       jnp.asarray(lengths))
     emb, mask = np.asarray(emb), np.asarray(mask)
@@ -88,7 +88,7 @@ def test_aut_matches_reference_on_short_clip(loaded):
     """0.57 s (57 frames, less than one chunk) alone: one partial chunk, one window."""
     ref, model, model_config, params = loaded
     feats, lengths = _features(ref, model_config, [0.57], seed=5)
-    emb, mask = jax.jit(aut_lib.from_config(model_config).apply)(
+    emb, mask = jax.jit(aut_lib.build(model_config).apply)(
         {"params": params["aut"]}, jnp.asarray(feats), jnp.asarray(lengths))
     want = _reference(model, feats, lengths)
     n = int(aut_lib.num_audio_tokens(int(lengths[0]), model_config.aut.chunk_frames))
@@ -97,8 +97,9 @@ def test_aut_matches_reference_on_short_clip(loaded):
 
 
 def test_aut_bad_input():
-    module = aut_lib.AuT(n_mels=16, hidden_size=8, num_layers=1, num_heads=2, ffn_hidden=8,
-                         conv_channels=2, chunk_frames=10, attention_window_frames=20,
-                         output_dim=8)
+    spec = aut_lib.AuTSpec(hidden_size=8, num_layers=1, num_heads=2, ffn_hidden=8,
+                           conv_channels=2, chunk_frames=10, attention_window_frames=20,
+                           output_dim=8)
+    module = aut_lib.AuT(spec, n_mels=16)
     with pytest.raises(ValueError, match=r"n_mels=16"):
         module.init(jax.random.PRNGKey(0), jnp.zeros((1, 30, 12)))

@@ -24,7 +24,7 @@ def _root(cfg) -> ml_collections.ConfigDict:
 
 
 def test_defaults_validate():
-    cw.validate_code2wav(_root(cw.DEFAULTS))
+    cw.validate_code2wav(_root(cw.tiny_config()))
 
 
 @pytest.mark.parametrize("field, value, needle", [
@@ -39,7 +39,7 @@ def test_defaults_validate():
     ("sample_rate", 0, "model.code2wav.sample_rate=0"),
 ])
 def test_validation_errors_name_the_field(field, value, needle):
-    cfg = cw.DEFAULTS.to_dict()
+    cfg = cw.tiny_config().to_dict()
     cfg[field] = value
     with pytest.raises(ConfigError) as err:
         cw.validate_code2wav(_root(cfg))

@@ -36,7 +36,7 @@ def _root(talker_cfg) -> ml_collections.ConfigDict:
 
 
 def test_defaults_validate():
-    tk.validate_talker(_root(tk.DEFAULTS))
+    tk.validate_talker(_root(tk.tiny_config()))
 
 
 @pytest.mark.parametrize("field, value, needle", [
@@ -53,7 +53,7 @@ def test_defaults_validate():
     ("code_predictor.num_kv_heads", 3, "model.talker.code_predictor.num_kv_heads=3"),
 ])
 def test_validation_errors_name_the_field(field, value, needle):
-    cfg = tk.DEFAULTS.to_dict()
+    cfg = tk.tiny_config().to_dict()
     section = cfg
     *parents, leaf = field.split(".")
     for p in parents:
@@ -65,11 +65,11 @@ def test_validation_errors_name_the_field(field, value, needle):
 
 
 def test_unknown_and_missing_fields():
-    cfg = tk.DEFAULTS.to_dict()
+    cfg = tk.tiny_config().to_dict()
     cfg["num_layer"] = 3
     with pytest.raises(ConfigError, match="model.talker.num_layer is not a known field"):
         tk.validate_talker(_root(cfg))
-    cfg = tk.DEFAULTS.to_dict()
+    cfg = tk.tiny_config().to_dict()
     del cfg["code_predictor"]["ffn_hidden"]
     with pytest.raises(ConfigError, match="model.talker.code_predictor.ffn_hidden is missing"):
         tk.validate_talker(_root(cfg))
