@@ -328,10 +328,12 @@ def _validate_train(config: Any) -> None:
 
 def parse_profile_steps(value: Any, path: str = "train.profile_steps") -> tuple[int, int] | None:
     """"" / None -> None (off); "start,stop" or (start, stop) -> the 1-based steps traced
-    (inclusive, 1 <= start <= stop). Anything else raises ValueError naming `path`."""
+    (inclusive, 2 <= start <= stop: step 1 compiles). Anything else raises ValueError naming
+    `path`."""
     if value is None or value == "":
         return None
-    rule = 'must be "" (off), "start,stop" or (start, stop) with 1 <= start <= stop'
+    rule = ('must be "" (off), "start,stop" or (start, stop) with 2 <= start <= stop (step 1 '
+            'compiles the program)')
     parts = value.split(",") if isinstance(value, str) else value
     try:
         if len(parts) != 2:
@@ -339,7 +341,7 @@ def parse_profile_steps(value: Any, path: str = "train.profile_steps") -> tuple[
         start, stop = (int(str(p).strip()) for p in parts)
     except (TypeError, ValueError):
         raise ValueError(f"{path}={value!r}: {rule}") from None
-    if not 1 <= start <= stop:
+    if not 2 <= start <= stop:
         raise ValueError(f"{path}={value!r}: {rule}")
     return start, stop
 
