@@ -58,17 +58,31 @@ class TensorStore(Mapping[str, np.ndarray]):
             raise FileNotFoundError(f"{path!r} has no *.safetensors weights")
         self.file_of = {}
         for file in files:
-            with self._safe_open(file, framework="numpy") as f:
+            with self._open(file) as f:
                 for k in f.keys():
                     self.file_of[k] = file
 
+    def _open(self, file: str, framework: str = "numpy"):
+        """safe_open, with a damaged file (truncated download, interrupted copy) named."""
+        try:
+            return self._safe_open(file, framework=framework)
+        except Exception as e:  # SafetensorError is not exported under one stable name
+            raise CheckpointError(f"{file}: not a readable safetensors file, truncated or "
+                                  f"corrupt ({type(e).__name__}: {e}); download it again") from None
+
     def __getitem__(self, name: str) -> np.ndarray:
         file = self.file_of[name]
-        with self._safe_open(file, framework="numpy") as f:
-            if f.get_slice(name).get_dtype() in ("BF16", "bfloat16"):
-                with self._safe_open(file, framework="flax") as g:  # numpy has no bfloat16
-                    return np.asarray(g.get_tensor(name), dtype=np.float32)
-            return np.asarray(f.get_tensor(name), dtype=np.float32)
+        try:
+            with self._open(file) as f:
+                if f.get_slice(name).get_dtype() in ("BF16", "bfloat16"):
+                    with self._open(file, "flax") as g:  # numpy has no bfloat16
+                        return np.asarray(g.get_tensor(name), dtype=np.float32)
+                return np.asarray(f.get_tensor(name), dtype=np.float32)
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise CheckpointError(f"{file}: tensor {name} cannot be read, the file is truncated "
+                                  f"or corrupt ({type(e).__name__}: {e})") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self.file_of))

@@ -30,6 +30,7 @@ import re
 import sys
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -39,7 +40,7 @@ else:  # Python 3.10: the same parser, packaged (a runtime dependency there)
     import tomli as tomllib
 
 from audiolm.config import ConfigError
-from audiolm.importers.mapping import Reader, TensorStore
+from audiolm.importers.mapping import CheckpointError, Reader, TensorStore
 from audiolm.models import moshi as family
 from audiolm.presets import moshi as presets  # the presets own every model-size literal
 
@@ -58,6 +59,11 @@ _PY_ARCH_KEYS = (
     "depformer_pos_emb", "depformer_weights_per_step", "depformer_weights_per_step_schedule",
     "depformer_low_rank_embeddings", "depformer_norm", "depformer_kv_repeat", "quantize",
     "gradient_checkpointing", "same_initial")
+_PY_INT_KEYS = ("dim", "text_card", "text_card_out", "n_q", "dep_q", "card", "num_heads",
+                "num_layers", "context", "kv_repeat", "extra_heads_num_heads", "extra_heads_dim",
+                "depformer_dim", "depformer_num_heads", "depformer_num_layers",
+                "depformer_context", "depformer_kv_repeat")
+_PY_FLOAT_KEYS = ("hidden_scale", "max_period", "depformer_max_period")
 _NORMS = {"rms_norm_f32": ("rms", 1e-8), "rms_norm": ("rms", 1e-5),
           "layer_norm": ("layer", 1e-5), "layer_norm_f32": ("layer", 1e-8)}
 
@@ -161,6 +167,14 @@ def _from_python(path: str, raw: dict):
     if unknown:
         raise _err(path, unknown[0], raw[unknown[0]], f"is not a known Kyutai config field "
                    f"(unknown: {unknown})")
+    for key in _PY_INT_KEYS:  # a quoted number ("32") would fail deep in the conversion
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise _err(path, key, value, "must be an int")
+    for key in _PY_FLOAT_KEYS:
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise _err(path, key, value, "must be a number")
     if "dim" not in raw:
         model = _base_from_names(path, [raw.get("tokenizer_name"), raw.get("moshi_name")])
         if "delays" in raw:
@@ -413,11 +427,31 @@ def _find_weights(config_path: str, extra) -> str:
 
 
 def load_pretrained(path: str, dtype=np.float32):
-    """(model ConfigDict, params) from a Kyutai checkpoint directory or config file."""
+    """(model ConfigDict, params) from a Kyutai checkpoint directory or config file.
+
+    Raises CheckpointError naming the weights file and the config file when the two disagree (a
+    width, head or layer count of the config that the tensors do not have)."""
     config_path = _find_config(path)
     loaded = load_config_file(config_path)
-    state = TensorStore(_find_weights(config_path, loaded.sample_extra))
-    params = convert_state_dict(loaded.model, state, dtype=dtype)
+    weights = _find_weights(config_path, loaded.sample_extra)
+    state = TensorStore(weights)
+    where = f"{weights} with {config_path}"
+    try:
+        params = convert_state_dict(loaded.model, state, dtype=dtype)
+    except CheckpointError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    except ValueError as e:  # a reshape of a tensor to the config's sizes failed
+        raise CheckpointError(f"{where}: the tensors do not fit the config's sizes (dim, "
+                              f"num_heads, num_layers, depformer_*): {e}") from None
+    expected = jax.eval_shape(lambda r: family.init_params(loaded.model, r),
+                              jax.random.PRNGKey(0))
+    want = {jax.tree_util.keystr(k): tuple(v.shape)
+            for k, v in jax.tree_util.tree_flatten_with_path(expected)[0]}
+    for k, v in jax.tree_util.tree_flatten_with_path(params)[0]:
+        name = jax.tree_util.keystr(k)
+        if name in want and want[name] != tuple(np.shape(v)):
+            raise CheckpointError(f"{where}: param {name} has shape {tuple(np.shape(v))} in the "
+                                  f"checkpoint but {want[name]} for the config's sizes")
     return loaded.model, params
 
 

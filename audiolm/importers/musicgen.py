@@ -74,8 +74,11 @@ def model_config_from_hf(cfg: dict[str, Any], max_frames: int | None = None) -> 
             frame_rate=presets.ENCODEC_32KHZ["frame_rate"]),
         lm_cfg=presets.lm(dim=dim, num_layers=int(cfg["num_hidden_layers"]), num_heads=heads,
                           ffn_hidden=int(cfg["ffn_dim"]), activation=_ACTIVATIONS[act],
+                          # transformers' MusicGen decoder computes `embed_scale` from
+                          # `scale_embedding` but never multiplies by it: the flag does not
+                          # change the model, so it is not imported.
                           norm="layer", norm_eps=1e-5, positional="sinusoidal",
-                          scale_embedding=bool(cfg.get("scale_embedding", False))),
+                          scale_embedding=False),
         conditioning_cfg=presets.conditioning(dim, conds, cross=(CROSS_ID,), project_cross=False,
                                               cfg_dropout=0.0),
         kind="delay", delays=delays)

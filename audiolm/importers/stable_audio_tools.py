@@ -181,7 +181,8 @@ def _sat_pretransform(pt: Mapping, sample_rate: int) -> ml_collections.ConfigDic
     if ptype in ("mulaw_rvq", "codes"):
         p = ml_collections.ConfigDict(dict(cfg))
         p.type = ptype
-        p.setdefault("sample_rate", sample_rate)
+        if "sample_rate" not in p:  # ConfigDict has no setdefault
+            p.sample_rate = sample_rate
         return p
     if ptype == "autoencoder":
         bottleneck = cfg.get("bottleneck") or {}

@@ -713,25 +713,32 @@ def undelay_logits(spec: Spec, text_logits, audio_logits):
     T = text_logits.shape[1]
     full = patterns.moshi_delays(spec.delays, T)
     # Output position s predicts step s+1; revert each stream group on its own sub-pattern.
-    text = patterns.revert_logits(_sub_pattern(full, (0,)), text_logits[:, None],
-                                  keep_only_valid_steps=True)
+    text = _undelay_group(full, (0,), text_logits[:, None])
     audio = None
     if audio_logits is not None:
-        idx = tuple(range(1, 1 + spec.dep_q))
-        audio = patterns.revert_logits(_sub_pattern(full, idx), audio_logits,
-                                       keep_only_valid_steps=True)
+        audio = _undelay_group(full, tuple(range(1, 1 + spec.dep_q)), audio_logits)
     return text, audio
 
 
-def _sub_pattern(full: patterns.Pattern, streams: Sequence[int]) -> patterns.Pattern:
+def _undelay_group(full: patterns.Pattern, streams: Sequence[int], logits):
+    """(logits [B, G, T, V], mask [G, T]) of the streams `streams` of the full layout.
+
+    A group's delays need not contain a 0 (a delayed text stream, or every generated codebook
+    delayed, e.g. [0, 2, 2, 2]): it is reverted on its delays minus their minimum `base`, then
+    moved `base` frames earlier (code t of a stream with delay d is predicted at output t + d),
+    the last `base` frames having no prediction (NaN, mask False).
+    """
     delays = dict(full.params)["delays"]
     sub = [delays[i] for i in streams]
-    # stream_delay needs a zero delay; streams are shifted relative to the whole model's layout.
     base = min(sub)
+    out, mask = patterns.revert_logits(patterns.moshi_delays([d - base for d in sub],
+                                                             full.timesteps),
+                                       logits, keep_only_valid_steps=True)
     if base:
-        raise ValueError(f"streams {list(streams)} have delays {sub} with no zero delay; "
-                         f"undelay them with the full pattern")
-    return patterns.moshi_delays(sub, full.timesteps)
+        out = jnp.concatenate([out[:, :, base:], jnp.full_like(out[:, :, :base], jnp.nan)],
+                              axis=2)
+        mask = jnp.concatenate([mask[:, base:], jnp.zeros_like(mask[:, :base])], axis=1)
+    return out, mask
 
 
 def example_batch(model_config, batch_size: int, rng: np.random.Generator,
