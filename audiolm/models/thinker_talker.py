@@ -223,7 +223,8 @@ class ThinkerTalker(nn.Module):
     Thinker (with KV caches from `module.thinker.init_caches` for decoding) and returns
     the Thinker's output dict (logits, aux, optional hidden_states) plus "audio_embeds" and
     "audio_mask" when features are given, and "ctc_logits" [B, N * r, vocab] / "ctc_mask"
-    [B, N * r] when the optional `ctc_head` exists (`model.aut.ctc_frames_per_token` = r > 0). The speech-output parts are applied as submodules
+    [B, N * r] when the optional `ctc_head` exists (`model.aut.ctc_frames_per_token` = r > 0).
+    The speech-output parts are applied as submodules
     (`module.talker`, `module.code2wav` with params["talker"], params["code2wav"]; see
     `audiolm.sample.thinker_talker`).
     """

@@ -222,9 +222,10 @@ def make_greedy_decoder(module: Any, config: Any, max_new: int, bos_id: int):
     """Returns jitted `decode(params, audio [B, S], audio_mask [B, S]) -> ids [B, max_new]`.
 
     The Thinker input is the training layout (`asr_sequence` with a text of [bos] only, so the
-    sequence is [audio_start, audio x n_b, audio_end, bos, pad ...]); each step runs the full
-    causal forward, reads the logits at every row's last written position and writes the argmax
-    after it. Rows stop at eos (later ids are pad). No KV cache: the sequences are short.
+    sequence is [audio_start, audio x n_b, audio_end, bos, pad ...]). The AuT runs once; each
+    step runs the Thinker's full causal forward on the audio embeddings, reads the logits at
+    every row's last written position and writes the argmax after it. Rows stop at eos (later
+    ids are pad). No KV cache: the sequences are short.
     """
     model_config = config.model
     th = model_config.thinker
@@ -240,6 +241,8 @@ def make_greedy_decoder(module: Any, config: Any, max_new: int, bos_id: int):
         tokens, _ = tt.asr_sequence(model_config, audio_lengths, text, text_mask, samples)
         start = tt.audio_token_count(model_config, audio_lengths.astype(jnp.int32)) + 2  # bos
         rows = jnp.arange(b)
+        embeds, _ = module.apply({"params": params}, feats, frame_lengths,
+                                 method=lambda m, f, n: m.aut(f, n))
 
         def cond(carry):
             i, _, done = carry
@@ -247,7 +250,9 @@ def make_greedy_decoder(module: Any, config: Any, max_new: int, bos_id: int):
 
         def body(carry):
             i, tokens, done = carry
-            logits = module.apply({"params": params}, tokens, feats, frame_lengths)["logits"]
+            logits = module.apply(
+                {"params": params}, tokens, embeds,
+                method=lambda m, t, e: m.thinker(t, audio_embeds=e)["logits"])
             pos = start + i
             nxt = jnp.argmax(logits[rows, pos].astype(jnp.float32), axis=-1).astype(jnp.int32)
             nxt = jnp.where(done, th.pad_token_id, nxt)
@@ -327,7 +332,7 @@ def group_scores(rows: Sequence[dict[str, Any]], config: Any, split: str) -> dic
 def summary(split: str, scores: dict[str, float], rows: Sequence[dict[str, Any]],
             transcripts: str, examples: int = 3) -> str:
     """The few lines a person reads at the end of a run: scores, groups, where, examples."""
-    lines = [f"{split}: CER {scores['cer']:.3f}  WER {scores['wer']:.3f}  over "
+    lines = [f"{split} CER {scores['cer']:.3f}  WER {scores['wer']:.3f}  over "
              f"{int(scores['utterances'])} utterances"]
     groups = [k[4:] for k in scores if k.startswith("cer_")]
     if groups:

@@ -239,3 +239,38 @@ def test_recipe_learns_and_scores_groups(tmp_path, capsys):
     with open(tmp_path / "run" / "asr_test.json") as f:
         assert json.load(f)["cer_scrambled"] == scores["cer_scrambled"]
     assert os.path.isfile(tmp_path / "run" / "transcripts_test.jsonl")
+
+
+def test_greedy_decoder_matches_full_forward_argmax():
+    """The decoder (AuT once, Thinker per step) writes the argmax of the full model's logits."""
+    from audiolm.models import thinker_talker as tt
+
+    config = _recipe()
+    module = tt.build(config.model)
+    params = tt.init_params(config.model, jax.random.PRNGKey(3))
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal((2, 16000))).astype(np.float32)
+    mask = np.ones((2, 16000), bool)
+    mask[1, 12000:] = False
+    max_new, bos = 3, 1
+    ids = np.asarray(asr.make_greedy_decoder(module, config, max_new, bos)(
+        params, jnp.asarray(audio), jnp.asarray(mask)))
+    feats, frame_lengths = tt.features_from_batch(config.model, {"audio": audio,
+                                                                 "audio_mask": mask})
+    for row in range(2):
+        length = int(mask[row].sum())
+        text = np.zeros((1, max_new + 1), np.int32)
+        text[0, 0] = bos
+        tmask = np.zeros((1, max_new + 1), bool)
+        tmask[0, 0] = True
+        tokens, _ = tt.asr_sequence(config.model, jnp.asarray([length]), text, tmask, 16000)
+        tokens = np.array(tokens)
+        pos = int(tt.audio_token_count(config.model, length)) + 2
+        for i in range(max_new):
+            logits = module.apply({"params": params}, jnp.asarray(tokens), feats[row:row + 1],
+                                  frame_lengths[row:row + 1])["logits"]
+            expected = int(jnp.argmax(logits[0, pos + i]))
+            assert ids[row, i] == expected, (row, i)
+            if expected == config.model.thinker.eos_token_id:
+                break
+            tokens[0, pos + i + 1] = expected
