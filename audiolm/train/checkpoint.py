@@ -289,22 +289,29 @@ def last_good_step(ckpt: "Checkpointer", loss_of_params: Callable[[Any], Any],
     target = jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=getattr(s, "sharding", None)),
         abstract_params)
-    for step in sorted(ckpt.all_steps(), reverse=True):
-        where = f"{ckpt.directory}/{step}"
-        try:
-            params = restore_params(ckpt.directory, step, target, manager=ckpt.manager)
-        except (CheckpointCorruptError, CheckpointMismatchError) as e:
-            logging.warning("last good checkpoint: skipping %s (%s)", where, e)
-            continue
-        bad = nonfinite_leaves(params)
-        if bad:
-            logging.warning("last good checkpoint: %s has non-finite params (%s)", where, bad[0])
-            continue
-        loss = float(np.asarray(jax.device_get(loss_of_params(params))))
-        if np.isfinite(loss):
-            return step
-        logging.warning("last good checkpoint: the params of %s give loss %s", where, loss)
-    return None
+    # A manager of its own: the run's has bound "state" to the save handler, and a params-only
+    # (partial) restore needs another.
+    reader = ocp.CheckpointManager(ckpt.directory, item_names=("state", "data"))
+    try:
+        for step in sorted(ckpt.all_steps(), reverse=True):
+            where = f"{ckpt.directory}/{step}"
+            try:
+                params = restore_params(ckpt.directory, step, target, manager=reader)
+            except (CheckpointCorruptError, CheckpointMismatchError) as e:
+                logging.warning("last good checkpoint: skipping %s (%s)", where, e)
+                continue
+            bad = nonfinite_leaves(params)
+            if bad:
+                logging.warning("last good checkpoint: %s has non-finite params (%s)", where,
+                                bad[0])
+                continue
+            loss = float(np.asarray(jax.device_get(loss_of_params(params))))
+            if np.isfinite(loss):
+                return step
+            logging.warning("last good checkpoint: the params of %s give loss %s", where, loss)
+        return None
+    finally:
+        reader.close()
 
 
 def restore_params(directory: str, step: int, target: Any, manager: Any = None) -> Any:

@@ -219,6 +219,19 @@ def test_last_good_step_walks_back_to_params_with_a_finite_loss(tmp_path):
         ckpt.close()
 
 
+def test_last_good_step_on_the_checkpointer_that_saved(tmp_path):
+    """As the loop calls it: on the run's own Checkpointer, right after its saves."""
+    train = _train_config()
+    ckpt = ckpt_lib.Checkpointer(str(tmp_path), train, async_save=True)
+    try:
+        for s in (1, 2, 3):
+            assert ckpt.save(s, _state(train, _params(float(s))), {"index": s})
+        ckpt.wait()
+        assert ckpt_lib.last_good_step(ckpt, _loss_of, _abstract(train).params) == 2
+    finally:
+        ckpt.close()
+
+
 def test_last_good_step_skips_damaged_checkpoints(tmp_path):
     train = _train_config()
     directory = _write(str(tmp_path), steps=(1, 2), train=train)
