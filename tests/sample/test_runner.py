@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from audiolm.models import pretransform as pretransform_lib
+from audiolm.tasks import codes as codes_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = "--config=configs/pattern_lm.py:variant=tiny"
@@ -57,7 +58,8 @@ def test_sample_writes_tokens_wavs_and_summary(trained):
     assert codes.shape == (N, 4, FRAMES) and codes.dtype == np.int32
     assert codes.min() >= 0 and codes.max() < 16
     assert "cond__prompt" in tokens.files  # the conditions the samples were drawn with
-    from audiolm.presets.experiment import load_experiment_config
+    from audiolm.presets import pattern_lm as presets
+
     pt = pretransform_lib.build(presets.tiny().pretransform)
     audio = np.asarray(pt.decode(codes))
     assert len(summary["wavs"]) == N
@@ -104,12 +106,20 @@ def test_write_samples_continues_a_prompt(trained, tmp_path):
     config.sample.temperature, config.sample.cfg_scale = 0.0, 1.0
     config.sample.extra.prompt_frames = 3
     module, params, _ = runner.load_params(config, trained)
-    summary = sampler.write_samples(module, params, config, str(tmp_path))
+    summary = codes_task.write_samples(module, params, config, str(tmp_path))
     codes = np.load(summary["tokens"])["codes"]
-    examples = sampler._examples(config, 3)
+    examples = sampler._examples(_test_batches(config), 3, config)
     np.testing.assert_array_equal(codes[:, :, :3], examples["codes"][:, :, :3])
     assert summary["prompt_frames"] == 3 and codes.shape == (3, 4, 6)
     assert not np.array_equal(codes[:, :, 3:], examples["codes"][:, :, 3:6])  # generated, not copied
+
+
+def _test_batches(config):
+    """The held-out batches the `codes` task hands the pattern-LM sample writer."""
+    from audiolm import config as config_lib
+
+    return codes_task.make_batches(config, config_lib.family_module("pattern_lm"), "test",
+                                   finite=True)
 
 
 def test_examples_cycle_a_small_test_split():
@@ -118,7 +128,7 @@ def test_examples_cycle_a_small_test_split():
 
     config = load_experiment_config("configs/pattern_lm.py", "variant=tiny")
     config.data.name, config.data.batch_size, config.data.num_test = "synthetic", 2, 2
-    rows = sampler._examples(config, 5)
+    rows = sampler._examples(_test_batches(config), 5, config)
     assert rows["codes"].shape[0] == 5
     for i in (2, 4):
         np.testing.assert_array_equal(rows["codes"][i], rows["codes"][0])

@@ -20,12 +20,13 @@ from audiolm.nn.params import init_params as nn_init_params, partitioned
 class ToyLM(nn.Module):
     vocab: int
     width: int
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, tokens):
         emb = self.param("embedding", partitioned(nn.initializers.normal(0.5), ("vocab", "embed")),
                          (self.vocab, self.width))
-        x = emb[tokens]
+        x = emb[tokens].astype(self.dtype)
         w1 = self.param("w1", partitioned(nn.initializers.lecun_normal(), ("embed", "mlp")),
                         (self.width, 2 * self.width))
         b1 = self.param("b1", nn.initializers.zeros, (2 * self.width,))
@@ -35,8 +36,11 @@ class ToyLM(nn.Module):
         return x @ emb.T
 
 
-def build(model_config):
-    return ToyLM(model_config.vocab, model_config.width)
+FAMILY = "toy"
+
+
+def build(model_config, dtype=jnp.float32):
+    return ToyLM(model_config.vocab, model_config.width, dtype)
 
 
 def init_params(model_config, rng):
