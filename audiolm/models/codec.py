@@ -1,0 +1,545 @@
+"""Neural audio codec (family "codec"): causal SEANet encoder, residual VQ, mirror decoder.
+
+waveform [B, S] -> pad right to a multiple of hop_length -> SEANet encoder (causal conv,
+per stage: residual blocks then ELU + strided conv of kernel 2r, channels doubled; ELU + last
+conv to `dimension`) -> optional causal transformer at the encoder rate -> stride-s learnt
+downsampling conv (left padding replicates the first frame) to the frame rate -> residual
+vector quantizer -> depthwise transposed conv back to the encoder rate -> optional causal
+transformer -> SEANet decoder (the mirror: ELU + transposed conv of kernel 2r, residual blocks)
+-> [B, T * hop_length].
+
+The quantizer projects the latent [B, T, D] to the codebook width d (no bias), quantizes the
+residual level by level by Euclidean nearest neighbour, sums the chosen vectors and projects
+back to D. With `num_semantic` > 0 (Mimi), a separate RVQ of that many levels with its own
+projections quantizes the same latent beside the acoustic RVQ, and their outputs are summed:
+codes are [semantic..., acoustic...]. Any prefix of codebooks (at least the semantic ones)
+decodes.
+
+Training (`Codec.__call__`): straight-through estimator over the whole quantizer output
+(z + stop_gradient(q - z)), with per-level commitment ||r_l - sg(e_l)||^2 and codebook
+||sg(r_l) - e_l||^2 errors returned for the task's loss (VQ-VAE); `active` codebooks (quantizer
+dropout) mask the later levels out of the decoded latent. The codebooks are plain trained params
+(no EMA statistics: the train loop keeps no mutable model state).
+
+Config: `audiolm.presets.codec.CodecSpec` (every field with its comment), presets `TINY`,
+`SPEECH_16K`, `MIMI`, `TINY_MIMI` there. Param tree: `encoder` (`conv_in`, `res_{i}_{j}`
+{`conv1`, `conv2`}, `down_{i}`, `conv_out`), `encoder_transformer` / `decoder_transformer`
+(`layers_{i}`), `downsample` (`conv`), `upsample` (`conv`), `quantizer` (`semantic`,
+`acoustic` or `rvq`: `input_proj` [D, d], `output_proj` [d, D], `codebooks` [L, K, d]),
+`decoder` (`conv_in`, `up_{i}`, `res_{i}_{j}`, `conv_out`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import audiolm.nn as anl
+from audiolm import config as config_lib
+from audiolm.config import (MAX_CODEBOOKS, check_float, check_int, check_schema, get_path,
+                            require)
+from audiolm.nn.compile import fast_jit
+from audiolm.nn.params import default_kernel_init, partitioned
+from audiolm.presets.codec import (CodecSpec, CodecTransformerSpec, QuantizerSpec, SEANetSpec,
+                                   bitrate, frame_rate, hop_length)
+
+FAMILY = "codec"
+__all__ = ["Codec", "CodecSpec", "bitrate", "frame_rate", "hop_length", "build", "init_params",
+           "describe_params", "rules", "example_batch", "spec_of", "encode", "decode"]
+
+
+def spec_of(model_config: Any) -> CodecSpec:
+    """The `CodecSpec` of `config.model` (schema-checked; a spec passes through)."""
+    if isinstance(model_config, CodecSpec):
+        return model_config
+    return config_lib.spec_from_section(CodecSpec, {"model": model_config}, "model")
+
+
+def num_frames(spec: CodecSpec, samples: int) -> int:
+    """Code frames of a waveform of `samples` samples (padded up to whole frames)."""
+    return -(-samples // hop_length(spec))
+
+
+# ---------------------------------------------------------------------------------------------
+# SEANet
+
+
+class ResidualBlock(nn.Module):
+    """x + conv2(ELU(conv1(ELU(x)))): conv1 [kernel, dilation] to `hidden`, conv2 1x1 back."""
+    channels: int
+    hidden: int
+    kernel: int
+    dilation: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = anl.CausalConv1d(self.hidden, self.kernel, dilation=self.dilation, name="conv1",
+                             **kw)(jax.nn.elu(x))
+        h = anl.CausalConv1d(self.channels, 1, name="conv2", **kw)(jax.nn.elu(h))
+        return x + h
+
+
+class SEANetEncoder(nn.Module):
+    """wav [B, S] (S a multiple of prod(ratios)) -> [B, S / prod(ratios), dimension]."""
+    spec: SEANetSpec
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, wav: jax.Array) -> jax.Array:
+        c = self.spec
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = anl.CausalConv1d(c.n_filters, c.kernel_size, name="conv_in", **kw)(wav[..., None])
+        ch = c.n_filters
+        for i, ratio in enumerate(reversed(c.ratios)):
+            for j in range(c.n_residual_layers):
+                x = ResidualBlock(ch, ch // c.compress, c.residual_kernel_size,
+                                  c.dilation_base ** j, name=f"res_{i}_{j}", **kw)(x)
+            x = anl.CausalConv1d(2 * ch, 2 * ratio, stride=ratio, name=f"down_{i}",
+                                 **kw)(jax.nn.elu(x))
+            ch *= 2
+        return anl.CausalConv1d(c.dimension, c.last_kernel_size, name="conv_out",
+                                **kw)(jax.nn.elu(x))
+
+
+class SEANetDecoder(nn.Module):
+    """latent [B, T, dimension] -> wav [B, T * prod(ratios)] (the encoder's mirror)."""
+    spec: SEANetSpec
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        c = self.spec
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        ch = c.n_filters * 2 ** len(c.ratios)
+        x = anl.CausalConv1d(ch, c.kernel_size, name="conv_in", **kw)(z)
+        for i, ratio in enumerate(c.ratios):
+            # Causal: the k - stride extra samples of the transposed conv are trimmed on the right.
+            x = anl.CausalConvTranspose1d(ch // 2, 2 * ratio, ratio, name=f"up_{i}",
+                                          **kw)(jax.nn.elu(x))
+            ch //= 2
+            for j in range(c.n_residual_layers):
+                x = ResidualBlock(ch, ch // c.compress, c.residual_kernel_size,
+                                  c.dilation_base ** j, name=f"res_{i}_{j}", **kw)(x)
+        x = anl.CausalConv1d(1, c.last_kernel_size, name="conv_out", **kw)(jax.nn.elu(x))
+        return x[..., 0]
+
+
+class CodecTransformer(nn.Module):
+    """Causal transformer x [B, T, D] -> [B, T, D]: LayerNorm (eps 1e-5), interleaved RoPE,
+    attention window `context`, GELU MLP without biases, LayerScale (Mimi's)."""
+    spec: CodecTransformerSpec
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        t = self.spec
+        for i in range(t.num_layers):
+            x, _, _ = anl.TransformerBlock(
+                num_heads=t.num_heads, norm="layer", norm_eps=1e-5, rope_style="interleaved",
+                rope_theta=t.rope_theta, causal=True, window=t.context, ffn="plain",
+                ffn_hidden=t.ffn_hidden, activation="gelu", ffn_bias=False,
+                layer_scale=t.layer_scale or None, dtype=self.dtype,
+                param_dtype=self.param_dtype, name=f"layers_{i}")(x)
+        return x
+
+
+class Downsample(nn.Module):
+    """Learnt causal conv (kernel 2s, stride s, no bias): [B, T, D] -> [B, T / s, D]. The s
+    frames of left padding repeat the first frame (Mimi's replicate padding)."""
+    stride: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        s = self.stride
+        x = jnp.concatenate([jnp.repeat(x[:, :1], s, axis=1), x], axis=1)
+        return nn.Conv(x.shape[-1], (2 * s,), strides=(s,), padding="VALID", use_bias=False,
+                       dtype=self.dtype, param_dtype=self.param_dtype, name="conv",
+                       kernel_init=partitioned(default_kernel_init,
+                                               (None, "conv_in", "conv_out")))(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Residual vector quantizer
+
+
+def nearest(residual: jax.Array, codebook: jax.Array) -> jax.Array:
+    """Index of the nearest codebook row (Euclidean) of each vector: [..., d], [K, d] -> [...]."""
+    r = residual.astype(jnp.float32)
+    e = codebook.astype(jnp.float32)
+    dots = jnp.einsum("...d,kd->...k", r, e, precision=jax.lax.Precision.HIGHEST)
+    dist = jnp.sum(r * r, axis=-1, keepdims=True) - 2.0 * dots + jnp.sum(e * e, axis=-1)
+    return jnp.argmin(dist, axis=-1).astype(jnp.int32)
+
+
+class ResidualVQ(nn.Module):
+    """`levels` codebooks of `codebook_size` x `dimension` between projections width <-> d.
+
+    Params `input_proj` [width, d], `output_proj` [d, width], `codebooks` [L, K, d].
+    """
+    width: int
+    dimension: int
+    codebook_size: int
+    levels: int
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        init = partitioned(default_kernel_init, ("embed", None))
+        self.input_proj = self.param("input_proj", init, (self.width, self.dimension),
+                                     self.param_dtype)
+        self.output_proj = self.param(
+            "output_proj", partitioned(default_kernel_init, (None, "embed")),
+            (self.dimension, self.width), self.param_dtype)
+        self.codebooks = self.param(
+            "codebooks", partitioned(nn.initializers.normal(1.0), ("codebooks", None, None)),
+            (self.levels, self.codebook_size, self.dimension), self.param_dtype)
+
+    def _project_in(self, x):
+        return jnp.einsum("btc,cd->btd", x.astype(jnp.float32),
+                          self.input_proj.astype(jnp.float32))
+
+    def _project_out(self, q):
+        return jnp.einsum("btd,dc->btc", q, self.output_proj.astype(jnp.float32))
+
+    def encode(self, x: jax.Array, levels: int) -> jax.Array:
+        """x [B, T, width] -> codes [B, levels, T] (int32)."""
+        r = self._project_in(x)
+        codes = []
+        for level in range(levels):
+            idx = nearest(r, self.codebooks[level])
+            r = r - jnp.take(self.codebooks[level].astype(jnp.float32), idx, axis=0)
+            codes.append(idx)
+        return jnp.stack(codes, axis=1)
+
+    def decode(self, codes: jax.Array) -> jax.Array:
+        """codes [B, n, T] (n <= levels) -> [B, T, width]."""
+        q = 0.0
+        for level in range(codes.shape[1]):
+            q = q + jnp.take(self.codebooks[level].astype(jnp.float32), codes[:, level], axis=0)
+        return self._project_out(q)
+
+    def __call__(self, x: jax.Array, active: jax.Array) -> dict[str, jax.Array]:
+        """Training forward: x [B, T, width], `active` levels (int scalar, may be traced).
+
+        Returns quantized [B, T, width] (straight-through), codes [B, L, T], commit and
+        codebook [B, T, L] (mean squared error per frame and level; zero for inactive levels).
+        """
+        z = self._project_in(x)
+        r = z
+        q = jnp.zeros_like(z)
+        codes, commit, codebook = [], [], []
+        for level in range(self.levels):
+            book = self.codebooks[level].astype(jnp.float32)
+            idx = nearest(jax.lax.stop_gradient(r), book)
+            e = jnp.take(book, idx, axis=0)
+            on = (level < active).astype(jnp.float32)
+            commit.append(on * jnp.mean(jnp.square(r - jax.lax.stop_gradient(e)), axis=-1))
+            codebook.append(on * jnp.mean(jnp.square(jax.lax.stop_gradient(r) - e), axis=-1))
+            q = q + on * jax.lax.stop_gradient(e)
+            r = r - jax.lax.stop_gradient(e)
+            codes.append(idx)
+        q = z + jax.lax.stop_gradient(q - z)  # straight-through to the encoder
+        return {"quantized": self._project_out(q), "codes": jnp.stack(codes, axis=1),
+                "commit": jnp.stack(commit, axis=-1), "codebook": jnp.stack(codebook, axis=-1)}
+
+
+class Quantizer(nn.Module):
+    """Plain RVQ (`rvq`) or Mimi's split RVQ (`semantic` + `acoustic` on the same latent)."""
+    spec: QuantizerSpec
+    width: int
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        q = self.spec
+        kw = dict(width=self.width, dimension=q.dimension, codebook_size=q.codebook_size,
+                  param_dtype=self.param_dtype)
+        if q.num_semantic:
+            self.semantic = ResidualVQ(levels=q.num_semantic, **kw)
+            self.acoustic = ResidualVQ(levels=q.num_codebooks - q.num_semantic, **kw)
+        else:
+            self.rvq = ResidualVQ(levels=q.num_codebooks, **kw)
+
+    def encode(self, x: jax.Array, n: int) -> jax.Array:
+        s = self.spec.num_semantic
+        if not s:
+            return self.rvq.encode(x, n)
+        codes = self.semantic.encode(x, s)
+        if n > s:
+            codes = jnp.concatenate([codes, self.acoustic.encode(x, n - s)], axis=1)
+        return codes
+
+    def decode(self, codes: jax.Array) -> jax.Array:
+        s = self.spec.num_semantic
+        if not s:
+            return self.rvq.decode(codes)
+        out = self.semantic.decode(codes[:, :s])
+        if codes.shape[1] > s:
+            out = out + self.acoustic.decode(codes[:, s:])
+        return out
+
+    def __call__(self, x: jax.Array, active: jax.Array) -> dict[str, jax.Array]:
+        s = self.spec.num_semantic
+        if not s:
+            return self.rvq(x, active)
+        first = self.semantic(x, jnp.asarray(s))  # the semantic level is never dropped
+        rest = self.acoustic(x, active - s)
+        return {"quantized": first["quantized"] + rest["quantized"],
+                "codes": jnp.concatenate([first["codes"], rest["codes"]], axis=1),
+                "commit": jnp.concatenate([first["commit"], rest["commit"]], axis=-1),
+                "codebook": jnp.concatenate([first["codebook"], rest["codebook"]], axis=-1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The codec
+
+
+class Codec(nn.Module):
+    """Methods (use with `module.apply({"params": p}, ..., method=...)`):
+
+      encode(wav [B, S], num_codebooks=None) -> codes [B, n, ceil(S / hop)] int32
+      decode(codes [B, n, T]) -> wav [B, T * hop]   (n >= num_semantic: any prefix decodes)
+      __call__(wav [B, S], active=None) -> {"audio" [B, S], "codes" [B, N, T], "commit",
+        "codebook" [B, T, N], "latent" [B, T, D]}: training forward, `active` codebooks
+        (quantizer dropout; default all).
+    """
+    spec: CodecSpec
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        c = self.spec
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        width = c.seanet.dimension
+        self.encoder = SEANetEncoder(c.seanet, **kw)
+        self.decoder = SEANetDecoder(c.seanet, **kw)
+        if c.transformer.num_layers:
+            self.encoder_transformer = CodecTransformer(c.transformer, **kw)
+            self.decoder_transformer = CodecTransformer(c.transformer, **kw)
+        if c.downsample_stride > 1:
+            s = c.downsample_stride
+            self.downsample = Downsample(s, **kw)
+            # depthwise, as Mimi's (its `upsample_channel_wise_bug`)
+            self.upsample = anl.CausalConvTranspose1d(width, 2 * s, s, groups=width,
+                                                      use_bias=False, **kw)
+        self.quantizer = Quantizer(c.quantizer, width, param_dtype=self.param_dtype)
+
+    def _check_wav(self, wav: Any) -> None:
+        if np.ndim(wav) != 2 or np.shape(wav)[1] < 1:
+            raise ValueError(f"Codec: wav shape {np.shape(wav)} must be [B, S] with S >= 1 "
+                             f"(mono samples at {self.spec.sample_rate} Hz)")
+
+    def latent(self, wav: jax.Array) -> jax.Array:
+        """Unquantized latent at the frame rate: [B, S] -> [B, ceil(S / hop), D]."""
+        self._check_wav(wav)
+        hop = hop_length(self.spec)
+        pad = -wav.shape[1] % hop
+        x = jnp.pad(wav.astype(self.dtype), ((0, 0), (0, pad)))
+        x = self.encoder(x)
+        if self.spec.transformer.num_layers:
+            x = self.encoder_transformer(x)
+        if self.spec.downsample_stride > 1:
+            x = self.downsample(x)
+        return x
+
+    def synthesize(self, latent: jax.Array) -> jax.Array:
+        """Decoder from a (quantized) latent [B, T, D] -> wav [B, T * hop]."""
+        x = latent.astype(self.dtype)
+        if self.spec.downsample_stride > 1:
+            x = self.upsample(x)
+        if self.spec.transformer.num_layers:
+            x = self.decoder_transformer(x)
+        return self.decoder(x)
+
+    def encode(self, wav: jax.Array, num_codebooks: int | None = None) -> jax.Array:
+        q = self.spec.quantizer
+        n = q.num_codebooks if num_codebooks is None else int(num_codebooks)
+        if not max(q.num_semantic, 1) <= n <= q.num_codebooks:
+            raise ValueError(f"Codec.encode: num_codebooks={n} must be in "
+                             f"[{max(q.num_semantic, 1)}, {q.num_codebooks}]")
+        return self.quantizer.encode(self.latent(wav), n)
+
+    def decode(self, codes: jax.Array) -> jax.Array:
+        check_codes(codes, self.spec)
+        return self.synthesize(self.quantizer.decode(jnp.asarray(codes, jnp.int32)))
+
+    def __call__(self, wav: jax.Array, active: Any = None) -> dict[str, jax.Array]:
+        q = self.spec.quantizer
+        active = jnp.asarray(q.num_codebooks if active is None else active, jnp.int32)
+        z = self.latent(wav)
+        out = self.quantizer(z, active)
+        audio = self.synthesize(out["quantized"])[:, :wav.shape[1]]
+        return {"audio": audio.astype(jnp.float32), "codes": out["codes"],
+                "commit": out["commit"], "codebook": out["codebook"], "latent": z}
+
+
+def check_codes(codes: Any, spec: CodecSpec) -> None:
+    """codes: ints [B, n, T] with num_semantic <= n <= num_codebooks (n >= 1), T >= 1, ids in
+    [0, codebook_size) (checked on concrete arrays)."""
+    q = spec.quantizer
+    shape = tuple(np.shape(codes))
+    lo = max(q.num_semantic, 1)
+    if len(shape) != 3 or not lo <= shape[1] <= q.num_codebooks or shape[2] < 1:
+        raise ValueError(f"codes: shape {shape} must be [B, n, T>=1] with n in "
+                         f"[{lo}, num_codebooks={q.num_codebooks}]")
+    dtype = codes.dtype if hasattr(codes, "dtype") else np.asarray(codes).dtype
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(f"codes: dtype {dtype} must be an integer type")
+    if not isinstance(codes, jax.core.Tracer):
+        arr = np.asarray(codes)
+        if arr.min() < 0 or arr.max() >= q.codebook_size:
+            raise ValueError(f"codes: ids must be in [0, codebook_size={q.codebook_size}); got "
+                             f"min {arr.min()}, max {arr.max()}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled entry points (the module is static: one executable per module and shape)
+
+
+def _encode_impl(module: Codec, params: Any, wav: jax.Array, n: int) -> jax.Array:
+    return module.apply({"params": params}, wav, n, method=Codec.encode)
+
+
+def _decode_impl(module: Codec, params: Any, codes: jax.Array) -> jax.Array:
+    return module.apply({"params": params}, codes, method=Codec.decode)
+
+
+_encode_jit = jax.jit(_encode_impl, static_argnums=(0, 3))
+_decode_jit = jax.jit(_decode_impl, static_argnums=0)
+# A few calls per shape (tests, evaluation of a handful of utterances): compile time dominates.
+_encode_fast = fast_jit(_encode_impl, static_argnums=(0, 3))
+_decode_fast = fast_jit(_decode_impl, static_argnums=0)
+
+
+def encode(module: Codec, params: Any, wav: Any, num_codebooks: int | None = None,
+           fast_compile: bool = False) -> jax.Array:
+    """Jitted `Codec.encode`: wav [B, S] -> codes [B, n, ceil(S / hop)] (n default all)."""
+    n = module.spec.quantizer.num_codebooks if num_codebooks is None else int(num_codebooks)
+    lo = max(module.spec.quantizer.num_semantic, 1)
+    if not lo <= n <= module.spec.quantizer.num_codebooks:
+        raise ValueError(f"encode: num_codebooks={n} must be in "
+                         f"[{lo}, {module.spec.quantizer.num_codebooks}]")
+    if np.ndim(wav) != 2 or np.shape(wav)[1] < 1:
+        raise ValueError(f"encode: wav shape {np.shape(wav)} must be [B, S] with S >= 1")
+    fn = _encode_fast if fast_compile else _encode_jit
+    return fn(module, params, jnp.asarray(wav, jnp.float32), n)
+
+
+def decode(module: Codec, params: Any, codes: Any, fast_compile: bool = False) -> jax.Array:
+    """Jitted `Codec.decode`: codes [B, n, T] -> wav [B, T * hop] (codes checked on the host)."""
+    check_codes(codes, module.spec)
+    fn = _decode_fast if fast_compile else _decode_jit
+    return fn(module, params, jnp.asarray(codes, jnp.int32))
+
+
+# ---------------------------------------------------------------------------------------------
+# The family contract
+
+
+def build(model_config: Any, dtype: Any = jnp.float32) -> Codec:
+    """The Codec module of `config.model` (or a CodecSpec)."""
+    return Codec(spec_of(model_config), dtype=dtype)
+
+
+def _init_wav(spec: CodecSpec) -> jax.Array:
+    return jnp.zeros((1, 2 * hop_length(spec)), jnp.float32)
+
+
+def init_params(model_config: Any, rng: jax.Array) -> Any:
+    """Plain random params (use under jax.eval_shape for shapes)."""
+    spec = spec_of(model_config)
+    init = lambda r: flax.core.meta.unbox(Codec(spec).init(r, _init_wav(spec))["params"])
+    if isinstance(rng, jax.core.Tracer):  # traced by the caller (sharded init under jit)
+        return init(rng)
+    # A run-once graph: compiled without backend optimisation (~10x faster to compile here).
+    return fast_jit(init)(rng)
+
+
+def describe_params(model_config: Any) -> dict[str, dict[str, int]]:
+    """{"encoder", "quantizer", "decoder"} parameter counts via eval_shape (nothing allocated);
+    the codebooks count as the quantizer's embedding."""
+    spec = spec_of(model_config)
+    shapes = jax.eval_shape(
+        lambda r: flax.core.meta.unbox(Codec(spec).init(r, _init_wav(spec))["params"]),
+        jax.random.PRNGKey(0))
+    side = {"encoder": ("encoder", "encoder_transformer", "downsample"),
+            "quantizer": ("quantizer",),
+            "decoder": ("upsample", "decoder_transformer", "decoder")}
+    is_emb = lambda path: path[-1] == "codebooks"
+    return {k: config_lib.count_params({n: shapes[n] for n in names if n in shapes},
+                                       embedding=is_emb) for k, names in side.items()}
+
+
+def example_batch(model_config: Any, batch_size: int, rng: np.random.Generator,
+                  frames: int = 8) -> dict[str, np.ndarray]:
+    """Learnable audio: audio [B, frames * hop] float32, a sum of 1-3 sinusoids (80 Hz to a
+    quarter of the sample rate, amplitudes 0.05-0.3) per row, and audio_mask [B, S] with random
+    right padding (at least half of each row real)."""
+    spec = spec_of(model_config)
+    n = frames * hop_length(spec)
+    t = np.arange(n) / spec.sample_rate
+    audio = np.zeros((batch_size, n), np.float32)
+    for b in range(batch_size):
+        for _ in range(int(rng.integers(1, 4))):
+            f = rng.uniform(80.0, spec.sample_rate / 4)
+            audio[b] += rng.uniform(0.05, 0.3) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3))
+    lengths = rng.integers((n + 1) // 2, n + 1, (batch_size,))
+    mask = np.arange(n)[None, :] < lengths[:, None]
+    return {"audio": audio * mask, "audio_mask": mask}
+
+
+def _check_ints(config: Any, path: str) -> tuple[int, ...]:
+    value = get_path(config, path)
+    require(isinstance(value, (list, tuple)) and len(value) >= 1, path, value,
+            "must be a non-empty list of positive ints")
+    for i, item in enumerate(value):
+        require(isinstance(item, int) and not isinstance(item, bool) and item >= 1,
+                f"{path}[{i}]", item, "must be a positive int")
+    return tuple(value)
+
+
+def rules(config: Any) -> None:
+    """Every field of config.model for family codec (ConfigError naming the dotted path)."""
+    require(hasattr(config.model, "keys"), "model", config.model, "must be a section")
+    check_schema(config, "model", config_lib.spec_schema(CodecSpec))
+    check_int(config, "model.sample_rate", lo=1)
+    s = "model.seanet"
+    dim = check_int(config, f"{s}.dimension", lo=1)
+    filters = check_int(config, f"{s}.n_filters", lo=1)
+    _check_ints(config, f"{s}.ratios")
+    check_int(config, f"{s}.n_residual_layers", lo=0)
+    for key in ("kernel_size", "last_kernel_size", "residual_kernel_size", "dilation_base"):
+        check_int(config, f"{s}.{key}", lo=1)
+    compress = check_int(config, f"{s}.compress", lo=1)
+    require(filters % compress == 0, f"{s}.compress", compress,
+            f"must divide {s}.n_filters={filters}: residual blocks are channels // compress wide")
+    t = "model.transformer"
+    layers = check_int(config, f"{t}.num_layers", lo=0)
+    heads = check_int(config, f"{t}.num_heads", lo=1)
+    if layers:
+        require(dim % heads == 0 and (dim // heads) % 2 == 0, f"{t}.num_heads", heads,
+                f"must divide model.seanet.dimension={dim} into even head widths (RoPE pairs)")
+    check_int(config, f"{t}.ffn_hidden", lo=1)
+    check_int(config, f"{t}.context", lo=1)
+    check_float(config, f"{t}.rope_theta", lo=1.0, lo_open=True)
+    check_float(config, f"{t}.layer_scale", lo=0.0)
+    check_int(config, "model.downsample_stride", lo=1)
+    q = "model.quantizer"
+    check_int(config, f"{q}.dimension", lo=1)
+    check_int(config, f"{q}.codebook_size", lo=2)
+    n = check_int(config, f"{q}.num_codebooks", lo=1, hi=MAX_CODEBOOKS)
+    check_int(config, f"{q}.num_semantic", lo=0, hi=n - 1)
+
+
+config_lib.register_rules(FAMILY, rules)

@@ -1,0 +1,138 @@
+"""Neural audio codec: typed specs of `config.model` (family "codec") and the published sizes.
+
+`CodecSpec` holds `model.sample_rate`, `model.seanet` (`SEANetSpec`), `model.transformer`
+(`CodecTransformerSpec`), `model.downsample_stride` and `model.quantizer` (`QuantizerSpec`); the
+family (`audiolm.models.codec`) derives the section schema from them and builds its module from
+the spec. Frame rate = sample_rate / prod(seanet.ratios) / downsample_stride.
+
+Presets (the one place these sizes are written; `PRESETS` maps the names to `config.model`):
+  * `MIMI` ("mimi"): Kyutai's Mimi (moshi 0.2.13 `loaders._mimi_config`): 24 kHz mono, SEANet with
+    n_filters 64, ratios [8, 6, 5, 4] (applied in reverse in the encoder), ELU, kernel 7,
+    residual kernel 3, last kernel 3, compress 2, one residual layer per stage, dimension 512;
+    an 8-layer causal transformer (d 512, 8 heads, FFN 2048 GELU, LayerNorm, RoPE 1e4,
+    LayerScale 0.01, context 250) on each side of the quantizer; a stride-2 conv from 25 Hz to
+    12.5 Hz; split RVQ: 1 semantic + 31 acoustic codebooks of 2048 entries, dimension 256.
+  * `TINY_MIMI` ("tiny_mimi"): Mimi's layout shrunk for the parity tests (SEANet dimension 32,
+    n_filters 4, ratios [4, 4, 5, 6], quantizer 16-dim x 64 bins, transformer 32 wide / 2 heads /
+    1 layer, context 10), with the stride-2 resampler kept (25 Hz) and 4 codebooks.
+  * `TINY` ("tiny"): a 16 kHz codec small enough for CPU tests (2 codebooks x 32).
+  * `SPEECH_16K` ("speech"): a small speech codec for the embedded 16 kHz speech set: 320x
+    SEANet (50 Hz), stride 2 to 25 Hz, 8 codebooks x 1024 (25 * 8 * 10 = 2.0 kbps), one transformer layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from audiolm.config import spec_to_section
+
+_spec = dataclasses.dataclass(frozen=True, kw_only=True)
+
+
+@_spec
+class SEANetSpec:
+    """`model.seanet`: the causal convolutional encoder and its mirror decoder."""
+    dimension: int  # latent width at the encoder rate (encoder output, decoder input)
+    n_filters: int  # channels of the first conv; doubled after every downsampling stage
+    ratios: tuple[int, ...]  # decoder-order upsampling ratios; the encoder uses them reversed
+    n_residual_layers: int = 1  # residual blocks per stage (dilation dilation_base**j)
+    kernel_size: int = 7  # first conv of the encoder and of the decoder
+    last_kernel_size: int = 3  # last conv of the encoder and of the decoder
+    residual_kernel_size: int = 3  # first conv of each residual block (the second is 1x1)
+    dilation_base: int = 2  # dilation of residual block j is dilation_base**j
+    compress: int = 2  # a residual block's hidden width is channels // compress
+
+
+@_spec
+class CodecTransformerSpec:
+    """`model.transformer`: the causal transformer at the encoder rate on each side of the
+    quantizer (width = seanet.dimension; LayerNorm eps 1e-5, GELU MLP without biases,
+    interleaved RoPE, as Mimi). num_layers 0: none."""
+    num_layers: int  # layers per side (0 = no transformer)
+    num_heads: int  # attention heads; divide seanet.dimension
+    ffn_hidden: int  # MLP hidden width
+    context: int  # attention window in frames (keys t - context < s <= t)
+    rope_theta: float = 10000.0  # RoPE max period
+    layer_scale: float = 0.01  # LayerScale init on both residual branches (0 = none)
+
+
+@_spec
+class QuantizerSpec:
+    """`model.quantizer`: residual vector quantizer with input/output projections."""
+    dimension: int  # codebook vector width (the projections map seanet.dimension <-> it)
+    codebook_size: int  # entries per codebook
+    num_codebooks: int  # codebooks in all (semantic + acoustic)
+    # 1: Mimi's split first codebook (a separate one-level RVQ with its own projections,
+    # quantizing the same latent as the acoustic RVQ); 0: one plain RVQ.
+    num_semantic: int = 0
+
+
+@_spec
+class CodecSpec:
+    """`config.model` of the codec family."""
+    family: str = "codec"
+    sample_rate: int  # Hz of the waveform
+    seanet: SEANetSpec
+    transformer: CodecTransformerSpec
+    downsample_stride: int = 1  # learnt conv from the encoder rate to the frame rate (1 = none)
+    quantizer: QuantizerSpec
+
+
+def hop_length(spec: CodecSpec) -> int:
+    """Samples per code frame: prod(seanet.ratios) * downsample_stride."""
+    return math.prod(spec.seanet.ratios) * spec.downsample_stride
+
+
+def frame_rate(spec: CodecSpec) -> float:
+    """Code frames per second: sample_rate / hop_length."""
+    return spec.sample_rate / hop_length(spec)
+
+
+def bitrate(spec: CodecSpec, num_codebooks: int | None = None) -> float:
+    """Bits per second of `num_codebooks` (default all): frame_rate * n * log2(codebook_size)."""
+    n = spec.quantizer.num_codebooks if num_codebooks is None else num_codebooks
+    return frame_rate(spec) * n * math.log2(spec.quantizer.codebook_size)
+
+
+MIMI = CodecSpec(
+    sample_rate=24000,
+    seanet=SEANetSpec(dimension=512, n_filters=64, ratios=(8, 6, 5, 4), n_residual_layers=1,
+                      kernel_size=7, last_kernel_size=3, residual_kernel_size=3,
+                      dilation_base=2, compress=2),
+    transformer=CodecTransformerSpec(num_layers=8, num_heads=8, ffn_hidden=2048, context=250,
+                                     rope_theta=10000.0, layer_scale=0.01),
+    downsample_stride=2,
+    quantizer=QuantizerSpec(dimension=256, codebook_size=2048, num_codebooks=32,
+                            num_semantic=1),
+)
+
+TINY_MIMI = CodecSpec(
+    sample_rate=24000,
+    seanet=SEANetSpec(dimension=32, n_filters=4, ratios=(4, 4, 5, 6)),
+    transformer=CodecTransformerSpec(num_layers=1, num_heads=2, ffn_hidden=64, context=10),
+    downsample_stride=2,
+    quantizer=QuantizerSpec(dimension=16, codebook_size=64, num_codebooks=4, num_semantic=1),
+)
+
+SPEECH_16K = CodecSpec(
+    sample_rate=16000,
+    seanet=SEANetSpec(dimension=64, n_filters=16, ratios=(8, 5, 4, 2)),
+    transformer=CodecTransformerSpec(num_layers=1, num_heads=4, ffn_hidden=128, context=50),
+    downsample_stride=2,
+    quantizer=QuantizerSpec(dimension=32, codebook_size=1024, num_codebooks=8, num_semantic=0),
+)
+
+# A codec for CPU tests and the quick start: 16 kHz, 64x SEANet (250 Hz), stride 2 to 125 Hz,
+# 2 codebooks x 32 (1.25 kbps), one transformer layer.
+TINY = CodecSpec(
+    sample_rate=16000,
+    seanet=SEANetSpec(dimension=16, n_filters=4, ratios=(8, 4, 2)),
+    transformer=CodecTransformerSpec(num_layers=1, num_heads=2, ffn_hidden=32, context=16),
+    downsample_stride=2,
+    quantizer=QuantizerSpec(dimension=8, codebook_size=32, num_codebooks=2, num_semantic=0),
+)
+
+SPECS = {"tiny": TINY, "speech": SPEECH_16K, "mimi": MIMI, "tiny_mimi": TINY_MIMI}
+# name -> function returning `config.model` (the table every presets module exposes)
+PRESETS = {name: (lambda spec=spec: spec_to_section(spec)) for name, spec in SPECS.items()}
