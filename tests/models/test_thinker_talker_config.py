@@ -237,3 +237,34 @@ def test_tiny_asr_describes_only_aut_and_thinker():
     _, ours = _ours("tiny_asr")
     assert set(ours) == {"aut", "thinker"}
     assert ours["thinker"]["active"] < ours["thinker"]["total"]  # routed experts discounted
+
+
+@pytest.mark.parametrize("variant", sorted(tt_configs.PRESETS))
+def test_sections_read_back_as_the_specs_they_were_written_from(variant):
+    """Each section's keys are its spec's fields (the one declaration); a preset's sections read
+    back (`spec_from_section`) to specs that write the same sections again."""
+    import dataclasses
+
+    from audiolm.config import spec_to_section
+    from audiolm.models import aut, code2wav, talker, thinker
+
+    model = tt_configs.PRESETS[variant]()
+    specs = {"aut": aut.spec_from_config(model), "thinker": thinker.spec_from_config(model),
+             "talker": talker.spec_of(model.talker), "code2wav": code2wav.spec_of(model.code2wav)}
+    for name, spec in specs.items():
+        assert set(model[name]) == {f.name for f in dataclasses.fields(spec)}, name
+        assert spec_to_section(spec).to_dict() == model[name].to_dict(), name
+    assert isinstance(specs["talker"].code_predictor, talker.CodePredictorSpec)
+    assert hash(specs["code2wav"]) == hash(code2wav.spec_of(model.code2wav))  # static under jit
+
+
+def test_spec_reading_names_the_field_and_takes_aut_ctc_as_optional():
+    from audiolm.models import aut, talker
+
+    model = tt_configs.tiny()
+    _set(model, "talker.code_predictor.num_layers", 2.0)
+    with pytest.raises(ConfigError,
+                       match=r"model\.talker\.code_predictor\.num_layers=2\.0: must be an int"):
+        talker.build(model.talker)
+    del model.aut["ctc_frames_per_token"]  # imported configs before the CTC head had none
+    assert aut.spec_from_config(model).ctc_frames_per_token == 0
