@@ -70,11 +70,6 @@ class TextOptions:
     pad_id: int = 0
 
 
-def _jit(fn, fast: bool):
-    """jax.jit, or (fast: short runs, where compiling dominates) `fast_jit`."""
-    return fast_jit(fn) if fast else jax.jit(fn)
-
-
 class TextSampler:
     """Compiled Thinker generation for one module and `TextOptions` (one compile per shape).
 
@@ -92,7 +87,8 @@ class TextSampler:
         # compiled loop (per module, max_new_tokens, top_k, top_p and input shapes).
         key = (module, options.max_new_tokens, options.top_k, options.top_p, fast_compile)
         if key not in _TEXT_RUNS:
-            _TEXT_RUNS[key] = _jit(functools.partial(_text_impl, *key[:4]), fast_compile)
+            jit = fast_jit if fast_compile else jax.jit  # fast: short runs, compile dominates
+            _TEXT_RUNS[key] = jit(functools.partial(_text_impl, *key[:4]))
         self._run = _TEXT_RUNS[key]
 
     def generate(self, params, tokens, mask, rng, features=None, frame_lengths=None):
@@ -208,8 +204,9 @@ class SpeechSampler:
         self.talker = module.talker
         self.cfg = self.talker.config
         self.fast_compile = fast_compile
-        self._prepare = _jit(self._prepare_impl, fast_compile)
-        self._run = _jit(self._run_impl, fast_compile)
+        jit = fast_jit if fast_compile else jax.jit
+        self._prepare = jit(self._prepare_impl)
+        self._run = jit(self._run_impl)
 
     # -- talker prompt --------------------------------------------------------------------
 
