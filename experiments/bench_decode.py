@@ -140,7 +140,7 @@ class ModelLevelDecoders:
         from audiolm.models import moshi as M
 
         spec = module.spec
-        dq, k = spec.dep_q, spec.codebooks
+        dq, k = spec.dep_q, spec.audio_codebooks
         init_tok = jnp.asarray(M.initial_tokens(spec)[:, 0])
         delays = np.asarray(spec.delays)
         ring = int(delays.max()) + 1
@@ -368,16 +368,20 @@ def bench_thinker_decode(args, batches, pair):
 
 
 def moshi_config(size: str, layers: int):
+    from audiolm.config import spec_to_section
     from audiolm.presets import moshi as cm
 
     if size == "tiny":
         m = cm.tiny()
         m.temporal.context = 4 * 64  # longer than the run: no ring wrap-around
     else:
-        m = cm.model(text_in=1001, text_out=1000, audio_vocab=257, codebooks=8,
-                     delays=cm.stream_delays(8, 4, 1),
-                     temporal_cfg=cm.temporal(256, 8, 4, 672, 256, 10000),
-                     depformer_cfg=cm.depformer(4, 128, 4, 2, 256))
+        m = spec_to_section(cm.MoshiSpec(
+            text_in_vocab_size=1001, text_out_vocab_size=1000, audio_vocab_size=257,
+            audio_codebooks=8, delays=cm.stream_delays(8, 4, 1),
+            temporal=cm.TemporalSpec(hidden_size=256, num_layers=4, num_heads=8, num_kv_heads=8,
+                                     ffn_hidden=672, context=256, rope_theta=10000.0),
+            depformer=cm.DepformerSpec(num_slices=4, hidden_size=128, num_layers=2, num_heads=4,
+                                       ffn_hidden=256)))
     if layers:
         m.temporal.num_layers = layers
         m.depformer.num_layers = min(layers, m.depformer.num_layers)
@@ -409,7 +413,7 @@ def bench_moshi(args, batches):
     spec = module.spec
     init, step = decoders.moshi_streamer(module)
     key = jax.random.PRNGKey(args.seed)  # unused by greedy decoding
-    n_user = spec.codebooks - spec.dep_q
+    n_user = spec.audio_codebooks - spec.dep_q
     rows = []
     for b in batches:
         user = np.random.default_rng(args.seed + b).integers(0, spec.card,
@@ -451,8 +455,9 @@ def bench_moshi(args, batches):
                          steps=args.frames, ref_rtf=fps_ref / args.moshi_frame_rate,
                          ours_rtf=fps_ours / args.moshi_frame_rate))
     tr = spec.temporal
-    desc = (f"moshi: temporal {tr.num_layers} layers width {tr.dim}, depformer "
-            f"{spec.depformer.num_layers} layers width {spec.depformer.dim}, {spec.codebooks} "
+    desc = (f"moshi: temporal {tr.num_layers} layers width {tr.hidden_size}, depformer "
+            f"{spec.depformer.num_layers} layers width {spec.depformer.hidden_size}, "
+            f"{spec.audio_codebooks} "
             f"codebooks (dep_q {spec.dep_q}), delays {list(spec.delays)}; {args.frames} frames, "
             f"RTF at {args.moshi_frame_rate} frames/s")
     return rows, desc

@@ -42,8 +42,8 @@ def lm_kwargs(m) -> dict:
     kw = dict(
         delays=list(m.delays), n_q=m.audio_codebooks, dep_q=d.num_slices,
         card=m.audio_vocab_size - 1, text_card=m.text_in_vocab_size - 1,
-        text_card_out=m.text_out_vocab_size, dim=t.dim, num_heads=t.num_heads,
-        num_layers=t.num_layers, norm=norm, context=t.context, max_period=t.max_period,
+        text_card_out=m.text_out_vocab_size, dim=t.hidden_size, num_heads=t.num_heads,
+        num_layers=t.num_layers, norm=norm, context=t.context, max_period=t.rope_theta,
         positional_embedding=t.positional, causal=True,
         layer_scale=t.layer_scale or None, kv_repeat=t.num_heads // t.num_kv_heads,
         cross_attention=t.cross_attention, existing_text_padding_id=m.text_padding_id,
@@ -52,17 +52,17 @@ def lm_kwargs(m) -> dict:
         demux_second_text_stream=m.demux_second_text_stream,
     )
     if t.ffn == "gated":
-        kw.update(gating=t.activation, hidden_scale=_hidden_scale(t.dim, t.ffn_hidden))
+        kw.update(gating=t.activation, hidden_scale=_hidden_scale(t.hidden_size, t.ffn_hidden))
     else:
-        kw.update(gating="none", hidden_scale=t.ffn_hidden / t.dim)
+        kw.update(gating="none", hidden_scale=t.ffn_hidden / t.hidden_size)
     if d.num_slices:
         kw.update(
-            depformer_dim=d.dim, depformer_num_heads=d.num_heads, depformer_kv_repeat=1,
+            depformer_dim=d.hidden_size, depformer_num_heads=d.num_heads, depformer_kv_repeat=1,
             depformer_num_layers=d.num_layers, depformer_multi_linear=d.multi_linear,
             depformer_weights_per_step=d.weights_per_step,
             depformer_weights_per_step_schedule=list(d.schedule) or None,
             depformer_low_rank_embeddings=d.low_rank or None,
-            depformer_pos_emb=d.positional, depformer_max_period=d.max_period,
+            depformer_pos_emb=d.positional, depformer_max_period=d.rope_theta,
             depformer_layer_scale=d.layer_scale or None,
             depformer_gating=d.activation if d.ffn == "gated" else "none",
             depformer_dim_feedforward=(3 * d.ffn_hidden // 2 if d.ffn == "gated"
@@ -100,7 +100,7 @@ def reference_model(m, seed: int = 0, device=None) -> "LMModel":
     provider = fuser_obj = None
     if conds is not None:
         cfg = {"conditioners": json.loads(json.dumps(conds)), "fuser": fuser}
-        provider = get_conditioner_provider(m.temporal.dim, dev, cfg)
+        provider = get_conditioner_provider(m.temporal.hidden_size, dev, cfg)
         fuser_obj = get_condition_fuser(cfg)
     torch.manual_seed(seed)
     model = LMModel(condition_provider=provider, fuser=fuser_obj, device=dev,

@@ -39,7 +39,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, packaged (a runtime dependency there)
     import tomli as tomllib
 
-from audiolm.config import ConfigError
+from audiolm.config import ConfigError, spec_to_section
 from audiolm.importers.mapping import CheckpointError, Reader, TensorStore
 from audiolm.models import moshi as family
 from audiolm.presets import moshi as presets  # the presets own every model-size literal
@@ -217,11 +217,12 @@ def _from_python(path: str, raw: dict):
     heads = need("num_heads")
     kv_repeat = g("kv_repeat", 1)
     f = ffn_of(need("gating"), dim, int(hidden_scale * dim))
-    temporal = presets.temporal(
-        dim, heads, need("num_layers"), f["ffn_hidden"], need("context"), need("max_period"),
-        ffn=f["ffn"], activation=f["activation"], norm=norm_type, norm_eps=eps,
-        cross_attention=bool(g("cross_attention", False)), num_kv_heads=heads // kv_repeat,
-        layer_scale=g("layer_scale") or 0.0, positional=pos)
+    temporal = presets.TemporalSpec(
+        hidden_size=dim, num_layers=need("num_layers"), num_heads=heads,
+        num_kv_heads=heads // kv_repeat, ffn_hidden=f["ffn_hidden"], context=need("context"),
+        rope_theta=float(need("max_period")), ffn=f["ffn"], activation=f["activation"],
+        norm=norm_type, norm_eps=eps, positional=pos, layer_scale=float(g("layer_scale") or 0.0),
+        cross_attention=bool(g("cross_attention", False)))
     dep_q = need("dep_q")
     if dep_q:
         ddim = need("depformer_dim")
@@ -238,17 +239,18 @@ def _from_python(path: str, raw: dict):
             raise _err(path, "depformer_kv_repeat", g("depformer_kv_repeat", kv_repeat),
                        "the depformer must use full multi-head attention (1)")
         f = ffn_of(g("depformer_gating", need("gating")), ddim, dff)
-        depformer = presets.depformer(
-            dep_q, ddim, need("depformer_num_heads"), need("depformer_num_layers"),
-            f["ffn_hidden"], ffn=f["ffn"], activation=f["activation"],
+        depformer = presets.DepformerSpec(
+            num_slices=dep_q, hidden_size=ddim, num_layers=need("depformer_num_layers"),
+            num_heads=need("depformer_num_heads"), ffn_hidden=f["ffn_hidden"], ffn=f["ffn"],
+            activation=f["activation"],
             weights_per_step=bool(g("depformer_weights_per_step", False)),
-            schedule=g("depformer_weights_per_step_schedule") or (),
+            schedule=tuple(g("depformer_weights_per_step_schedule") or ()),
             multi_linear=bool(g("depformer_multi_linear", False)),
             low_rank=g("depformer_low_rank_embeddings") or 0, positional=dpos,
-            max_period=g("depformer_max_period", need("max_period")),
-            layer_scale=g("depformer_layer_scale") or 0.0)
+            rope_theta=float(g("depformer_max_period", need("max_period"))),
+            layer_scale=float(g("depformer_layer_scale") or 0.0))
     else:
-        depformer = presets.depformer(**presets.NO_DEPFORMER)
+        depformer = presets.NO_DEPFORMER
     conditioners = {}
     fuser = g("fuser") or {}
     for method in fuser.get("prepend", []) or []:
@@ -272,16 +274,19 @@ def _from_python(path: str, raw: dict):
             raise _err(path, f"conditioners.{name}.type", typ, "must be 'lut' or 'tensor'")
     text_card = need("text_card")
     card = need("card")
-    model = presets.model(
-        text_in=text_card + 1, text_out=g("text_card_out") or text_card, audio_vocab=card + 1,
-        codebooks=need("n_q"), delays=tuple(need("delays")), temporal_cfg=temporal,
-        depformer_cfg=depformer, extra_heads=g("extra_heads_num_heads", 0),
-        extra_heads_dim=g("extra_heads_dim", 6), conditioners=conditioners,
+    model = spec_to_section(presets.MoshiSpec(
+        text_in_vocab_size=text_card + 1, text_out_vocab_size=g("text_card_out") or text_card,
+        audio_vocab_size=card + 1, audio_codebooks=need("n_q"), delays=tuple(need("delays")),
+        temporal=temporal, depformer=depformer,
+        text_padding_id=g("existing_text_padding_id", 3),
+        text_end_padding_id=g("existing_text_end_padding_id", 0),
+        demux_second_text_stream=bool(g("demux_second_stream",
+                                        g("demux_second_text_stream", False))),
+        extra_heads=presets.ExtraHeadsSpec(num_heads=g("extra_heads_num_heads", 0),
+                                           dim=g("extra_heads_dim", 6)),
+        conditioners=conditioners,
         cross_pos_emb=bool(fuser.get("cross_attention_pos_emb", False)),
-        demux=bool(g("demux_second_stream", g("demux_second_text_stream", False))))
-    model.cross_pos_emb_scale = float(fuser.get("cross_attention_pos_emb_scale", 1.0))
-    model.text_padding_id = g("existing_text_padding_id", 3)
-    model.text_end_padding_id = g("existing_text_end_padding_id", 0)
+        cross_pos_emb_scale=float(fuser.get("cross_attention_pos_emb_scale", 1.0))))
     return model, extra
 
 
@@ -316,16 +321,14 @@ def _rust_transformer(path, prefix, t, depformer_slices=None):
     else:
         ffn = dict(ffn="gated", activation=gating.lower(),
                    ffn_hidden=presets.kyutai_gated_hidden(d, dff, rust=True))
+    common = dict(hidden_size=d, num_layers=t["num_layers"], num_heads=t["num_heads"],
+                  positional=pos, rope_theta=float(t.get("max_period", 10000)),
+                  layer_scale=float(t.get("layer_scale") or 0.0), **ffn)
     if depformer_slices is not None:
-        return dict(dim=d, num_heads=t["num_heads"], num_layers=t["num_layers"],
-                    positional=pos, max_period=t.get("max_period", 10000),
-                    layer_scale=t.get("layer_scale") or 0.0, **ffn), norm
-    tr = presets.temporal(d, t["num_heads"], t["num_layers"], ffn["ffn_hidden"], t["context"],
-                          t.get("max_period", 10000), ffn=ffn["ffn"],
-                          activation=ffn["activation"], norm=norm[0], norm_eps=norm[1],
-                          cross_attention=bool(t.get("cross_attention")),
-                          num_kv_heads=t["num_heads"] // t.get("kv_repeat", 1),
-                          layer_scale=t.get("layer_scale") or 0.0, positional=pos)
+        return common, norm
+    tr = presets.TemporalSpec(num_kv_heads=t["num_heads"] // t.get("kv_repeat", 1),
+                              context=t["context"], norm=norm[0], norm_eps=norm[1],
+                              cross_attention=bool(t.get("cross_attention")), **common)
     return tr, norm
 
 
@@ -343,14 +346,12 @@ def _from_rust_lm(path, lm, prefix=""):
         kw, _ = _rust_transformer(path, prefix + "depformer.transformer", dep["transformer"],
                                   depformer_slices=slices)
         schedule = dep.get("weights_per_step_schedule") or ()
-        depformer = presets.depformer(
-            slices, kw["dim"], kw["num_heads"], kw["num_layers"], kw["ffn_hidden"],
-            ffn=kw["ffn"], activation=kw["activation"], schedule=schedule,
-            low_rank=dep.get("low_rank_embeddings") or 0, positional=kw["positional"],
-            max_period=kw["max_period"], layer_scale=kw["layer_scale"])
+        depformer = presets.DepformerSpec(
+            num_slices=slices, schedule=tuple(schedule),
+            low_rank=dep.get("low_rank_embeddings") or 0, **kw)
         delays = presets.stream_delays(k, slices, 1)
     else:
-        depformer = presets.depformer(**presets.NO_DEPFORMER)
+        depformer = presets.NO_DEPFORMER
         delays = (0,) * (1 + k)
     conditioners = {}
     for name, c in (lm.get("conditioners") or {}).items():
@@ -359,11 +360,13 @@ def _from_rust_lm(path, lm, prefix=""):
                        "only Lut is supported")
         conditioners[name] = presets.lut(c["n_bins"], c["dim"], c.get("possible_values") or ())
     heads = lm.get("extra_heads") or {}
-    return presets.model(
-        text_in=lm["text_in_vocab_size"], text_out=lm["text_out_vocab_size"],
-        audio_vocab=lm["audio_vocab_size"], codebooks=k, delays=delays, temporal_cfg=temporal,
-        depformer_cfg=depformer, extra_heads=heads.get("num_heads", 0),
-        extra_heads_dim=heads.get("dim", 6), conditioners=conditioners)
+    return spec_to_section(presets.MoshiSpec(
+        text_in_vocab_size=lm["text_in_vocab_size"], text_out_vocab_size=lm["text_out_vocab_size"],
+        audio_vocab_size=lm["audio_vocab_size"], audio_codebooks=k, delays=delays,
+        temporal=temporal, depformer=depformer,
+        extra_heads=presets.ExtraHeadsSpec(num_heads=heads.get("num_heads", 0),
+                                           dim=heads.get("dim", 6)),
+        conditioners=conditioners))
 
 
 def _from_toml(path: str, raw: dict):
@@ -493,7 +496,7 @@ def convert_state_dict(model_config, state: dict, dtype=np.float32) -> dict:
                          f"{prefix}.{singular}_weight")
 
     def attention(w_in, w_out, tr, kv_heads):
-        d, h = tr.dim, tr.num_heads
+        d, h = tr.hidden_size, tr.num_heads
         dh = d // h
         q, kv = w_in[:d], w_in[d:]
         k, v = kv[:kv_heads * dh], kv[kv_heads * dh:]
@@ -521,16 +524,17 @@ def convert_state_dict(model_config, state: dict, dtype=np.float32) -> dict:
         return [{"fc1": {"kernel": take(f"{prefix}.linear1.weight").T},
                  "fc2": {"kernel": take(f"{prefix}.linear2.weight").T}}]
 
-    def layer(prefix, tr, sets):
-        out = {"attn_norm": norm(f"{prefix}.norm1", tr.norm),
-               "ffn_norm": norm(f"{prefix}.norm2", tr.norm)}
+    def layer(prefix, tr, sets, kv_heads, cross_attention):
+        # The depformer shares the temporal norm kind (as in Kyutai's code).
+        out = {"attn_norm": norm(f"{prefix}.norm1", spec.temporal.norm),
+               "ffn_norm": norm(f"{prefix}.norm2", spec.temporal.norm)}
         ins = per_set(f"{prefix}.self_attn", "in_projs", "in_proj", sets)
         outs = per_set(f"{prefix}.self_attn", "out_projs", "out_proj", sets)
         for i in range(sets):
-            out[f"attn_{i}"] = attention(ins[i], outs[i], tr, tr.num_kv_heads)
+            out[f"attn_{i}"] = attention(ins[i], outs[i], tr, kv_heads)
         for i, f in enumerate(ffn(prefix, tr, sets)):
             out[f"ffn_{i}"] = f
-        if tr.cross_attention:
+        if cross_attention:
             cin = per_set(f"{prefix}.cross_attention", "in_projs", "in_proj", 1)[0]
             cout = per_set(f"{prefix}.cross_attention", "out_projs", "out_proj", 1)[0]
             out["cross_attn"] = attention(cin, cout, tr, tr.num_heads)
@@ -539,38 +543,41 @@ def convert_state_dict(model_config, state: dict, dtype=np.float32) -> dict:
         if tr.layer_scale:
             out["attn_scale"] = {"scale": take(f"{prefix}.layer_scale_1.scale")}
             out["ffn_scale"] = {"scale": take(f"{prefix}.layer_scale_2.scale")}
-            if tr.cross_attention:
+            if cross_attention:
                 out["cross_scale"] = {"scale": take(f"{prefix}.layer_scale_cross.scale")}
         return out
 
     t = spec.temporal
     params: dict[str, Any] = {
-        "text_emb": embed("text_emb", 0, spec.demux),
+        "text_emb": embed("text_emb", 0, spec.demux_second_text_stream),
         "audio_emb": {"embedding": np.stack([take(f"emb.{k}.weight")
-                                             for k in range(spec.codebooks)])},
+                                             for k in range(spec.audio_codebooks)])},
         "out_norm": norm("out_norm", t.norm),
         "text_linear": linear("text_linear.weight"),
     }
     for i in range(t.num_layers):
-        params[f"temporal_{i}"] = layer(f"transformer.layers.{i}", t, 1)
-    for i in range(spec.extra_heads):
+        params[f"temporal_{i}"] = layer(f"transformer.layers.{i}", t, 1, t.num_kv_heads,
+                                        t.cross_attention)
+    for i in range(spec.extra_heads.num_heads):
         params[f"extra_head_{i}"] = linear(f"extra_heads.{i}.weight")
-    for c in spec.conditioners:
-        p = f"condition_provider.conditioners.{c.name}"
+    for name, c in spec.conditioners.items():
+        p = f"condition_provider.conditioners.{name}"
         sub = {"output_proj": linear(f"{p}.output_proj.weight"),
                "learnt_padding": take(f"{p}.learnt_padding").reshape(-1)}
         if c.type == "lut":
             sub["embed"] = {"embedding": take(f"{p}.embed.weight")}
-        params[f"cond_{c.name}"] = sub
+        params[f"cond_{name}"] = sub
     if spec.dep_q:
         d = spec.depformer
         for i in range(spec.num_in_proj):
             params[f"depformer_in_{i}"] = linear(f"depformer_in.{i}.weight")
-        params["depformer_text_emb"] = embed("depformer_text_emb", spec.low_rank, spec.demux)
+        params["depformer_text_emb"] = embed("depformer_text_emb", d.low_rank,
+                                             spec.demux_second_text_stream)
         for k in range(spec.dep_q - 1):
-            params[f"depformer_emb_{k}"] = embed(f"depformer_emb.{k}", spec.low_rank, False)
+            params[f"depformer_emb_{k}"] = embed(f"depformer_emb.{k}", d.low_rank, False)
         for i in range(d.num_layers):
-            params[f"depformer_{i}"] = layer(f"depformer.layers.{i}", d, spec.num_sets)
+            params[f"depformer_{i}"] = layer(f"depformer.layers.{i}", d, spec.num_sets,
+                                             d.num_heads, False)
         for k in range(spec.dep_q):
             params[f"audio_head_{k}"] = linear(f"linears.{k}.weight")
     else:

@@ -68,27 +68,26 @@ def model_config_from_hf(cfg: dict[str, Any], max_frames: int | None = None) -> 
     conds = {CROSS_ID: dict(type="tensor", dim=dim, max_length=max_positions, project=False)}
     return presets.model(
         max_frames=max_frames or max_positions - n_q,
-        pretransform_cfg=presets.pretransform(
+        pretransform=presets.pretransform(
             "codes", n_q=n_q, codebook_size=card, name="encodec_32khz",
             sample_rate=presets.ENCODEC_32KHZ["sample_rate"],
             frame_rate=presets.ENCODEC_32KHZ["frame_rate"]),
-        lm_cfg=presets.lm(dim=dim, num_layers=int(cfg["num_hidden_layers"]), num_heads=heads,
-                          ffn_hidden=int(cfg["ffn_dim"]), activation=_ACTIVATIONS[act],
-                          # transformers' MusicGen decoder computes `embed_scale` from
-                          # `scale_embedding` but never multiplies by it: the flag does not
-                          # change the model, so it is not imported.
-                          norm="layer", norm_eps=1e-5, positional="sinusoidal",
-                          scale_embedding=False),
-        conditioning_cfg=presets.conditioning(dim, conds, cross=(CROSS_ID,), project_cross=False,
-                                              cfg_dropout=0.0),
-        kind="delay", delays=delays)
+        lm=presets.TransformerSpec(
+            hidden_size=dim, num_layers=int(cfg["num_hidden_layers"]), num_heads=heads,
+            ffn_hidden=int(cfg["ffn_dim"]), activation=_ACTIVATIONS[act], norm="layer",
+            # transformers' MusicGen decoder computes `embed_scale` from `scale_embedding` but
+            # never multiplies by it: the flag does not change the model, so it is not imported.
+            norm_eps=1e-5, positional="sinusoidal", scale_embedding=False),
+        conditioning=presets.ConditioningSpec(dim, conds, cross_attention_ids=(CROSS_ID,),
+                                              project_cross_attention=False, cfg_dropout=0.0),
+        pattern=presets.PatternSpec("delay", {"delays": delays}))
 
 
 def convert(tensors: Mapping[str, np.ndarray], model_config: Any) -> dict:
     """MusicgenForCausalLM state dict (name -> numpy array, or a `TensorStore`) -> pattern LM
     params. Missing or leftover tensors raise `CheckpointError`."""
     lm = model_config.lm
-    d, h, dh = int(lm.dim), int(lm.num_heads), int(lm.head_dim)
+    d, h, dh = int(lm.hidden_size), int(lm.num_heads), int(lm.head_dim)
     n_q = int(model_config.pretransform.n_q)
     take = Reader(tensors.__getitem__, tensors.keys(), "musicgen")
 

@@ -67,12 +67,12 @@ DEFAULT_SEGMENT_SECONDS = 30.0  # max_frames when the config has no sample_size 
 class AudioLM:
     """A built pattern LM: the flax module and everything needed around it.
 
-    config: model ConfigDict (validated); module: `PatternLM`; spec: its `LMSpec`;
+    config: model ConfigDict (validated); module: `PatternLM`; spec: its `PatternLMSpec`;
     pretransform: tokenizer (or code space); sample_rate; min_input_length: samples per frame.
     """
     config: ml_collections.ConfigDict
     module: pattern_lm.PatternLM
-    spec: pattern_lm.LMSpec
+    spec: pattern_lm.PatternLMSpec
     pretransform: Any
 
     @property
@@ -342,9 +342,10 @@ def model_config_from_stable_audio_tools(sat: Mapping[str, Any]) -> ml_collectio
     rotary = lm_cfg.get("rotary_pos_emb", True)
     positional = "rope" if rotary else ("sinusoidal" if lm_cfg.get("use_sinusoidal_emb") else
                                         "none")
-    lm_section = presets.lm(dim=dim, num_layers=depth, num_heads=int(heads),
-                            ffn_hidden=int(ff_mult * dim), ffn="gated", activation="silu",
-                            norm="layer", norm_eps=1e-5, positional=positional, head_bias=True)
+    lm_spec = presets.TransformerSpec(hidden_size=dim, num_layers=depth, num_heads=int(heads),
+                                      ffn_hidden=int(ff_mult * dim), ffn="gated",
+                                      activation="silu", norm="layer", norm_eps=1e-5,
+                                      positional=positional, head_bias=True)
     if ids["cross_attention_cond_ids"]:
         cross_dim = lm_cfg.get("cross_attn_cond_dim", 0)
         if cross_dim and cross_dim != cond_dim:
@@ -363,11 +364,13 @@ def model_config_from_stable_audio_tools(sat: Mapping[str, Any]) -> ml_collectio
     else:
         max_frames = max(1, int(round(DEFAULT_SEGMENT_SECONDS * pretransform_cfg.frame_rate)))
     cfg = presets.model(
-        max_frames=max_frames, pretransform_cfg=pretransform_cfg, lm_cfg=lm_section,
-        conditioning_cfg=presets.conditioning(
-            cond_dim or dim, conds, cross=ids["cross_attention_cond_ids"],
-            prepend=ids["prepend_cond_ids"], global_=ids["global_cond_ids"],
-            project_cross=bool(ids["cross_attention_cond_ids"]),
+        max_frames=max_frames, pretransform=pretransform_cfg, lm=lm_spec,
+        conditioning=presets.ConditioningSpec(
+            cond_dim or dim, conds,
+            cross_attention_ids=tuple(ids["cross_attention_cond_ids"]),
+            prepend_ids=tuple(ids["prepend_cond_ids"]), global_ids=tuple(ids["global_cond_ids"]),
+            project_cross_attention=bool(ids["cross_attention_cond_ids"]),
             cfg_dropout=float(lm.get("cfg_dropout_prob", 0.1))),
-        kind=SAT_PATTERNS[pattern_name], **dict(lm.get("codebook_pattern_kwargs", {}) or {}))
+        pattern=presets.PatternSpec(SAT_PATTERNS[pattern_name],
+                                    dict(lm.get("codebook_pattern_kwargs", {}) or {})))
     return cfg

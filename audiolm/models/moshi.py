@@ -41,7 +41,6 @@ Shapes: B batch, K audio codebooks, S columns, D temporal width, Dd depformer wi
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping, Sequence
 
 import flax
@@ -53,9 +52,9 @@ import numpy as np
 from audiolm import config as config_lib
 from audiolm import nn as blocks
 from audiolm import patterns
-from audiolm.config import (check_bool, check_choice, check_float, check_int, check_str,
-                            require)
+from audiolm.config import check_choice, check_float, check_int, check_str, require
 from audiolm.nn.compile import fast_jit
+from audiolm.presets.moshi import ConditionerSpec, DepformerSpec, MoshiSpec, TemporalSpec
 
 FAMILY = "moshi"
 FUSIONS = ("add", "concat", "cross_attention", "interleave")
@@ -63,137 +62,44 @@ ZERO_TOKEN = -1  # embeds to exact zeros, masked in the loss
 
 
 # ------------------------------------------------------------------------------------------
-# Static description of a model (hashable; built from config.model).
+# Static description of a model: the typed spec of config.model (declared, field by field with
+# its comment, in `audiolm.presets.moshi`, which sits below the models so the presets can build
+# it too); hashable, so a flax module field and a jit static argument.
 
-
-@dataclasses.dataclass(frozen=True)
-class Transformer:
-    dim: int
-    num_heads: int
-    num_kv_heads: int
-    num_layers: int
-    ffn: str
-    ffn_hidden: int
-    activation: str
-    norm: str
-    norm_eps: float
-    positional: str
-    max_period: float
-    layer_scale: float
-    context: int | None  # attention window; None = whole sequence
-    cross_attention: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class Conditioner:
-    name: str
-    type: str  # lut | tensor
-    n_bins: int
-    dim: int
-    fuse: str  # sum | cross
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    text_in_vocab: int
-    text_out_vocab: int
-    audio_vocab: int
-    codebooks: int
-    delays: tuple[int, ...]
-    demux: bool
-    fusion: str
-    temporal: Transformer
-    dep_q: int
-    depformer: Transformer | None
-    schedule: tuple[int, ...]  # slice -> weight set of the depformer layers
-    in_schedule: tuple[int, ...]  # slice -> temporal->depformer projection (multi_linear)
-    low_rank: int
-    extra_heads: int
-    extra_heads_dim: int
-    conditioners: tuple[Conditioner, ...]
-    cross_pos_emb: bool
-    cross_pos_emb_scale: float
-
-    @property
-    def card(self) -> int:
-        """Audio codebook size (head outputs); id `card` is the audio initial token."""
-        return self.audio_vocab - 1
-
-    @property
-    def text_initial(self) -> int:
-        return self.text_in_vocab - 1
-
-    @property
-    def num_sets(self) -> int:
-        return max(self.schedule) + 1 if self.schedule else 1
-
-    @property
-    def num_in_proj(self) -> int:
-        return max(self.in_schedule) + 1 if self.in_schedule else 1
-
-
-def spec_from_config(m: Any) -> Spec:
-    """Frozen Spec of a validated `config.model` of family moshi."""
-    t = m.temporal
-    temporal = Transformer(
-        dim=t.dim, num_heads=t.num_heads, num_kv_heads=t.num_kv_heads, num_layers=t.num_layers,
-        ffn=t.ffn, ffn_hidden=t.ffn_hidden, activation=t.activation, norm=t.norm,
-        norm_eps=float(t.norm_eps), positional=t.positional, max_period=float(t.max_period),
-        layer_scale=float(t.layer_scale), context=t.context, cross_attention=t.cross_attention)
-    d = m.depformer
-    dep_q = d.num_slices
-    depformer = None
-    schedule: tuple[int, ...] = ()
-    in_schedule: tuple[int, ...] = ()
-    if dep_q > 0:
-        # The depformer shares the temporal norm type (as in Kyutai's code); no window.
-        depformer = Transformer(
-            dim=d.dim, num_heads=d.num_heads, num_kv_heads=d.num_heads, num_layers=d.num_layers,
-            ffn=d.ffn, ffn_hidden=d.ffn_hidden, activation=d.activation, norm=t.norm,
-            norm_eps=float(t.norm_eps), positional=d.positional, max_period=float(d.max_period),
-            layer_scale=float(d.layer_scale), context=None, cross_attention=False)
-        if d.weights_per_step:
-            schedule = tuple(d.schedule) if len(d.schedule) else tuple(range(dep_q))
-        else:
-            schedule = (0,) * dep_q
-        # Kyutai: one projection per slice (or per scheduled set) with multi_linear, else one.
-        if d.multi_linear:
-            in_schedule = tuple(d.schedule) if len(d.schedule) else tuple(range(dep_q))
-        else:
-            in_schedule = (0,) * dep_q
-    conds = tuple(Conditioner(name, c.type, int(c.n_bins), int(c.dim), c.fuse)
-                  for name, c in sorted(m.conditioners.items()))
-    return Spec(
-        text_in_vocab=m.text_in_vocab_size, text_out_vocab=m.text_out_vocab_size,
-        audio_vocab=m.audio_vocab_size, codebooks=m.audio_codebooks, delays=tuple(m.delays),
-        demux=m.demux_second_text_stream, fusion=m.fusion, temporal=temporal, dep_q=dep_q,
-        depformer=depformer, schedule=schedule, in_schedule=in_schedule,
-        low_rank=int(d.low_rank) if dep_q else 0,
-        extra_heads=m.extra_heads.num_heads, extra_heads_dim=m.extra_heads.dim,
-        conditioners=conds, cross_pos_emb=m.cross_pos_emb,
-        cross_pos_emb_scale=float(m.cross_pos_emb_scale))
+def spec_from_config(m: Any) -> MoshiSpec:
+    """The MoshiSpec of `config.model` (family moshi): its schema checked (keys, types), each
+    conditioner built as a ConditionerSpec. Ranges and cross-field rules are `rules`'s."""
+    root = {"model": m}  # errors name the dotted path from `model`
+    conds = {name: config_lib.spec_from_section(ConditionerSpec, root, f"model.conditioners.{name}")
+             for name in sorted(m.conditioners.keys())}
+    return config_lib.spec_from_section(MoshiSpec, root, "model", conditioners=conds)
 
 
 # ------------------------------------------------------------------------------------------
 # Layers
 
 
-def _norm(tr: Transformer, name: str, dtype):
-    if tr.norm == "rms":
-        return blocks.RMSNorm(eps=tr.norm_eps, dtype=dtype, name=name)
-    return blocks.LayerNorm(eps=tr.norm_eps, dtype=dtype, name=name)
+def _norm(t: TemporalSpec, name: str, dtype):
+    if t.norm == "rms":
+        return blocks.RMSNorm(eps=t.norm_eps, dtype=dtype, name=name)
+    return blocks.LayerNorm(eps=t.norm_eps, dtype=dtype, name=name)
 
 
-def _block(tr: Transformer, name: str, dtype, weight_sets: int | None = None):
+def _block(tr: TemporalSpec | DepformerSpec, t: TemporalSpec, name: str, dtype,
+           weight_sets: int):
     """Kyutai's pre-norm layer as the shared block: norms shared by the `weight_sets` attention /
     FFN sets (`attn_0..`, `ffn_0..`: the depformer's per-slice weights), interleaved RoPE with
-    theta = max_period, ring-cache window = context, LayerNorm cross-attention, bias-free FFN."""
+    theta = rope_theta, LayerNorm cross-attention, bias-free FFN. The temporal transformer `t`
+    gives the norm (the depformer shares it, as in Kyutai's code); only the temporal one has a
+    ring-cache window (context), grouped key/value heads and cross-attention."""
+    temporal = isinstance(tr, TemporalSpec)
     return blocks.TransformerBlock(
-        num_heads=tr.num_heads, num_kv_heads=tr.num_kv_heads, norm=tr.norm,
-        norm_eps=tr.norm_eps, rope_style="interleaved" if tr.positional == "rope" else None,
-        rope_theta=tr.max_period, causal=True, window=tr.context,
-        cross_attention=tr.cross_attention, cross_norm="layer", cross_norm_eps=1e-5, ffn=tr.ffn,
-        ffn_hidden=tr.ffn_hidden, activation=tr.activation, ffn_bias=False,
+        num_heads=tr.num_heads, num_kv_heads=tr.num_kv_heads if temporal else tr.num_heads,
+        norm=t.norm, norm_eps=t.norm_eps,
+        rope_style="interleaved" if tr.positional == "rope" else None,
+        rope_theta=tr.rope_theta, causal=True, window=tr.context if temporal else None,
+        cross_attention=temporal and tr.cross_attention, cross_norm="layer", cross_norm_eps=1e-5,
+        ffn=tr.ffn, ffn_hidden=tr.ffn_hidden, activation=tr.activation, ffn_bias=False,
         layer_scale=tr.layer_scale or None, weight_sets=weight_sets, dtype=dtype, name=name)
 
 
@@ -254,35 +160,40 @@ class MoshiLM(nn.Module):
         state) one decode column (use `init_state` for the state).
     depformer_step(k, prev [B], hidden [B, D], cache) -> (logits [B, card], cache).
     """
-    spec: Spec
+    spec: MoshiSpec
     dtype: Any = jnp.float32
 
     def setup(self):
         s, t = self.spec, self.spec.temporal
-        self.text_emb = KyutaiEmbed(s.text_in_vocab, t.dim, demux=s.demux, dtype=self.dtype,
+        self.text_emb = KyutaiEmbed(s.text_in_vocab_size, t.hidden_size,
+                                    demux=s.demux_second_text_stream, dtype=self.dtype,
                                     name="text_emb")
-        self.audio_emb = blocks.MultiCodebookEmbed(s.codebooks, s.audio_vocab, t.dim,
-                                                   dtype=self.dtype, name="audio_emb")
-        self.layers = [_block(t, f"temporal_{i}", self.dtype, weight_sets=1)
+        self.audio_emb = blocks.MultiCodebookEmbed(s.audio_codebooks, s.audio_vocab_size,
+                                                   t.hidden_size, dtype=self.dtype,
+                                                   name="audio_emb")
+        self.layers = [_block(t, t, f"temporal_{i}", self.dtype, weight_sets=1)
                        for i in range(t.num_layers)]
         self.out_norm = _norm(t, "out_norm", self.dtype)
-        self.text_linear = nn.Dense(s.text_out_vocab, use_bias=False, dtype=self.dtype,
+        self.text_linear = nn.Dense(s.text_out_vocab_size, use_bias=False, dtype=self.dtype,
                                     name="text_linear")
-        self.extra = [nn.Dense(s.extra_heads_dim, use_bias=False, dtype=self.dtype,
-                               name=f"extra_head_{i}") for i in range(s.extra_heads)]
-        self.cond_modules = {c.name: _ConditionerModule(c, t.dim, self.dtype, name=f"cond_{c.name}")
-                             for c in s.conditioners}
+        self.extra = [nn.Dense(s.extra_heads.dim, use_bias=False, dtype=self.dtype,
+                               name=f"extra_head_{i}") for i in range(s.extra_heads.num_heads)]
+        self.cond_modules = {name: _ConditionerModule(name, c, t.hidden_size, self.dtype,
+                                                      name=f"cond_{name}")
+                             for name, c in s.conditioners.items()}
         if s.dep_q:
             d = s.depformer
-            self.depformer_in = [nn.Dense(d.dim, use_bias=False, dtype=self.dtype,
+            self.depformer_in = [nn.Dense(d.hidden_size, use_bias=False, dtype=self.dtype,
                                           name=f"depformer_in_{i}") for i in range(s.num_in_proj)]
-            self.depformer_text_emb = KyutaiEmbed(s.text_in_vocab, d.dim, low_rank=s.low_rank,
-                                                  demux=s.demux, dtype=self.dtype,
-                                                  name="depformer_text_emb")
-            self.depformer_emb = [KyutaiEmbed(s.audio_vocab, d.dim, low_rank=s.low_rank,
-                                              dtype=self.dtype, name=f"depformer_emb_{k}")
+            self.depformer_text_emb = KyutaiEmbed(s.text_in_vocab_size, d.hidden_size,
+                                                  low_rank=d.low_rank,
+                                                  demux=s.demux_second_text_stream,
+                                                  dtype=self.dtype, name="depformer_text_emb")
+            self.depformer_emb = [KyutaiEmbed(s.audio_vocab_size, d.hidden_size,
+                                              low_rank=d.low_rank, dtype=self.dtype,
+                                              name=f"depformer_emb_{k}")
                                   for k in range(s.dep_q - 1)]
-            self.dep_layers = [_block(d, f"depformer_{i}", self.dtype, weight_sets=s.num_sets)
+            self.dep_layers = [_block(d, t, f"depformer_{i}", self.dtype, weight_sets=s.num_sets)
                                for i in range(d.num_layers)]
             self.audio_heads = [nn.Dense(s.card, use_bias=False, dtype=self.dtype,
                                          name=f"audio_head_{k}") for k in range(s.dep_q)]
@@ -293,9 +204,9 @@ class MoshiLM(nn.Module):
         """(sum [B, 1, D] | None, cross [B, Sc, D] | None, cross_mask [B, Sc] | None)."""
         conditions = dict(conditions or {})
         total, cross, cross_mask = None, [], []
-        for c in self.spec.conditioners:
-            value, mask = conditions.get(c.name), conditions.get(f"{c.name}_mask")
-            out, valid = self.cond_modules[c.name](value, mask, batch)
+        for name, c in self.spec.conditioners.items():
+            value, mask = conditions.get(name), conditions.get(f"{name}_mask")
+            out, valid = self.cond_modules[name](value, mask, batch)
             if c.fuse == "sum":
                 total = out if total is None else total + out
             else:
@@ -313,8 +224,9 @@ class MoshiLM(nn.Module):
     # -- temporal --------------------------------------------------------------------------
 
     def _embed(self, tokens):
-        if tokens.ndim != 3 or tokens.shape[1] != 1 + self.spec.codebooks:
-            raise ValueError(f"tokens shape {tokens.shape} must be [B, 1+K={1 + self.spec.codebooks}"
+        if tokens.ndim != 3 or tokens.shape[1] != 1 + self.spec.audio_codebooks:
+            raise ValueError(f"tokens shape {tokens.shape} must be [B, "
+                             f"1+K={1 + self.spec.audio_codebooks}"
                              f", S] (text stream first, then each audio codebook)")
         return self.text_emb(tokens[:, 0]), self.audio_emb(tokens[:, 1:])
 
@@ -333,7 +245,7 @@ class MoshiLM(nn.Module):
     def _heads(self, h):
         text = self.text_linear(h)
         extra = (jnp.stack([head(h) for head in self.extra], axis=-2) if self.extra
-                 else jnp.zeros(h.shape[:-1] + (0, self.spec.extra_heads_dim), h.dtype))
+                 else jnp.zeros(h.shape[:-1] + (0, self.spec.extra_heads.dim), h.dtype))
         return text, extra
 
     def _cross_inputs(self, text_e, cond_cross, cond_mask, q_cols, k_cols, k_valid):
@@ -405,7 +317,8 @@ class MoshiLM(nn.Module):
     @nn.nowrap
     def init_depformer_cache(self, n: int):
         d = self.spec.depformer
-        attn = blocks.Attention(d.num_heads, d.num_heads, d.dim // d.num_heads, parent=None)
+        attn = blocks.Attention(d.num_heads, d.num_heads, d.hidden_size // d.num_heads,
+                                parent=None)
         return [attn.init_cache(n, self.spec.dep_q, self.dtype) for _ in range(d.num_layers)]
 
     def depformer_forward(self, targets, hidden):
@@ -437,12 +350,13 @@ class MoshiLM(nn.Module):
         t = self.spec.temporal
         per_col = 2 if self.spec.fusion in ("concat", "interleave") else 1
         length = t.context  # the ring buffer: Moshi's context window
-        attn = blocks.Attention(t.num_heads, t.num_kv_heads, t.dim // t.num_heads, parent=None)
+        attn = blocks.Attention(t.num_heads, t.num_kv_heads, t.hidden_size // t.num_heads,
+                                parent=None)
         state = {"caches": [attn.init_cache(batch, length * per_col, self.dtype)
                             for _ in range(t.num_layers)],
                  "column": jnp.zeros((), jnp.int32)}
         if self.spec.fusion == "cross_attention":
-            state["text"] = jnp.zeros((batch, length, t.dim), self.dtype)
+            state["text"] = jnp.zeros((batch, length, t.hidden_size), self.dtype)
             state["text_col"] = jnp.full((batch, length), -1, jnp.int32)
         return state
 
@@ -507,13 +421,14 @@ class MoshiLM(nn.Module):
 class _ConditionerModule(nn.Module):
     """Kyutai LUT / tensor conditioner: output_proj(embed or tensor), learnt padding where the
     condition is absent. -> ([B, S, D], valid [B, S])."""
-    cond: Conditioner
+    cond_name: str
+    cond: ConditionerSpec
     out_dim: int
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, value, mask, batch: int):
-        c = self.cond
+        c, name = self.cond, self.cond_name
         pad = self.param("learnt_padding", nn.initializers.normal(0.2), (self.out_dim,))
         proj = nn.Dense(self.out_dim, use_bias=False, dtype=self.dtype, name="output_proj")
         if c.type == "lut":
@@ -527,11 +442,11 @@ class _ConditionerModule(nn.Module):
                 if self.is_initializing():
                     value = jnp.zeros((batch, 1, c.dim), self.dtype)
                 else:
-                    raise ValueError(f"conditions[{c.name!r}] is required: a [B, S, {c.dim}] "
+                    raise ValueError(f"conditions[{name!r}] is required: a [B, S, {c.dim}] "
                                      f"tensor (tensor conditioner)")
             value = jnp.asarray(value)
             if value.ndim != 3 or value.shape[-1] != c.dim:
-                raise ValueError(f"conditions[{c.name!r}] shape {value.shape} must be "
+                raise ValueError(f"conditions[{name!r}] shape {value.shape} must be "
                                  f"[B, S, {c.dim}]")
             valid = (jnp.ones(value.shape[:2], bool) if mask is None
                      else jnp.asarray(mask, bool))
@@ -548,20 +463,20 @@ def build(model_config, dtype=jnp.float32) -> MoshiLM:
     return MoshiLM(spec_from_config(model_config), dtype=dtype)
 
 
-def example_conditions(spec: Spec, batch: int, rng: np.random.Generator | None = None):
+def example_conditions(spec: MoshiSpec, batch: int, rng: np.random.Generator | None = None):
     """Conditions with every conditioner present (random LUT ids, random tensors)."""
     rng = rng or np.random.default_rng(0)
     out = {}
-    for c in spec.conditioners:
+    for name, c in spec.conditioners.items():
         if c.type == "lut":
-            out[c.name] = rng.integers(0, c.n_bins, (batch,)).astype(np.int32)
+            out[name] = rng.integers(0, c.n_bins, (batch,)).astype(np.int32)
         else:
-            out[c.name] = rng.standard_normal((batch, 3, c.dim)).astype(np.float32)
+            out[name] = rng.standard_normal((batch, 3, c.dim)).astype(np.float32)
     return out
 
 
-def _example_tokens(spec: Spec, batch: int, columns: int):
-    tokens = np.zeros((batch, 1 + spec.codebooks, columns), np.int32)
+def _example_tokens(spec: MoshiSpec, batch: int, columns: int):
+    tokens = np.zeros((batch, 1 + spec.audio_codebooks, columns), np.int32)
     return jnp.asarray(tokens)
 
 
@@ -603,14 +518,20 @@ def describe_params(model_config) -> dict[str, dict[str, int]]:
     return {k: config_lib.count_params(v, embedding=is_emb) for k, v in groups.items() if v}
 
 
-def check_inputs(spec: Spec, tokens, name: str = "tokens") -> None:
+def _text_ids(spec: MoshiSpec) -> int:
+    """Text ids in use: text_in_vocab_size, squared with the demuxed second text stream."""
+    v = spec.text_in_vocab_size
+    return v * v if spec.demux_second_text_stream else v
+
+
+def check_inputs(spec: MoshiSpec, tokens, name: str = "tokens") -> None:
     """Module input tokens [B, 1+K, T] (B, T >= 1): ints, text in -1..text_in_vocab-1 and audio
     in -1..card (the initial tokens included; -1 = zero / masked). Shapes are always checked;
     values on the host only (concrete arrays), since an id past an embedding table becomes a
     NaN row under jit: callers that jit must check their inputs first (`check_tokens`)."""
-    if tokens.ndim != 3 or tokens.shape[1] != 1 + spec.codebooks:
+    if tokens.ndim != 3 or tokens.shape[1] != 1 + spec.audio_codebooks:
         raise ValueError(f"MoshiLM: {name} shape {tuple(tokens.shape)} must be [B, "
-                         f"1+K={1 + spec.codebooks}, S] (K=model.audio_codebooks)")
+                         f"1+K={1 + spec.audio_codebooks}, S] (K=model.audio_codebooks)")
     if tokens.shape[0] < 1 or tokens.shape[2] < 1:
         raise ValueError(f"MoshiLM: {name} shape {tuple(tokens.shape)}: the batch B and the "
                          "length T must be >= 1")
@@ -619,7 +540,7 @@ def check_inputs(spec: Spec, tokens, name: str = "tokens") -> None:
     if isinstance(tokens, jax.core.Tracer):
         return
     t = np.asarray(tokens)
-    text_hi = spec.text_in_vocab ** 2 if spec.demux else spec.text_in_vocab
+    text_hi = _text_ids(spec)
     for rows, lo, hi, what in ((t[:, :1], -1, text_hi - 1, "text"),
                                (t[:, 1:], -1, spec.card, "audio")):
         bad = (rows < lo) | (rows > hi)
@@ -635,14 +556,14 @@ def check_tokens(model_config, codes, name: str = "codes") -> None:
     (the initial token), -1 allowed (zero / masked). Raises ValueError naming the problem."""
     spec = spec_from_config(model_config)
     codes = np.asarray(codes)
-    if codes.ndim != 3 or codes.shape[1] != 1 + spec.codebooks:
+    if codes.ndim != 3 or codes.shape[1] != 1 + spec.audio_codebooks:
         raise ValueError(f"{name} shape {codes.shape} must be [B, 1+K, T] with "
-                         f"K=model.audio_codebooks={spec.codebooks} (got "
+                         f"K=model.audio_codebooks={spec.audio_codebooks} (got "
                          f"{codes.shape[1] - 1 if codes.ndim == 3 else '?'} codebooks)")
     if not np.issubdtype(codes.dtype, np.integer):
         raise ValueError(f"{name} must be integer ids, got {codes.dtype}")
     text, audio = codes[:, 0], codes[:, 1:]
-    text_hi = spec.text_in_vocab ** 2 if spec.demux else spec.text_in_vocab
+    text_hi = _text_ids(spec)
     if ((text < -1) | (text >= text_hi)).any():
         bad = text[(text < -1) | (text >= text_hi)][0]
         raise ValueError(f"{name}[:, 0] (text) has id {bad}: expected -1 or 0..{text_hi - 1}")
@@ -664,9 +585,9 @@ def stack_streams(model_config, text, audio) -> np.ndarray:
         raise ValueError(f"text shape {text.shape} must be [B, T]")
     if not isinstance(audio, (list, tuple)):
         audio = list(np.moveaxis(np.asarray(audio), 1, 0))
-    if len(audio) != spec.codebooks:
+    if len(audio) != spec.audio_codebooks:
         raise ValueError(f"audio has {len(audio)} codebooks; model.audio_codebooks="
-                         f"{spec.codebooks} (pass None for an absent codebook)")
+                         f"{spec.audio_codebooks} (pass None for an absent codebook)")
     rows = [text]
     for q, a in enumerate(audio):
         if a is None:
@@ -681,16 +602,16 @@ def stack_streams(model_config, text, audio) -> np.ndarray:
     return codes
 
 
-def delay_pattern(spec: Spec, frames: int) -> patterns.Pattern:
+def delay_pattern(spec: MoshiSpec, frames: int) -> patterns.Pattern:
     return patterns.moshi_delays(spec.delays, frames)
 
 
-def initial_tokens(spec: Spec) -> np.ndarray:
+def initial_tokens(spec: MoshiSpec) -> np.ndarray:
     """[1+K, 1] initial (special) token per stream: text_initial, then card per codebook."""
-    return np.array([[spec.text_initial]] + [[spec.card]] * spec.codebooks, np.int32)
+    return np.array([[spec.text_initial]] + [[spec.card]] * spec.audio_codebooks, np.int32)
 
 
-def delayed_inputs(spec: Spec, codes):
+def delayed_inputs(spec: MoshiSpec, codes):
     """codes [B, 1+K, T] -> (inputs [B, 1+K, T], targets [B, 1+K, T], target_mask [B, 1+K, T]).
 
     Each stream is shifted right by its delay (padded with the initial token) after one initial
@@ -704,7 +625,7 @@ def delayed_inputs(spec: Spec, codes):
     return seq[:, :, :-1], targets, valid
 
 
-def undelay_logits(spec: Spec, text_logits, audio_logits):
+def undelay_logits(spec: MoshiSpec, text_logits, audio_logits):
     """Delayed-position logits -> logits aligned with the codes (NaN where not predicted).
 
     text_logits [B, T, Vt], audio_logits [B, dep_q, T, card] -> ([B, 1, T, Vt], mask [1, T],
@@ -744,9 +665,9 @@ def _undelay_group(full: patterns.Pattern, streams: Sequence[int], logits):
 def example_batch(model_config, batch_size: int, rng: np.random.Generator,
                   frames: int = 8) -> dict[str, np.ndarray]:
     spec = spec_from_config(model_config)
-    text_hi = min(spec.text_out_vocab, spec.text_in_vocab - 1)
+    text_hi = min(spec.text_out_vocab_size, spec.text_in_vocab_size - 1)
     text = rng.integers(0, text_hi, (batch_size, 1, frames))
-    audio = rng.integers(0, spec.card, (batch_size, spec.codebooks, frames))
+    audio = rng.integers(0, spec.card, (batch_size, spec.audio_codebooks, frames))
     batch = {"codes": np.concatenate([text, audio], axis=1).astype(np.int32)}
     if spec.conditioners:
         batch["conditions"] = example_conditions(spec, batch_size, rng)
@@ -757,56 +678,48 @@ def example_batch(model_config, batch_size: int, rng: np.random.Generator,
 # Validation
 
 
-TEMPORAL_KEYS = ("dim", "num_heads", "num_kv_heads", "num_layers", "ffn", "ffn_hidden",
-                 "activation", "norm", "norm_eps", "context", "positional", "max_period",
-                 "layer_scale", "cross_attention")
-DEPFORMER_KEYS = ("num_slices", "dim", "num_heads", "num_layers", "ffn", "ffn_hidden",
-                  "activation", "weights_per_step", "schedule", "multi_linear", "low_rank",
-                  "positional", "max_period", "layer_scale")
-MODEL_KEYS = ("family", "text_in_vocab_size", "text_out_vocab_size", "audio_vocab_size",
-              "audio_codebooks", "delays", "text_padding_id", "text_end_padding_id",
-              "demux_second_text_stream", "fusion", "temporal", "depformer", "extra_heads",
-              "conditioners", "cross_pos_emb", "cross_pos_emb_scale")
-
-
-def _check_transformer(config, p: str, keys, depformer: bool):
-    config_lib.check_keys(config, p, keys, required=keys)
-    check_int(config, f"{p}.dim", lo=1)
+def _check_transformer(config, p: str, depformer: bool):
+    """Ranges of a temporal / depformer section (its keys and types: `check_schema`)."""
+    check_int(config, f"{p}.hidden_size", lo=1)
     heads = check_int(config, f"{p}.num_heads", lo=1)
-    dim = config_lib.get_path(config, f"{p}.dim")
-    require(dim % heads == 0, f"{p}.dim", dim, f"must be divisible by {p}.num_heads={heads}")
-    require((dim // heads) % 2 == 0, f"{p}.dim", dim,
-            f"head width dim/num_heads={dim // heads} must be even (RoPE pairs)")
+    width = config_lib.get_path(config, f"{p}.hidden_size")
+    require(width % heads == 0, f"{p}.hidden_size", width,
+            f"must be divisible by {p}.num_heads={heads}")
+    require((width // heads) % 2 == 0, f"{p}.hidden_size", width,
+            f"head width hidden_size/num_heads={width // heads} must be even (RoPE pairs)")
     if not depformer:
         kv = check_int(config, f"{p}.num_kv_heads", lo=1)
         require(heads % kv == 0, f"{p}.num_kv_heads", kv,
                 f"must divide {p}.num_heads={heads}")
         check_int(config, f"{p}.context", lo=1)
-        check_bool(config, f"{p}.cross_attention")
         check_choice(config, f"{p}.norm", ("rms", "layer"))
         check_float(config, f"{p}.norm_eps", lo=0.0, lo_open=True)
-    check_int(config, f"{p}.num_layers", lo=0 if depformer else 1)
+    check_int(config, f"{p}.num_layers", lo=1)
     check_int(config, f"{p}.ffn_hidden", lo=1)
     check_choice(config, f"{p}.ffn", ("gated", "plain"))
     check_choice(config, f"{p}.activation", sorted(blocks.ACTIVATIONS))
     check_choice(config, f"{p}.positional", ("rope", "none"))
-    check_float(config, f"{p}.max_period", lo=1.0)
+    check_float(config, f"{p}.rope_theta", lo=1.0)
     check_float(config, f"{p}.layer_scale", lo=0.0)
 
 
 def rules(config) -> None:
-    """Every field of config.model for family moshi (ConfigError with the dotted path)."""
-    config_lib.check_keys(config, "model", MODEL_KEYS, required=MODEL_KEYS)
+    """Every field of config.model for family moshi (ConfigError with the dotted path): the
+    keys and types of `MoshiSpec` (`check_schema`), then ranges and cross-field rules."""
     m = config.model
+    require(hasattr(m, "keys"), "model", m, "must be a section")
+    av = m.get("audio_vocab_size", None)
+    require(not isinstance(av, int) or isinstance(av, bool) or av > 0,
+            "model.audio_vocab_size", av, "must be an int > 0 (card + 1 rows)")
+    if "fusion" in m:  # a choice: named with its choices whatever the wrong value's type
+        check_choice(config, "model.fusion", FUSIONS)
+    config_lib.check_schema(config, "model", config_lib.spec_schema(MoshiSpec))
+    check_choice(config, "model.family", (FAMILY,))
     tin = check_int(config, "model.text_in_vocab_size", lo=2)
     check_int(config, "model.text_out_vocab_size", lo=1)
-    av = config_lib.get_path(config, "model.audio_vocab_size")
-    require(isinstance(av, int) and not isinstance(av, bool) and av > 0,
-            "model.audio_vocab_size", av, "must be an int > 0 (card + 1 rows)")
     check_int(config, "model.audio_vocab_size", lo=2)
     k = check_int(config, "model.audio_codebooks", lo=1, hi=64)
     delays = m.delays
-    require(isinstance(delays, (list, tuple)), "model.delays", delays, "must be a list of ints")
     require(len(delays) == 1 + k, "model.delays", list(delays),
             f"needs one delay per stream: 1 text + model.audio_codebooks={k} = {1 + k}, "
             f"got {len(delays)}")
@@ -817,26 +730,20 @@ def rules(config) -> None:
             "normally has delay 0)")
     check_int(config, "model.text_padding_id", lo=0, hi=tin - 1)
     check_int(config, "model.text_end_padding_id", lo=0, hi=tin - 1)
-    check_bool(config, "model.demux_second_text_stream")
     fusion = check_choice(config, "model.fusion", FUSIONS)
-    _check_transformer(config, "model.temporal", TEMPORAL_KEYS, depformer=False)
+    _check_transformer(config, "model.temporal", depformer=False)
     if fusion == "cross_attention":
         require(m.temporal.cross_attention, "model.temporal.cross_attention", False,
                 "must be True when model.fusion='cross_attention'")
     # depformer
     p = "model.depformer"
-    config_lib.check_keys(config, p, DEPFORMER_KEYS, required=DEPFORMER_KEYS)
     dep_q = check_int(config, f"{p}.num_slices", lo=0)
     require(dep_q <= k, f"{p}.num_slices", dep_q,
             f"must be <= model.audio_codebooks={k} (slices predict input codebooks)")
-    check_bool(config, f"{p}.weights_per_step")
-    check_bool(config, f"{p}.multi_linear")
     check_int(config, f"{p}.low_rank", lo=0)
     sched = m.depformer.schedule
-    require(isinstance(sched, (list, tuple)), f"{p}.schedule", sched, "must be a list of ints")
     if dep_q:
-        _check_transformer(config, p, DEPFORMER_KEYS, depformer=True)
-        check_int(config, f"{p}.num_layers", lo=1)
+        _check_transformer(config, p, depformer=True)
         if len(sched):
             require(m.depformer.weights_per_step, f"{p}.schedule", list(sched),
                     f"needs {p}.weights_per_step=True")
@@ -849,27 +756,21 @@ def rules(config) -> None:
     else:
         require(not len(sched), f"{p}.schedule", list(sched), f"must be empty when {p}.num_slices=0")
     # heads, conditioning
-    config_lib.check_keys(config, "model.extra_heads", ("num_heads", "dim"),
-                          required=("num_heads", "dim"))
     check_int(config, "model.extra_heads.num_heads", lo=0)
     check_int(config, "model.extra_heads.dim", lo=1)
-    check_bool(config, "model.cross_pos_emb")
     check_float(config, "model.cross_pos_emb_scale")
     has_cross = fusion == "cross_attention"
     require(hasattr(m.conditioners, "keys"), "model.conditioners", m.conditioners,
             "must be a section (name -> conditioner), empty for none")
     for name in m.conditioners.keys():
         cp = f"model.conditioners.{name}"
-        keys = ("type", "n_bins", "dim", "possible_values", "fuse")
-        config_lib.check_keys(config, cp, keys, required=keys)
+        config_lib.check_schema(config, cp, config_lib.spec_schema(ConditionerSpec))
         typ = check_choice(config, f"{cp}.type", ("lut", "tensor"))
         check_int(config, f"{cp}.dim", lo=1)
         fuse = check_choice(config, f"{cp}.fuse", ("sum", "cross"))
         if typ == "lut":
             n_bins = check_int(config, f"{cp}.n_bins", lo=1)
             pv = m.conditioners[name].possible_values
-            require(isinstance(pv, (list, tuple)), f"{cp}.possible_values", pv,
-                    "must be a list of condition values")
             require(len(pv) <= n_bins, f"{cp}.possible_values", list(pv),
                     f"has more values than {cp}.n_bins={n_bins}")
             require(fuse == "sum", f"{cp}.fuse", fuse, "a lut conditioner is summed ('sum')")

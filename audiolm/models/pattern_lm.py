@@ -41,7 +41,6 @@ and the conditioners' arrays ``cond.<id>`` / ``cond.<id>.mask``.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -57,19 +56,16 @@ from audiolm.config import ConfigError, check_bool, check_choice, check_float, c
 from audiolm.models import conditioners as cond_lib
 from audiolm.models import pretransform as pretransform_lib
 from audiolm.nn.params import default_kernel_init, partitioned
+from audiolm.presets.pattern_lm import (ConditioningSpec, PatternLMSpec, PatternSpec,
+                                        TransformerSpec)
 
-__all__ = ["LMSpec", "PatternLM", "build", "spec_from_config", "init_params", "describe_params",
-           "example_batch", "pattern_for", "cfg_drop_mask",
-           "rules", "COND_TYPES", "FAMILY", "apply_drop",
+__all__ = ["PatternLMSpec", "TransformerSpec", "ConditioningSpec", "PatternSpec", "PatternLM",
+           "build", "spec_from_config", "init_params", "describe_params", "example_batch",
+           "pattern_for", "cfg_drop_mask", "rules", "COND_TYPES", "FAMILY", "apply_drop",
            "null_condition", "init_cache"]
 
 FAMILY = "pattern_lm"
 COND_TYPES = ("cross", "prepend", "global")
-LM_KEYS = ("dim", "num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn", "ffn_hidden",
-           "activation", "norm", "norm_eps", "attn_bias", "mlp_bias", "head_bias", "positional",
-           "rope_theta", "scale_embedding", "final_norm")
-CONDITIONING_KEYS = ("cond_dim", "conditioners", "cross_attention_ids", "prepend_ids",
-                     "global_ids", "project_cross_attention", "cfg_dropout")
 CONDITIONER_KEYS = {
     "number": ("type", "min_val", "max_val"),
     "lookup": ("type", "num_classes", "min_val", "options"),
@@ -87,46 +83,24 @@ CONDITIONER_REQUIRED = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Static description of a model (hashable: a flax module field and a jit static argument).
+# Static description of a model: the typed spec of config.model (`PatternLMSpec` and its section
+# specs, declared field by field with their comments in `audiolm.presets.pattern_lm`, which sits
+# below the models so the presets build it too). Hashable: a flax module field and a jit static
+# argument.
 
 
-@dataclasses.dataclass(frozen=True)
-class LMSpec:
-    n_q: int
-    card: int
-    dim: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    ffn: str
-    ffn_hidden: int
-    activation: str
-    norm: str
-    norm_eps: float
-    attn_bias: bool
-    mlp_bias: bool
-    head_bias: bool
-    positional: str
-    rope_theta: float
-    scale_embedding: bool
-    final_norm: bool
-    pattern_kind: str
-    pattern_kwargs: tuple[tuple[str, Any], ...]
-    cond_dim: int
-    conditioners: tuple[cond_lib.ConditionerSpec, ...]
-    cross_ids: tuple[str, ...]
-    prepend_ids: tuple[str, ...]
-    global_ids: tuple[str, ...]
-    project_cross: bool
-    cfg_dropout: float
-
-    @property
-    def has_cross(self) -> bool:
-        return bool(self.cross_ids)
-
-    def conditioner(self, cid: str) -> cond_lib.ConditionerSpec:
-        return next(s for s in self.conditioners if s.id == cid)
+def spec_from_config(model_config: Any) -> PatternLMSpec:
+    """The PatternLMSpec of a (validated) `config.model`: the pretransform built (n_q and card
+    come from it), each conditioner a `conditioners.ConditionerSpec`."""
+    root = {"model": model_config}  # errors name the dotted path from `model`
+    c = model_config.conditioning
+    conds = {cid: cond_lib.ConditionerSpec.from_config(cid, c.conditioners[cid])
+             for cid in sorted(c.conditioners.keys())}
+    conditioning = config_lib.spec_from_section(ConditioningSpec, root, "model.conditioning",
+                                                conditioners=conds)
+    tokenizer = pretransform_lib.build(model_config.pretransform)
+    return config_lib.spec_from_section(PatternLMSpec, root, "model", pretransform=tokenizer,
+                                        conditioning=conditioning)
 
 
 def _tuple(v: Any) -> Any:
@@ -135,42 +109,19 @@ def _tuple(v: Any) -> Any:
     return v
 
 
-def spec_from_config(model_config: Any) -> LMSpec:
-    """LMSpec of a (validated) `config.model`; n_q and card come from the pretransform."""
-    pt = pretransform_lib.build(model_config.pretransform)
-    lm = model_config.lm
-    c = model_config.conditioning
-    kwargs = model_config.pattern.get("kwargs", {}) or {}
-    specs = tuple(cond_lib.ConditionerSpec.from_config(cid, c.conditioners[cid])
-                  for cid in sorted(c.conditioners.keys()))
-    return LMSpec(
-        n_q=int(pt.n_q), card=int(pt.codebook_size), dim=int(lm.dim),
-        num_layers=int(lm.num_layers), num_heads=int(lm.num_heads),
-        num_kv_heads=int(lm.num_kv_heads), head_dim=int(lm.head_dim), ffn=str(lm.ffn),
-        ffn_hidden=int(lm.ffn_hidden), activation=str(lm.activation), norm=str(lm.norm),
-        norm_eps=float(lm.norm_eps), attn_bias=bool(lm.attn_bias), mlp_bias=bool(lm.mlp_bias),
-        head_bias=bool(lm.head_bias), positional=str(lm.positional),
-        rope_theta=float(lm.rope_theta), scale_embedding=bool(lm.scale_embedding),
-        final_norm=bool(lm.final_norm), pattern_kind=str(model_config.pattern.kind),
-        pattern_kwargs=tuple(sorted((k, _tuple(v)) for k, v in dict(kwargs).items())),
-        cond_dim=int(c.cond_dim), conditioners=specs,
-        cross_ids=tuple(c.cross_attention_ids), prepend_ids=tuple(c.prepend_ids),
-        global_ids=tuple(c.global_ids), project_cross=bool(c.project_cross_attention),
-        cfg_dropout=float(c.cfg_dropout))
-
-
-def pattern_for(spec: LMSpec, timesteps: int) -> patterns.Pattern:
+def pattern_for(spec: PatternLMSpec, timesteps: int) -> patterns.Pattern:
     """The codebook pattern of the model for `timesteps` frames."""
-    return patterns.make(spec.pattern_kind, spec.n_q, timesteps, **dict(spec.pattern_kwargs))
+    return patterns.make(spec.pattern.kind, spec.n_q, timesteps, **dict(spec.pattern.kwargs))
 
 
-def check_codes(spec: LMSpec, codes: Any, name: str = "codes", special: bool = False) -> None:
+def check_codes(spec: PatternLMSpec, codes: Any, name: str = "codes",
+                special: bool = False) -> None:
     """Host-side check of codes [B, K, T] (B, T >= 1, K = n_q): ints in 0..card-1, or 0..card
     with `special` (the pattern's special token). Tracers get the shape checks only: an id past
     the embedding table is a NaN row under jit, so jitting callers check first."""
     if codes.ndim != 3 or codes.shape[1] != spec.n_q:
         raise ValueError(f"PatternLM: {name} shape {tuple(codes.shape)} must be [B, K={spec.n_q}, "
-                         "T] (K = model.lm.n_q)")
+                         "T] (K = model.pretransform.n_q)")
     if codes.shape[0] < 1 or codes.shape[2] < 1:
         raise ValueError(f"PatternLM: {name} shape {tuple(codes.shape)}: the batch B and the "
                          "length T must be >= 1")
@@ -184,7 +135,7 @@ def check_codes(spec: LMSpec, codes: Any, name: str = "codes", special: bool = F
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"PatternLM: {name}{list(where)} = {c[where]}: must be in 0..{hi} "
-                         f"(card = model.lm.card = {spec.card}"
+                         f"(card = model.pretransform.codebook_size = {spec.card}"
                          + (", the special token" if special else "") + ")")
 
 
@@ -192,32 +143,33 @@ def check_codes(spec: LMSpec, codes: Any, name: str = "codes", special: bool = F
 # Modules.
 
 
-def _norm(spec: LMSpec, name: str, dtype: Any) -> nn.Module:
-    if spec.norm == "rms":
-        return anl.RMSNorm(spec.norm_eps, dtype=dtype, name=name)
-    return anl.LayerNorm(spec.norm_eps, dtype=dtype, name=name)
+def _norm(lm: TransformerSpec, name: str, dtype: Any) -> nn.Module:
+    if lm.norm == "rms":
+        return anl.RMSNorm(lm.norm_eps, dtype=dtype, name=name)
+    return anl.LayerNorm(lm.norm_eps, dtype=dtype, name=name)
 
 
-def _block(spec: LMSpec, dtype: Any) -> anl.TransformerBlock:
+def _block(spec: PatternLMSpec, dtype: Any) -> anl.TransformerBlock:
     """The shared pre-norm block as MusicGen's decoder layer: causal self-attention (RoPE only
     with positional='rope'; sinusoidal positions are added to the input by the model), the
     layer's norm before the cross-attention too, biases as the checkpoint has them.
     `__call__(x, positions, mask=, context=, context_mask=, cache=) -> (x, cache, aux)`."""
-    s = spec
+    s = spec.lm
     return anl.TransformerBlock(
         num_heads=s.num_heads, num_kv_heads=s.num_kv_heads, head_dim=s.head_dim, norm=s.norm,
         norm_eps=s.norm_eps, qkv_bias=s.attn_bias, out_bias=s.attn_bias,
         rope_style="rotate_half" if s.positional == "rope" else None, rope_theta=s.rope_theta,
-        causal=True, cross_attention=s.has_cross, cross_norm=s.norm, cross_norm_eps=s.norm_eps,
+        causal=True, cross_attention=spec.has_cross, cross_norm=s.norm, cross_norm_eps=s.norm_eps,
         ffn=s.ffn, ffn_hidden=s.ffn_hidden, activation=s.activation, ffn_bias=s.mlp_bias,
         dtype=dtype)
 
 
-def init_cache(spec: LMSpec, batch: int, max_len: int, dtype: Any = jnp.float32) -> list:
+def init_cache(spec: PatternLMSpec, batch: int, max_len: int, dtype: Any = jnp.float32) -> list:
     """Empty self-attention KV caches (one per layer) for `max_len` positions (prepend tokens
     included)."""
-    attn = anl.Attention(spec.num_heads, spec.num_kv_heads, spec.head_dim, parent=None)
-    return [attn.init_cache(batch, max_len, dtype) for _ in range(spec.num_layers)]
+    lm = spec.lm
+    attn = anl.Attention(lm.num_heads, lm.num_kv_heads, lm.head_dim, parent=None)
+    return [attn.init_cache(batch, max_len, dtype) for _ in range(lm.num_layers)]
 
 
 class CodebookHeads(nn.Module):
@@ -249,46 +201,47 @@ class PatternLM(nn.Module):
     and `decode` (sequence + grouped tensors -> logits) expose the two halves. `dtype` is the
     compute dtype of the transformer (params stay float32; conditioners and logits float32).
     """
-    spec: LMSpec
+    spec: PatternLMSpec
     dtype: Any = jnp.float32
 
     def setup(self):
-        s = self.spec
+        s, c, width = self.spec, self.spec.conditioning, self.spec.lm.hidden_size
         if s.conditioners:
-            self.conditioner_set = cond_lib.ConditionerSet(s.conditioners, s.cond_dim)
-        if s.has_cross and s.project_cross:
-            self.cross_proj = nn.Dense(s.dim, kernel_init=partitioned(default_kernel_init,
+            self.conditioner_set = cond_lib.ConditionerSet(s.conditioners, c.cond_dim)
+        if s.has_cross and c.project_cross_attention:
+            self.cross_proj = nn.Dense(width, kernel_init=partitioned(default_kernel_init,
                                                                       (None, "embed")),
                                        bias_init=partitioned(nn.initializers.zeros, ("embed",)))
-        if s.prepend_ids:
-            self.prepend_proj = anl.MLP(s.dim, "silu", use_bias=False, out_features=s.dim,
+        if c.prepend_ids:
+            self.prepend_proj = anl.MLP(width, "silu", use_bias=False, out_features=width,
                                         dtype=self.dtype)
-        if s.global_ids:
-            self.global_proj = anl.MLP(s.dim, "silu", use_bias=False, out_features=s.dim)
-        self.embed = anl.MultiCodebookEmbed(s.n_q, s.card + 1, s.dim,
+        if c.global_ids:
+            self.global_proj = anl.MLP(width, "silu", use_bias=False, out_features=width)
+        self.embed = anl.MultiCodebookEmbed(s.n_q, s.card + 1, width,
                                             embedding_init=nn.initializers.normal(1.0))
-        self.layers = [_block(s, self.dtype) for _ in range(s.num_layers)]
-        if s.final_norm:
-            self.final_norm = _norm(s, "final_norm", self.dtype)
-        self.heads = CodebookHeads(s.n_q, s.card, s.head_bias, self.dtype)
+        self.layers = [_block(s, self.dtype) for _ in range(s.lm.num_layers)]
+        if s.lm.final_norm:
+            self.final_norm = _norm(s.lm, "final_norm", self.dtype)
+        self.heads = CodebookHeads(s.n_q, s.card, s.lm.head_bias, self.dtype)
 
     def condition(self, conditions: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         """Grouped condition tensors: cross [B, Sc, C] + cross_mask, prepend [B, P, C] +
         prepend_mask, global [B, G*C] (keys present only for the types in use)."""
-        s = self.spec
+        c = self.spec.conditioning
         out: dict[str, jax.Array] = {}
-        if not s.conditioners:
+        if not self.spec.conditioners:
             return out
         per_id = self.conditioner_set(conditions)
-        if s.cross_ids:
-            out["cross"] = jnp.concatenate([per_id[i][0] for i in s.cross_ids], axis=1)
-            out["cross_mask"] = jnp.concatenate([per_id[i][1] for i in s.cross_ids], axis=1)
-        if s.prepend_ids:
-            out["prepend"] = jnp.concatenate([per_id[i][0] for i in s.prepend_ids], axis=1)
-            out["prepend_mask"] = jnp.concatenate([per_id[i][1] for i in s.prepend_ids], axis=1)
-        if s.global_ids:
+        if c.cross_attention_ids:
+            out["cross"] = jnp.concatenate([per_id[i][0] for i in c.cross_attention_ids], axis=1)
+            out["cross_mask"] = jnp.concatenate([per_id[i][1] for i in c.cross_attention_ids],
+                                                axis=1)
+        if c.prepend_ids:
+            out["prepend"] = jnp.concatenate([per_id[i][0] for i in c.prepend_ids], axis=1)
+            out["prepend_mask"] = jnp.concatenate([per_id[i][1] for i in c.prepend_ids], axis=1)
+        if c.global_ids:
             pooled = []
-            for i in s.global_ids:
+            for i in c.global_ids:
                 emb, mask = per_id[i]
                 m = mask[..., None].astype(emb.dtype)
                 pooled.append(jnp.sum(emb * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0))
@@ -304,31 +257,31 @@ class PatternLM(nn.Module):
         prefill (prepend tokens + seq from step 0 are written to the cache); otherwise seq holds
         steps offset .. offset + n - 1 (offset may be traced). Returns (logits, new_cache).
         """
-        s = self.spec
+        s, c, lm = self.spec, self.spec.conditioning, self.spec.lm
         b, k, length = seq.shape
         if k != s.n_q:
             raise ValueError(f"PatternLM: seq has K={k} codebooks (axis 1 of [B, K, S]); the "
                              f"model has n_q={s.n_q}")
         check_codes(s, seq, "seq", special=True)
         x = self.embed(seq.astype(jnp.int32)).astype(self.dtype)
-        if s.scale_embedding:
-            x = x * jnp.sqrt(jnp.float32(s.dim)).astype(x.dtype)
+        if lm.scale_embedding:
+            x = x * jnp.sqrt(jnp.float32(lm.hidden_size)).astype(x.dtype)
         prefill = cache is None or offset is None
-        p = cond["prepend"].shape[1] if s.prepend_ids else 0
+        p = cond["prepend"].shape[1] if c.prepend_ids else 0
         new_valid = jnp.ones((b, length), bool)
-        if s.prepend_ids and prefill:
+        if c.prepend_ids and prefill:
             pre = self.prepend_proj(cond["prepend"])
             x = jnp.concatenate([pre.astype(x.dtype), x], axis=1)
             new_valid = jnp.concatenate([cond["prepend_mask"].astype(bool), new_valid], axis=1)
-        if s.global_ids:
+        if c.global_ids:
             x = x + self.global_proj(cond["global"])[:, None, :].astype(x.dtype)
         n = x.shape[1]
         start = 0 if prefill else p + offset
         positions = jnp.broadcast_to(start + jnp.arange(n, dtype=jnp.int32), (b, n))
-        if s.positional == "sinusoidal":
+        if lm.positional == "sinusoidal":
             max_len = n if cache is None else cache[0]["k"].shape[1]
-            table = anl.sinusoidal_positions(max(max_len, n), s.dim)
-            half = s.dim // 2  # MusicGen / audiocraft order: [cos, sin]
+            table = anl.sinusoidal_positions(max(max_len, n), lm.hidden_size)
+            half = lm.hidden_size // 2  # MusicGen / audiocraft order: [cos, sin]
             table = jnp.concatenate([table[:, half:], table[:, :half]], axis=1)
             x = x + jnp.take(table, positions, axis=0).astype(x.dtype)
         key_valid = new_valid
@@ -336,14 +289,14 @@ class PatternLM(nn.Module):
             # Slots 0..p-1 hold the prepend tokens (the prefill writes from slot 0).
             slots = cache[0]["k"].shape[1]
             cached = jnp.ones((b, slots), bool)
-            if s.prepend_ids:
+            if c.prepend_ids:
                 cached = cached.at[:, :p].set(cond["prepend_mask"].astype(bool))
             key_valid = jnp.concatenate([cached, new_valid], axis=1)
         mask = jnp.broadcast_to(key_valid[:, None, None, :], (b, 1, n, key_valid.shape[1]))
         context = context_mask = None
         if s.has_cross:
             context = cond["cross"]
-            if s.project_cross:
+            if c.project_cross_attention:
                 context = self.cross_proj(context)
             context = context.astype(self.dtype)
             context_mask = cond["cross_mask"].astype(bool)
@@ -352,7 +305,7 @@ class PatternLM(nn.Module):
             x, c, _ = layer(x, positions, mask=mask, context=context, context_mask=context_mask,
                             cache=None if cache is None else cache[i])
             new_cache.append(c)
-        if s.final_norm:
+        if lm.final_norm:
             x = self.final_norm(x)
         logits = self.heads(x[:, n - length:]).astype(jnp.float32)
         return logits if cache is None else (logits, new_cache)
@@ -397,7 +350,7 @@ def build(model_config: Any, dtype: Any = jnp.float32) -> PatternLM:
     return PatternLM(spec_from_config(model_config), dtype)
 
 
-def _example_inputs(spec: LMSpec, batch: int, frames: int):
+def _example_inputs(spec: PatternLMSpec, batch: int, frames: int):
     pattern = pattern_for(spec, frames)
     s = patterns.num_steps(pattern, True)
     seq = jnp.full((batch, spec.n_q, s), spec.card, jnp.int32)
@@ -453,18 +406,18 @@ def _check_ids(path, ids, known):
 
 
 def rules(config: Any) -> None:
-    """Checks every field of config.model for the pattern_lm family (ConfigError)."""
-    check_keys(config, "model", ("family", "max_frames", "pretransform", "pattern", "lm",
-                                 "conditioning"),
-               required=("family", "max_frames", "pretransform", "pattern", "lm", "conditioning"))
+    """Checks every field of config.model for the pattern_lm family (ConfigError): the keys
+    and types of `PatternLMSpec` (`check_schema`; the pretransform and conditioner sections by
+    their type's rules), then ranges and cross-field rules."""
+    config_lib.check_schema(config, "model", config_lib.spec_schema(PatternLMSpec))
+    check_choice(config, "model.family", (FAMILY,))
     check_int(config, "model.max_frames", lo=1)
     pretransform_lib.validate(config, "model.pretransform")
     n_q = get_path(config, "model.pretransform.n_q")
 
-    check_keys(config, "model.pattern", ("kind", "kwargs"), required=("kind",))
     kind = check_choice(config, "model.pattern.kind",
                         ("parallel", "delay", "unroll", "coarse_first", "musiclm"))
-    kwargs = config.model.pattern.get("kwargs", None) or {}
+    kwargs = config.model.pattern.kwargs
     require(hasattr(kwargs, "keys"), "model.pattern.kwargs", kwargs, "must be a section")
     try:
         patterns.make(kind, n_q, int(get_path(config, "model.max_frames")),
@@ -473,8 +426,7 @@ def rules(config: Any) -> None:
         raise ConfigError(f"model.pattern.kwargs={dict(kwargs)!r}: {e} (kind={kind!r}, "
                           f"n_q={n_q} from model.pretransform.n_q)") from None
 
-    check_keys(config, "model.lm", LM_KEYS, required=LM_KEYS)
-    dim = check_int(config, "model.lm.dim", lo=1)
+    width = check_int(config, "model.lm.hidden_size", lo=1)
     check_int(config, "model.lm.num_layers", lo=1)
     heads = check_int(config, "model.lm.num_heads", lo=1)
     kv = check_int(config, "model.lm.num_kv_heads", lo=1)
@@ -486,21 +438,17 @@ def rules(config: Any) -> None:
     check_choice(config, "model.lm.activation", sorted(anl.ACTIVATIONS))
     check_choice(config, "model.lm.norm", ("layer", "rms"))
     check_float(config, "model.lm.norm_eps", lo=0.0, lo_open=True)
-    for key in ("attn_bias", "mlp_bias", "head_bias", "scale_embedding", "final_norm"):
-        check_bool(config, f"model.lm.{key}")
     pos = check_choice(config, "model.lm.positional", ("sinusoidal", "rope", "none"))
     check_float(config, "model.lm.rope_theta", lo=0.0, lo_open=True)
     if pos == "sinusoidal":
-        require(dim % 2 == 0 and dim >= 4, "model.lm.dim", dim,
+        require(width % 2 == 0 and width >= 4, "model.lm.hidden_size", width,
                 "must be even and >= 4 with model.lm.positional='sinusoidal'")
     if pos == "rope":
         hd = get_path(config, "model.lm.head_dim")
         require(hd % 2 == 0, "model.lm.head_dim", hd, "must be even with positional='rope'")
 
     c = "model.conditioning"
-    check_keys(config, c, CONDITIONING_KEYS, required=CONDITIONING_KEYS)
     cond_dim = check_int(config, f"{c}.cond_dim", lo=1)
-    check_bool(config, f"{c}.project_cross_attention")
     check_float(config, f"{c}.cfg_dropout", lo=0.0, hi=1.0)
     conds = get_path(config, f"{c}.conditioners")
     require(hasattr(conds, "keys"), f"{c}.conditioners", conds,

@@ -1,35 +1,38 @@
 """Pattern LM presets: MusicGen / stable-audio-tools audio LMs over interleaved codebooks.
 
-Section builders: `pretransform`, `lm`, `conditioning`; `model(...)` assembles `config.model`.
+The typed specs of `config.model` live here (this package sits below `audiolm.models`, and both
+the presets and the model import them): `PatternLMSpec` (the whole section) with
+`PatternSpec` (`model.pattern`), `TransformerSpec` (`model.lm`) and `ConditioningSpec`
+(`model.conditioning`). Each field is declared once, with its comment, in these dataclasses; a
+preset writes `audiolm.config.spec_to_section(spec)`, and `audiolm.models.pattern_lm` builds the
+spec back with `spec_from_section` after its rules checked it. Published spellings map onto the
+shared vocabulary in the importers (`audiolm.importers.musicgen`: `hidden_size`, `ffn_dim` ->
+`ffn_hidden`; `audiolm.importers.stable_audio_tools`: `embed_dim` -> `hidden_size`, `depth` ->
+`num_layers`).
+
+Section builders kept as functions: `pretransform` (`model.pretransform`, one field set per
+tokenizer type of the `audiolm.models.pretransform` registry):
+  type                mulaw_rvq (built-in deterministic tokenizer) | codes (external codec)
+  n_q, codebook_size  codebooks and codes per codebook (the special token is codebook_size)
+  sample_rate, frame_rate   Hz and code frames per second
+  mu                  mu-law parameter (mulaw_rvq)
+  name                the external codec's name (codes)
+Conditioner sections (`model.conditioning.conditioners.<id>`) are {type: number | lookup | text
+| t5 | tensor, ...} as `audiolm.models.conditioners` documents.
+
 Presets (`PRESETS`): `tiny` (every conditioning type; tests) and `musicgen_small`. Format facts
 the importers share: `ENCODEC_32KHZ` (MusicGen's codec rates), `T5_DIMS` (T5 encoder widths).
-
-`config.model` fields (dotted paths used in errors):
-  max_frames            code frames per training example (pattern length; example batches)
-  pretransform.*        the discrete tokenizer; the LM reads n_q and codebook_size from it
-    type                mulaw_rvq (built-in deterministic tokenizer) | codes (external codec)
-    n_q, codebook_size  codebooks and codes per codebook (the special token is codebook_size)
-    sample_rate, frame_rate   Hz and code frames per second
-    mu                  mu-law parameter (mulaw_rvq)
-  pattern.kind          parallel | delay | unroll | coarse_first | musiclm
-  pattern.kwargs        keyword arguments of audiolm.patterns.make (delays, flatten_first,
-                        empty_initial, flattening, group_by)
-  lm.*                  the transformer: dim, num_layers, num_heads, num_kv_heads, head_dim,
-                        ffn (plain | gated), ffn_hidden, activation, norm (layer | rms),
-                        norm_eps, attn_bias, mlp_bias, head_bias, positional (sinusoidal |
-                        rope | none), rope_theta, scale_embedding (x sqrt(dim)), final_norm
-  conditioning.cond_dim               width C of every conditioner's output
-  conditioning.conditioners.<id>      {type: number | lookup | text | t5 | tensor, ...}
-  conditioning.cross_attention_ids    ids concatenated along the sequence, cross-attended
-  conditioning.prepend_ids            ids projected and placed before the codes
-  conditioning.global_ids             ids pooled, projected and added to every position
-  conditioning.project_cross_attention  Linear(C -> dim) on the cross-attention tokens
-  conditioning.cfg_dropout            per-sample, per-type null-condition probability (training)
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Mapping
+
 import ml_collections
+from flax.core import FrozenDict
+
+from audiolm.config import spec_to_section
 
 # The codec MusicGen checkpoints are trained on (a decoder-only checkpoint does not carry it).
 ENCODEC_32KHZ = {"sample_rate": 32000, "frame_rate": 50.0}
@@ -54,53 +57,103 @@ def pretransform(type_="mulaw_rvq", n_q=4, codebook_size=16, sample_rate=16000,
     return p
 
 
-def lm(dim, num_layers, num_heads, ffn_hidden, *, num_kv_heads=None, head_dim=None,
-       ffn="plain", activation="gelu", norm="layer", norm_eps=1e-5, attn_bias=False,
-       mlp_bias=False, head_bias=False, positional="sinusoidal", rope_theta=10000.0,
-       scale_embedding=False, final_norm=True):
-    return ml_collections.ConfigDict(dict(
-        dim=dim,  # model width
-        num_layers=num_layers,
-        num_heads=num_heads,  # query heads
-        num_kv_heads=num_kv_heads or num_heads,  # key/value heads (GQA when fewer)
-        head_dim=head_dim or dim // num_heads,
-        ffn=ffn,  # plain: fc1-act-fc2 (MusicGen) | gated: SwiGLU (stable-audio-tools)
-        ffn_hidden=ffn_hidden,
-        activation=activation,  # gelu = exact erf GELU (MusicGen)
-        norm=norm,  # layer | rms
-        norm_eps=float(norm_eps),
-        attn_bias=attn_bias,  # q/k/v/o biases
-        mlp_bias=mlp_bias,
-        head_bias=head_bias,  # per-codebook output head bias (stable-audio-tools has one)
-        positional=positional,  # sinusoidal ([cos, sin], MusicGen) | rope | none
-        rope_theta=float(rope_theta),
-        scale_embedding=scale_embedding,  # multiply summed code embeddings by sqrt(dim)
-        final_norm=final_norm,  # norm before the heads
-    ))
+# ------------------------------------------------------------------------------------------
+# Typed specs: one declaration (and one comment) per field of `config.model`.
 
 
-def conditioning(cond_dim, conditioners=None, cross=(), prepend=(), global_=(),
-                 project_cross=False, cfg_dropout=0.1):
-    c = ml_collections.ConfigDict()
-    c.cond_dim = cond_dim
-    c.conditioners = ml_collections.ConfigDict(conditioners or {})
-    c.cross_attention_ids = list(cross)
-    c.prepend_ids = list(prepend)
-    c.global_ids = list(global_)
-    c.project_cross_attention = project_cross
-    c.cfg_dropout = float(cfg_dropout)
-    return c
+@dataclasses.dataclass(frozen=True)
+class PatternSpec:
+    """`model.pattern`: how codebooks are laid out in time (`audiolm.patterns.make`)."""
+    kind: str = "delay"  # parallel | delay | unroll | coarse_first | musiclm
+    # keyword arguments of audiolm.patterns.make (delays, flatten_first, empty_initial,
+    # flattening, group_by)
+    kwargs: Mapping[str, Any] = FrozenDict()
 
 
-def model(max_frames, pretransform_cfg, lm_cfg, conditioning_cfg, kind="delay", **pattern_kwargs):
-    m = ml_collections.ConfigDict()
-    m.family = "pattern_lm"
-    m.max_frames = max_frames
-    m.pretransform = pretransform_cfg
-    m.pattern = ml_collections.ConfigDict(dict(kind=kind, kwargs=dict(pattern_kwargs)))
-    m.lm = lm_cfg
-    m.conditioning = conditioning_cfg
-    return m
+@dataclasses.dataclass(frozen=True)
+class TransformerSpec:
+    """`model.lm`: the pre-norm causal transformer over [prepend tokens; pattern sequence]."""
+    hidden_size: int  # model width
+    num_layers: int
+    num_heads: int  # query heads
+    ffn_hidden: int  # FFN hidden width
+    num_kv_heads: int = 0  # key/value heads (GQA when fewer); 0 = num_heads
+    head_dim: int = 0  # per-head width; 0 = hidden_size // num_heads
+    ffn: str = "plain"  # plain: fc1-act-fc2 (MusicGen) | gated: SwiGLU (stable-audio-tools)
+    activation: str = "gelu"  # gelu = exact erf GELU (MusicGen)
+    norm: str = "layer"  # layer | rms
+    norm_eps: float = 1e-5
+    attn_bias: bool = False  # q/k/v/o biases
+    mlp_bias: bool = False
+    head_bias: bool = False  # per-codebook output head bias (stable-audio-tools has one)
+    positional: str = "sinusoidal"  # sinusoidal ([cos, sin], MusicGen) | rope | none
+    rope_theta: float = 10000.0  # RoPE base (positional='rope')
+    scale_embedding: bool = False  # multiply summed code embeddings by sqrt(hidden_size)
+    final_norm: bool = True  # norm before the heads
+
+    def __post_init__(self):  # the derived defaults, written out in the section
+        if not self.num_kv_heads:
+            object.__setattr__(self, "num_kv_heads", self.num_heads)
+        if not self.head_dim and self.num_heads:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditioningSpec:
+    """`model.conditioning`: conditioners and how their tokens reach the transformer."""
+    cond_dim: int  # width C of every conditioner's output
+    # id -> {type: number | lookup | text | t5 | tensor, ...} (audiolm.models.conditioners);
+    # in a built spec, id -> audiolm.models.conditioners.ConditionerSpec
+    conditioners: Mapping[str, Any] = FrozenDict()
+    cross_attention_ids: tuple[str, ...] = ()  # ids concatenated along the sequence, cross-attended
+    prepend_ids: tuple[str, ...] = ()  # ids projected and placed before the codes
+    global_ids: tuple[str, ...] = ()  # ids pooled, projected and added to every position
+    project_cross_attention: bool = False  # Linear(C -> hidden_size) on the cross-attention tokens
+    cfg_dropout: float = 0.1  # per-sample, per-type null-condition probability (training)
+
+    def __post_init__(self):  # hashable: a flax module field and a jit static argument
+        object.__setattr__(self, "conditioners", FrozenDict(self.conditioners))
+
+
+@dataclasses.dataclass(frozen=True)
+class PatternLMSpec:
+    """`config.model` of family pattern_lm. Built by `audiolm.models.pattern_lm.spec_from_config`
+    it is the model's static description: `pretransform` then holds the built tokenizer (its
+    n_q and codebook_size are the LM's codebooks K and card)."""
+    max_frames: int  # code frames per training example (pattern length; example batches)
+    # the discrete tokenizer section (see `pretransform`); the LM reads n_q and codebook_size
+    pretransform: Any
+    lm: TransformerSpec
+    conditioning: ConditioningSpec
+    pattern: PatternSpec = PatternSpec()
+    family: str = "pattern_lm"
+
+    @property
+    def n_q(self) -> int:
+        return int(self.pretransform.n_q)
+
+    @property
+    def card(self) -> int:
+        """Codes per codebook; id `card` is the pattern's special token."""
+        return int(self.pretransform.codebook_size)
+
+    @property
+    def conditioners(self) -> tuple:
+        """The conditioners' specs in id order."""
+        conds = self.conditioning.conditioners
+        return tuple(conds[i] for i in sorted(conds))
+
+    @property
+    def has_cross(self) -> bool:
+        return bool(self.conditioning.cross_attention_ids)
+
+    def conditioner(self, cid: str) -> Any:
+        return self.conditioning.conditioners[cid]
+
+
+def model(**fields: Any) -> ml_collections.ConfigDict:
+    """`config.model` of the PatternLMSpec with `fields`."""
+    return spec_to_section(PatternLMSpec(**fields))
 
 
 def tiny():
@@ -113,11 +166,12 @@ def tiny():
     }
     return model(
         max_frames=12,
-        pretransform_cfg=pretransform(n_q=4, codebook_size=16, sample_rate=1600, frame_rate=50.0),
-        lm_cfg=lm(dim=32, num_layers=2, num_heads=4, ffn_hidden=64),
-        conditioning_cfg=conditioning(16, conds, cross=("prompt", "style"), prepend=("genre",),
-                                      global_=("bpm",), project_cross=True),
-        kind="delay")
+        pretransform=pretransform(n_q=4, codebook_size=16, sample_rate=1600, frame_rate=50.0),
+        lm=TransformerSpec(hidden_size=32, num_layers=2, num_heads=4, ffn_hidden=64),
+        conditioning=ConditioningSpec(16, conds, cross_attention_ids=("prompt", "style"),
+                                      prepend_ids=("genre",), global_ids=("bpm",),
+                                      project_cross_attention=True),
+        pattern=PatternSpec("delay"))
 
 
 def musicgen_small():
@@ -127,12 +181,12 @@ def musicgen_small():
                                  project=False)}
     return model(
         max_frames=1500,  # 30 s at 50 Hz
-        pretransform_cfg=pretransform("codes", n_q=4, codebook_size=2048, sample_rate=32000,
-                                      frame_rate=50.0, name="encodec_32khz"),
-        lm_cfg=lm(dim=1024, num_layers=24, num_heads=16, ffn_hidden=4096),
-        conditioning_cfg=conditioning(768, conds, cross=("description",), project_cross=True,
-                                      cfg_dropout=0.1),
-        kind="delay")
+        pretransform=pretransform("codes", n_q=4, codebook_size=2048, sample_rate=32000,
+                                  frame_rate=50.0, name="encodec_32khz"),
+        lm=TransformerSpec(hidden_size=1024, num_layers=24, num_heads=16, ffn_hidden=4096),
+        conditioning=ConditioningSpec(768, conds, cross_attention_ids=("description",),
+                                      project_cross_attention=True, cfg_dropout=0.1),
+        pattern=PatternSpec("delay"))
 
 
 PRESETS = {"tiny": tiny, "musicgen_small": musicgen_small}

@@ -56,15 +56,15 @@ def options_from_config(config) -> Options:
                    text_top_k=int(extra.get("text_top_k", s.top_k)))
 
 
-def stream_lags(spec: M.Spec) -> np.ndarray:
+def stream_lags(spec: M.MoshiSpec) -> np.ndarray:
     """[1+K] delay of each stream in decode columns, read from the model's pattern layout."""
     pattern = M.delay_pattern(spec, 1)
     return np.array([patterns.first_step_with(pattern, 0, q) - 1
-                     for q in range(1 + spec.codebooks)], np.int32)
+                     for q in range(1 + spec.audio_codebooks)], np.int32)
 
 
-def num_user_streams(spec: M.Spec) -> int:
-    return spec.codebooks - spec.dep_q
+def num_user_streams(spec: M.MoshiSpec) -> int:
+    return spec.audio_codebooks - spec.dep_q
 
 
 def init_stream(module: M.MoshiLM, batch: int) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def init_stream(module: M.MoshiLM, batch: int) -> dict[str, Any]:
             "offset": jnp.zeros((), jnp.int32)}
 
 
-def _check_user(spec: M.Spec, user, batch: int | None = None, frames: bool = False):
+def _check_user(spec: M.MoshiSpec, user, batch: int | None = None, frames: bool = False):
     ku = num_user_streams(spec)
     want = "[B, K_user, N]" if frames else "[B, K_user]"
     ndim = 3 if frames else 2
@@ -91,7 +91,7 @@ def _check_user(spec: M.Spec, user, batch: int | None = None, frames: bool = Fal
                          + (f" and B = {batch}" if batch is not None else ""))
 
 
-def check_user_codes(spec: M.Spec, user, name: str = "user") -> None:
+def check_user_codes(spec: M.MoshiSpec, user, name: str = "user") -> None:
     """Host-side value check of user codes (any shape): -1 (absent) or 0..card-1; a rows count
     of 0 is an error. The jitted step cannot raise, and an id past the embedding table would
     be a NaN row, so `Sampler.step` / `Sampler.generate` call this first."""
@@ -165,7 +165,7 @@ def step(module: M.MoshiLM, params, state, user, rng, conditions=None,
                        "frame_valid": f >= 0, "column": col}
 
 
-def generated_codes(spec: M.Spec, tokens):
+def generated_codes(spec: M.MoshiSpec, tokens):
     """Per-step tokens [B, G, N] (as sampled at columns 0..N-1) -> undelayed codes
     [B, G, N - max_delay_g] of the generated streams through `patterns.revert` (frames before a
     stream's delay read the initial token, as in decoding)."""
@@ -268,7 +268,7 @@ class Sampler:
 # --mode=sample
 
 
-def _user_codes(spec: M.Spec, config, batch: int, frames: int) -> np.ndarray:
+def _user_codes(spec: M.MoshiSpec, config, batch: int, frames: int) -> np.ndarray:
     """User codes [B, K_user, N] from `sample.extra.user_codes` (an .npy of [K_user, N] or
     [B, K_user, N]); absent: every user codebook -1 (contributes nothing)."""
     ku = num_user_streams(spec)

@@ -91,7 +91,7 @@ def generate(module: lm.PatternLM, params: Any, conditions: Mapping[str, jax.Arr
     if guided:  # doubled batch: conditional rows, then the null condition
         cond = jax.tree_util.tree_map(lambda c, n: jnp.concatenate([c, n], axis=0), cond,
                                       lm.null_condition(cond))
-    p = cond["prepend"].shape[1] if spec.prepend_ids else 0
+    p = cond["prepend"].shape[1] if spec.conditioning.prepend_ids else 0
     cache = lm.init_cache(spec, rows, p + total, module.dtype)
 
     def forward(tokens, cache, offset):
@@ -134,7 +134,7 @@ def _sample(params, conditions, prompt, rng, temperature, *, spec, dtype, frames
                     cfg_scale=cfg_scale, batch=batch)
 
 
-def trim_cross_conditions(spec: lm.LMSpec, conditions: Mapping[str, Any]) -> dict:
+def trim_cross_conditions(spec: lm.PatternLMSpec, conditions: Mapping[str, Any]) -> dict:
     """Cuts the pre-computed (t5 / tensor) condition sequences that only feed cross-attention to
     the last position any row's mask keeps (at least 1). Host side (numpy), before compiling.
 
@@ -143,9 +143,10 @@ def trim_cross_conditions(spec: lm.LMSpec, conditions: Mapping[str, Any]) -> dic
     encoder states are padded to its max_position_embeddings (2048).
     """
     out = dict(conditions)
+    ids = spec.conditioning
     for c in spec.conditioners:
-        if c.type not in ("t5", "tensor") or c.id not in spec.cross_ids \
-                or c.id in spec.prepend_ids or c.id in spec.global_ids:
+        if c.type not in ("t5", "tensor") or c.id not in ids.cross_attention_ids \
+                or c.id in ids.prepend_ids or c.id in ids.global_ids:
             continue
         key = f"cond.{c.id}"
         if key not in out or key + ".mask" not in out:

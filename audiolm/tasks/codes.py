@@ -107,7 +107,7 @@ def moshi_loss(module: Any, params: Any, batch: Mapping[str, Any], rng: jax.Arra
     inputs, targets, valid = moshi_lib.delayed_inputs(spec, jnp.asarray(batch["codes"]))
     out = module.apply({"params": params}, inputs, batch.get("conditions"))
     text_targets = targets[:, 0]
-    text_ok = valid[:, 0] & (text_targets < spec.text_out_vocab)
+    text_ok = valid[:, 0] & (text_targets < spec.text_out_vocab_size)
     text_loss, _, t_n = losses.masked_cross_entropy(out["text_logits"], text_targets, text_ok)
     metrics = {"text_loss": text_loss, "text_tokens": t_n}
     loss = w.text_weight * text_loss
@@ -129,7 +129,7 @@ def moshi_loss(module: Any, params: Any, batch: Mapping[str, Any], rng: jax.Arra
 
 def pattern_loss(logits_fn: Callable[[jax.Array], jax.Array], codes: jax.Array,
                  target_mask: jax.Array, spec: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Cross-entropy of codes [B, K, T] under the pattern of `spec` (`pattern_lm.LMSpec`).
+    """Cross-entropy of codes [B, K, T] under the pattern of `spec` (a PatternLMSpec).
 
     Builds the sequence with keep_only_valid_steps and special = card, runs
     `logits_fn(seq) -> [B, K, S, card]`, reverts the logits to frames, masks with
@@ -162,8 +162,8 @@ def pattern_lm_loss(module: Any, params: Any, batch: Mapping[str, Any], rng: jax
         target_mask = jnp.ones((codes.shape[0], codes.shape[2]), bool)
     conditions = {k: v for k, v in batch.items() if k.startswith("cond.")}
     drop = None
-    if train and spec.cfg_dropout > 0:
-        drop = pattern_lib.cfg_drop_mask(rng, codes.shape[0], spec.cfg_dropout)
+    if train and spec.conditioning.cfg_dropout > 0:
+        drop = pattern_lib.cfg_drop_mask(rng, codes.shape[0], spec.conditioning.cfg_dropout)
 
     def logits_fn(seq):
         return module.apply({"params": params}, seq, conditions, drop)

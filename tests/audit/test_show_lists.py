@@ -152,7 +152,7 @@ MOSHI_TABLE = {
 def test_issue5_preset_numbers_follow_the_reference_table(name):
     m = moshi_configs.PRESETS[name]()
     t = m.temporal
-    got = (t.dim, t.num_heads, t.num_layers, t.ffn_hidden, t.context, t.max_period,
+    got = (t.hidden_size, t.num_heads, t.num_layers, t.ffn_hidden, t.context, t.rope_theta,
            m.text_in_vocab_size, m.text_out_vocab_size, m.audio_vocab_size, m.audio_codebooks,
            m.depformer.num_slices)
     assert got == MOSHI_TABLE[name]
@@ -162,9 +162,10 @@ def test_issue5_preset_numbers_follow_the_reference_table(name):
 def test_issue5_streaming_slices_and_special_presets():
     for n in (4, 16):
         m = moshi_configs.PRESETS["v0_1_streaming"](n)
-        assert (m.temporal.dim, m.audio_codebooks, m.depformer.num_slices) == (4096, 16, n)
+        assert (m.temporal.hidden_size, m.audio_codebooks, m.depformer.num_slices) == (4096, 16, n)
     tts = moshi_configs.PRESETS["tts_v0_1"]()
-    assert (tts.temporal.dim, tts.temporal.num_heads, tts.temporal.num_layers) == (2048, 32, 48)
+    t = tts.temporal
+    assert (t.hidden_size, t.num_heads, t.num_layers) == (2048, 32, 48)
     assert (tts.temporal.ffn, tts.temporal.activation, tts.temporal.norm) == \
         ("plain", "gelu", "layer")
     assert (tts.text_in_vocab_size, tts.text_out_vocab_size, tts.audio_vocab_size) == \
@@ -198,7 +199,8 @@ def test_issue6_presets_and_musicgen_small_shape():
     config = load_experiment_config("configs/pattern_lm.py", "variant=musicgen_small")
     config_lib.validate(config)
     m = config.model
-    assert (m.lm.dim, m.lm.num_layers, m.lm.num_heads, m.lm.ffn_hidden) == (1024, 24, 16, 4096)
+    lm = m.lm
+    assert (lm.hidden_size, lm.num_layers, lm.num_heads, lm.ffn_hidden) == (1024, 24, 16, 4096)
     assert (m.pretransform.n_q, m.pretransform.codebook_size) == (4, 2048)
     assert (m.pretransform.sample_rate, m.pretransform.frame_rate) == (32000, 50.0)
     assert m.pattern.kind == "delay"

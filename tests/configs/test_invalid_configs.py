@@ -127,9 +127,9 @@ CASES = [
     ("moshi", SET("model.temporal.context", 0), "model.temporal.context", "must be >= 1"),
     # divisibility: width by heads, heads by kv heads
     ("tt", SET("model.aut.num_heads", 5), "model.aut.num_heads", "must divide model.aut.hidden_size"),
-    ("moshi", SET("model.temporal.num_heads", 5), "model.temporal.dim",
+    ("moshi", SET("model.temporal.num_heads", 5), "model.temporal.hidden_size",
      "must be divisible by model.temporal.num_heads=5"),
-    ("moshi", SET("model.depformer.num_heads", 3), "model.depformer.dim",
+    ("moshi", SET("model.depformer.num_heads", 3), "model.depformer.hidden_size",
      "must be divisible by model.depformer.num_heads=3"),
     ("tt", SET("model.thinker.num_kv_heads", 3), "model.thinker.num_kv_heads",
      "must divide model.thinker.num_heads"),
@@ -141,7 +141,8 @@ CASES = [
     ("tt", SET("model.code2wav.decoder_dim", 34), "model.code2wav.decoder_dim",
      "must be divisible by 2**len(upsample_rates)=4"),
     # head width x heads: per-head widths must split into RoPE pairs
-    ("moshi", SET("model.temporal.dim", 36), "model.temporal.dim", "head width dim/num_heads=9"),
+    ("moshi", SET("model.temporal.hidden_size", 36), "model.temporal.hidden_size",
+     "head width hidden_size/num_heads=9"),
     ("tt", SET("model.thinker.head_dim", 15), "model.thinker.head_dim", "must be even"),
     ("tt", SET("model.talker.head_dim", 7), "model.talker.head_dim", "must be even"),
     ("plm", ALL(SET("model.lm.positional", "rope"), SET("model.lm.head_dim", 7)),

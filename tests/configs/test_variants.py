@@ -194,7 +194,7 @@ def test_pattern_lm_file_arg_gives_a_full_valid_experiment(tmp_path):
     config = _module("pattern_lm").get_config(f"file={path}")
     config_lib.validate(config)
     assert config.model.pretransform.n_q == 3 and config.model.pretransform.codebook_size == 10
-    assert config.model.lm.dim == 16 and config.model.lm.num_layers == 1
+    assert config.model.lm.hidden_size == 16 and config.model.lm.num_layers == 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 
 from audiolm import patterns
 from audiolm.importers import moshi as ck
-from audiolm.config import ConfigError
+from audiolm.config import ConfigError, spec_to_section
 from audiolm.models import moshi as M
 from audiolm.nn.compile import fast_jit
 from audiolm.presets import moshi as cm
@@ -41,7 +41,8 @@ def _tiny_conditioned():
     m.demux_second_text_stream = True
     m.extra_heads.num_heads = 2
     m.cross_pos_emb = True
-    m.conditioners = {"cfg": cm.lut(3, 5, ("a", "b", "c")), "spk": cm.tensor_conditioner(6)}
+    m.conditioners = {"cfg": spec_to_section(cm.lut(3, 5, ("a", "b", "c"))),
+                      "spk": spec_to_section(cm.tensor_conditioner(6))}
     return m
 
 
@@ -143,7 +144,7 @@ def test_parity_layernorm_plain_mlp_shared_depformer(tmp_path):
 def test_parity_no_depformer_stt_like(tmp_path):
     """STT layout: no depformer, extra heads; Kyutai's unused `depformer_in` is dropped."""
     m = cm.tiny()
-    m.depformer = cm.depformer(**cm.NO_DEPFORMER)
+    m.depformer = spec_to_section(cm.NO_DEPFORMER)
     m.delays = (0,) * 5
     m.extra_heads.num_heads = 2
     ref, config, params = _imported(m, tmp_path, seed=4)
@@ -283,7 +284,7 @@ def test_every_official_file_loads_and_validates(path):
     loaded = ck.load_config_file(path)
     M.rules(__import__("ml_collections").ConfigDict({"model": loaded.model}))
     spec = M.spec_from_config(loaded.model)
-    assert len(spec.delays) == 1 + spec.codebooks
+    assert len(spec.delays) == 1 + spec.audio_codebooks
 
 
 MATCHES = {
@@ -319,7 +320,7 @@ def test_bad_config_files_raise(tmp_path):
         (dict(good, delays=good["delays"][:-1]), r"model.delays.*one delay per stream"),
         (dict(good, n_q=65, delays=[0] * 66), r"model.audio_codebooks=65: must be <= 64"),
         (dict(good, card=0), r"model.audio_vocab_size=1"),
-        (dict(good, num_heads=33), r"model.temporal.dim=4096: must be divisible"),
+        (dict(good, num_heads=33), r"model.temporal.hidden_size=4096: must be divisible"),
         (dict(good, dep_q=17), r"model.depformer.num_slices=17: must be <= "),
         (dict(good, bogus=1), r"bogus=1: is not a known Kyutai config field"),
     ]

@@ -54,7 +54,7 @@ def test_stable_audio_tools_layout_builds_and_runs(tmp_path):
     assert lm.config.conditioning.conditioners.bpm.num_classes == 11
     assert lm.pattern(4).params == (("delays", (0, 2, 3)), ("empty_initial", 0),
                                     ("flatten_first", 0))
-    assert lm.spec.positional == "rope" and lm.spec.ffn == "gated" and lm.spec.head_bias
+    assert lm.spec.lm.positional == "rope" and lm.spec.lm.ffn == "gated" and lm.spec.lm.head_bias
     conds = lm.prepare_conditions({"seconds": [3.0, 7.5], "genre": ["jazz", "pop"],
                                    "bpm": [60, 70], "prompt": ["hi", "there"]})
     np.testing.assert_array_equal(conds["cond.genre"], [2, 0])
@@ -190,5 +190,5 @@ def test_stable_audio_tools_rvq_autoencoder_pretransform():
     assert (lm.num_quantizers, lm.codebook_size, lm.min_input_length) == (4, 2048, 640)
     assert lm.pretransform.frame_rate == 50.0 and not pretransform.is_codec(lm.pretransform)
     assert lm.config.max_frames == 1500  # no sample_size: 30 s of frames
-    assert lm.spec.pattern_kind == "delay" and lm.spec.num_heads == 4
+    assert lm.spec.pattern.kind == "delay" and lm.spec.lm.num_heads == 4
     assert lm.spec.conditioners == () and not lm.spec.has_cross

@@ -57,8 +57,8 @@ def test_every_preset_validates(name):
     model = cm.PRESETS[name]()
     _rules(model)
     spec = M.spec_from_config(model)
-    assert len(spec.delays) == 1 + spec.codebooks
-    assert spec.temporal.dim % spec.temporal.num_heads == 0
+    assert len(spec.delays) == 1 + spec.audio_codebooks
+    assert spec.temporal.hidden_size % spec.temporal.num_heads == 0
 
 
 def test_get_config_validates_and_describes():
@@ -86,8 +86,8 @@ BAD = [
      r"stream: 1 text \+ model.audio_codebooks=4 = 5, got 3"),
     (lambda m: setattr(m, "delays", (0, 0, -1, 1, 1)), r"model.delays\[2\]=-1: must be an int >= 0"),
     (lambda m: setattr(m, "delays", (1, 1, 1, 1, 1)), r"model.delays=.*must contain a 0"),
-    (lambda m: setattr(m.temporal, "num_heads", 5), r"model.temporal.dim=32: must be divisible by "
-     r"model.temporal.num_heads=5"),
+    (lambda m: setattr(m.temporal, "num_heads", 5), r"model.temporal.hidden_size=32: must be "
+     r"divisible by model.temporal.num_heads=5"),
     (lambda m: setattr(m.depformer, "num_slices", 5), r"model.depformer.num_slices=5: must be <= "
      r"model.audio_codebooks=4"),
     (lambda m: setattr(m.depformer, "schedule", (0, 1)), r"model.depformer.schedule=\[0, 1\]: needs "
@@ -101,7 +101,8 @@ BAD = [
     (lambda m: setattr(m.temporal, "num_kv_heads", 3), r"model.temporal.num_kv_heads=3: must divide"),
     (lambda m: setattr(m.temporal, "norm", "batch"), r"model.temporal.norm='batch'"),
     (lambda m: setattr(m, "text_padding_id", 33), r"model.text_padding_id=33: must be <= 32"),
-    (lambda m: m.__setitem__("conditioners", {"x": cm.lut(2, 4, ("a", "b", "c"))}),
+    (lambda m: m.__setitem__("conditioners", {"x": config_lib.spec_to_section(
+        cm.lut(2, 4, ("a", "b", "c")))}),
      r"model.conditioners.x.possible_values=.*more values than"),
     (lambda m: m.temporal.__setitem__("extra", 1), r"model.temporal.extra is not a known field"),
 ]
@@ -276,7 +277,8 @@ def test_conditioned_model_requires_tensor_condition():
     _rules(model)
     tiny = cm.tiny()
     tiny.temporal.cross_attention = True
-    tiny.conditioners = {"spk": cm.tensor_conditioner(6), "cfg": cm.lut(3, 4)}
+    tiny.conditioners = {"spk": config_lib.spec_to_section(cm.tensor_conditioner(6)),
+                       "cfg": config_lib.spec_to_section(cm.lut(3, 4))}
     _rules(tiny)
     params = _params(tiny)
     module = M.build(tiny)

@@ -66,8 +66,9 @@ def test_shapes_and_spec(setup):
     # prepend tokens are removed from the output
     assert logits.shape == (B, spec.n_q, s["seq"].shape[-1], spec.card)
     assert np.all(np.isfinite(logits))
-    assert spec.cross_ids == ("prompt", "style") and spec.prepend_ids == ("genre",)
-    assert spec.global_ids == ("bpm",)
+    c = spec.conditioning
+    assert c.cross_attention_ids == ("prompt", "style") and c.prepend_ids == ("genre",)
+    assert c.global_ids == ("bpm",)
 
 
 @pytest.mark.parametrize("cid,kind", [("prompt", "cross"), ("style", "cross"),

@@ -21,11 +21,12 @@ KINDS = [("parallel", {}), ("delay", {"delays": [0, 0, 2, 3]}), ("unroll", {}),
 def _config(kind, kwargs, conditioning=None):
     return presets.model(
         max_frames=T,
-        pretransform_cfg=presets.pretransform(n_q=K, codebook_size=V, sample_rate=400,
-                                              frame_rate=50.0),
-        lm_cfg=presets.lm(dim=16, num_layers=1, num_heads=2, ffn_hidden=32, positional="rope"),
-        conditioning_cfg=conditioning or presets.conditioning(8),
-        kind=kind, **kwargs)
+        pretransform=presets.pretransform(n_q=K, codebook_size=V, sample_rate=400,
+                                          frame_rate=50.0),
+        lm=presets.TransformerSpec(hidden_size=16, num_layers=1, num_heads=2, ffn_hidden=32,
+                                   positional="rope"),
+        conditioning=conditioning or presets.ConditioningSpec(8),
+        pattern=presets.PatternSpec(kind, kwargs))
 
 
 @pytest.mark.parametrize("kind,kwargs", KINDS, ids=[k for k, _ in KINDS])

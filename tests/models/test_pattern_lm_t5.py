@@ -74,14 +74,14 @@ def test_t5_conditioner_in_model(t5):
     _, path = t5
     model_config = presets.model(
         max_frames=6,
-        pretransform_cfg=presets.pretransform(n_q=2, codebook_size=8, sample_rate=800,
-                                              frame_rate=50.0),
-        lm_cfg=presets.lm(dim=16, num_layers=1, num_heads=2, ffn_hidden=32),
-        conditioning_cfg=presets.conditioning(
+        pretransform=presets.pretransform(n_q=2, codebook_size=8, sample_rate=800,
+                                          frame_rate=50.0),
+        lm=presets.TransformerSpec(hidden_size=16, num_layers=1, num_heads=2, ffn_hidden=32),
+        conditioning=presets.ConditioningSpec(
             16, {"description": dict(type="t5", path=path, dim=16, max_length=MAX_LEN,
                                      project=True)},
-            cross=("description",), project_cross=False),
-        kind="delay")
+            cross_attention_ids=("description",), project_cross_attention=False),
+        pattern=presets.PatternSpec("delay"))
     pattern_lm.rules(ml_collections.ConfigDict({"model": model_config}))
     module = pattern_lm.build(model_config)
     spec = module.spec

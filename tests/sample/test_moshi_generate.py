@@ -119,7 +119,7 @@ def test_sampling_fixed_seed_and_streaming_equals_scan(imported):
 
 def _random_params(module, seed):
     """Random params from the init shapes (cheaper than compiling the initialiser)."""
-    tokens = jnp.zeros((1, 1 + module.spec.codebooks, 4), jnp.int32)
+    tokens = jnp.zeros((1, 1 + module.spec.audio_codebooks, 4), jnp.int32)
     shapes = jax.eval_shape(lambda r: module.init(r, tokens, method=M.MoshiLM.init_all),
                             jax.random.PRNGKey(0))["params"]
     rng = np.random.default_rng(seed)
