@@ -32,7 +32,7 @@ from audiolm.models import aut as aut_lib
 from audiolm.models import code2wav as code2wav_lib
 from audiolm.models import talker as talker_lib
 from audiolm.models import thinker as thinker_lib
-from audiolm.presets.thinker_talker_specs import AudioSpec
+from audiolm.presets.thinker_talker_specs import AudioSpec, ThinkerTalkerSpec
 
 FAMILY = "thinker_talker"
 
@@ -43,8 +43,8 @@ AUT_SCHEMA = spec_schema(aut_lib.AuTSpec)
 THINKER_SCHEMA = spec_schema(thinker_lib.ThinkerSpec)
 THINKER_TOKEN_IDS = ("audio_token_id", "audio_start_token_id", "audio_end_token_id",
                      "eos_token_id", "pad_token_id")
-MODEL_KEYS = ("family", "enable_audio_output", "codec_frame_rate", "audio", "aut", "thinker",
-              "talker", "code2wav")
+# config.model's keys; talker, code2wav and codec_frame_rate only with enable_audio_output.
+MODEL_KEYS = tuple(spec_schema(ThinkerTalkerSpec))
 
 
 # ---------------------------------------------------------------------------------------------

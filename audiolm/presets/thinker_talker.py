@@ -27,7 +27,8 @@ import ml_collections
 
 from audiolm.config import spec_to_section
 from audiolm.presets.thinker_talker_specs import (AudioSpec, AuTSpec, Code2WavSpec,
-                                                  CodePredictorSpec, TalkerSpec, ThinkerSpec)
+                                                  CodePredictorSpec, TalkerSpec, ThinkerSpec,
+                                                  ThinkerTalkerSpec)
 
 # Token ids of the tiny vocabularies: the data tokenizers' ids (audiolm.data.tokenizer: pad 0,
 # bos 1, eos 2, bytes at 3..258 or alphabet characters from 4), then the three audio markers.
@@ -52,18 +53,12 @@ TINY_CODE2WAV = Code2WavSpec(
 
 
 def model(audio: AudioSpec, aut: AuTSpec, thinker: ThinkerSpec, talker: TalkerSpec,
-          code2wav: Code2WavSpec, *, enable_audio_output=True,
-          codec_frame_rate) -> ml_collections.ConfigDict:
-    """`config.model` of the family from the specs of its parts."""
-    return ml_collections.ConfigDict(dict(
-        family="thinker_talker",
-        enable_audio_output=enable_audio_output,  # build Talker + Code2Wav; False: AuT + Thinker
-        # Talker codec frames per second: code2wav.sample_rate / its total upsampling
-        codec_frame_rate=float(codec_frame_rate),
-        audio=spec_to_section(audio), aut=spec_to_section(aut),
-        thinker=spec_to_section(thinker), talker=spec_to_section(talker),
-        code2wav=spec_to_section(code2wav),
-    ))
+          code2wav: Code2WavSpec, *, enable_audio_output: bool = True,
+          codec_frame_rate: float) -> ml_collections.ConfigDict:
+    """`config.model` of the family from the specs of its parts (`ThinkerTalkerSpec`)."""
+    return spec_to_section(ThinkerTalkerSpec(
+        enable_audio_output=enable_audio_output, codec_frame_rate=float(codec_frame_rate),
+        audio=audio, aut=aut, thinker=thinker, talker=talker, code2wav=code2wav))
 
 
 def _tiny_thinker(**fields) -> ThinkerSpec:

@@ -3,7 +3,8 @@
 Each field of a `config.model` section of the family is declared here once, with its comment:
 `AudioSpec` (`model.audio`, the log-mel front end), `AuTSpec` (`model.aut`), `ThinkerSpec`
 (`model.thinker`), `TalkerSpec` (`model.talker`, with `CodePredictorSpec` as
-`model.talker.code_predictor`) and `Code2WavSpec` (`model.code2wav`).
+`model.talker.code_predictor`) and `Code2WavSpec` (`model.code2wav`); `ThinkerTalkerSpec` is
+`config.model` itself (its switches and the parts).
 
 The two views of the same fields: presets (`audiolm.presets.thinker_talker`) and importers
 (`audiolm.importers.qwen3_omni*`) construct specs and write them into the config with
@@ -159,3 +160,17 @@ class Code2WavSpec:
     decoder_kernel: int = 7  # kernel of the decoder's first/last causal convs and residual convs
     residual_dilations: tuple[int, ...] = (1, 3, 9)  # dilations of every block's residual units
     sample_rate: int = 24000  # output rate in Hz (frame rate = sample_rate / total upsampling)
+
+
+@_spec
+class ThinkerTalkerSpec:
+    """`config.model` of the family. With enable_audio_output False, the talker / code2wav /
+    codec_frame_rate sections may be left out of a config (they come together)."""
+    family: str = "thinker_talker"  # the family name (audiolm.config.FAMILIES)
+    enable_audio_output: bool = True  # build Talker + Code2Wav; False: AuT + Thinker
+    codec_frame_rate: float  # Talker codec frames per second: code2wav.sample_rate / upsampling
+    audio: AudioSpec
+    aut: AuTSpec
+    thinker: ThinkerSpec
+    talker: TalkerSpec
+    code2wav: Code2WavSpec
