@@ -249,6 +249,7 @@ def test_sections_read_back_as_the_specs_they_were_written_from(variant):
     from audiolm.models import aut, code2wav, talker, thinker
 
     model = tt_configs.PRESETS[variant]()
+    assert set(model) == {f.name for f in dataclasses.fields(tt_configs.ThinkerTalkerSpec)}
     specs = {"aut": aut.spec_from_config(model), "thinker": thinker.spec_from_config(model),
              "talker": talker.spec_of(model.talker), "code2wav": code2wav.spec_of(model.code2wav)}
     for name, spec in specs.items():
