@@ -98,7 +98,7 @@ class AudioLM:
         return pattern_lm.pattern_for(self.spec, timesteps)
 
     def prepare_conditions(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        return cond_lib.prepare(self.spec.conditioners, raw)
+        return cond_lib.prepare(self.spec.conditioning.conditioners, raw)
 
 
 def create_audio_lm_from_config(config: Any) -> AudioLM:
@@ -216,7 +216,7 @@ def _sat_pretransform(pt: Mapping, sample_rate: int) -> ml_collections.ConfigDic
                                 frame_rate=sample_rate / ratio, name=f"{ptype}")
 
 
-def _sat_conditioner(i: int, info: Mapping, cond_dim: int) -> tuple[str, dict]:
+def _sat_conditioner(i: int, info: Mapping, cond_dim: int) -> tuple[str, Any]:
     path = f"model.conditioning.configs[{i}]"
     if not hasattr(info, "keys"):
         raise ConfigError(f"{path}={info!r}: must be a section with id, type and config")
@@ -246,21 +246,24 @@ def _sat_conditioner(i: int, info: Mapping, cond_dim: int) -> tuple[str, dict]:
             raise ConfigError(f"{path}.config.t5_model_name={name!r}: not a local T5 directory "
                               f"and not a known T5 name {sorted(presets.T5_DIMS)}; give a "
                               f"local directory or {path}.config.dim")
-        return cid, dict(type="t5", path=str(name), dim=int(dim),
-                         max_length=int(cfg.get("max_length", 128)),
-                         project=bool(cfg.get("project_out", False)))
+        return cid, presets.T5ConditionerSpec(path=str(name), dim=int(dim),
+                                              max_length=int(cfg.get("max_length", 128)),
+                                              project=bool(cfg.get("project_out", False)))
     if ctype == "number":
-        return cid, dict(type="number", min_val=float(cfg.get("min_val", 0.0)),
-                         max_val=float(cfg.get("max_val", 1.0)))
+        return cid, presets.NumberConditionerSpec(min_val=float(cfg.get("min_val", 0.0)),
+                                                  max_val=float(cfg.get("max_val", 1.0)))
     if ctype == "int":
         lo, hi = int(cfg.get("min_val", 0)), int(cfg.get("max_val", 512))
-        return cid, dict(type="lookup", num_classes=hi - lo + 1, min_val=lo)
+        return cid, presets.LookupConditionerSpec(num_classes=hi - lo + 1, min_val=lo)
     if ctype == "list":
-        options = list(cfg.get("options", []))
-        return cid, dict(type="lookup", num_classes=len(options) + 1, options=options)
-    out = dict(cfg)
-    out["type"] = ctype
-    return cid, out
+        options = tuple(cfg.get("options", []))
+        return cid, presets.LookupConditionerSpec(num_classes=len(options) + 1, options=options)
+    # One of ours, given in our fields: the type's defaults fill what it leaves out; the model's
+    # rules name any unknown or ill-typed field.
+    spec = presets.CONDITIONER_SPECS[ctype]
+    defaults = {f.name: f.default for f in dataclasses.fields(spec)
+                if f.default is not dataclasses.MISSING}
+    return cid, {**defaults, **cfg, "type": ctype}
 
 
 def model_config_from_stable_audio_tools(sat: Mapping[str, Any]) -> ml_collections.ConfigDict:

@@ -1,9 +1,11 @@
 """Conditioners of the pattern LM: raw conditions -> (embeddings [B, S, C], mask [B, S]).
 
-Every conditioner has an id (its key in `model.conditioning.conditioners`) and a type. Each
-works in two stages, so the model stays a pure jit-able function of arrays:
+Every conditioner has an id (its key in `model.conditioning.conditioners`) and a typed spec, one
+per type (`audiolm.presets.pattern_lm.CONDITIONER_SPECS`, declared there with a comment per
+field). The functions here take `conditioners`, a mapping id -> spec (`PatternLMSpec
+.conditioners`). Each works in two stages, so the model stays a pure jit-able function of arrays:
 
-1. host side, `prepare(specs, raw)`: python values -> numpy arrays in the batch, under the keys
+1. host side, `prepare(conditioners, raw)`: python values -> numpy arrays in the batch, under the keys
    ``cond.<id>`` (and ``cond.<id>.mask`` for sequences);
 2. in the model, `ConditionerSet`: arrays -> (embeddings [B, S_id, C], mask [B, S_id]) with
    C = `model.conditioning.cond_dim` (trainable).
@@ -38,50 +40,18 @@ import numpy as np
 
 from audiolm import extras, nn as anl
 from audiolm.nn.params import partitioned
+from audiolm.presets.pattern_lm import CONDITIONER_SPECS
 
-__all__ = ["TYPES", "ConditionerSpec", "ConditionerSet", "prepare", "example_inputs",
+__all__ = ["TYPES", "ConditionerSet", "prepare", "example_inputs", "check_conditions",
            "T5Spec", "T5Encoder", "load_t5_encoder", "T5TextEncoder", "batch_keys",
            "byte_tokenize"]
 
-TYPES = ("number", "lookup", "text", "t5", "tensor")
+TYPES = tuple(CONDITIONER_SPECS)
 
 
-@dataclasses.dataclass(frozen=True)
-class ConditionerSpec:
-    """One conditioner: id, type and its (hashable) options from the config section."""
-    id: str
-    type: str
-    options: tuple[tuple[str, Any], ...]
-
-    def get(self, name: str, default: Any = None) -> Any:
-        for k, v in self.options:
-            if k == name:
-                return v
-        return default
-
-    @classmethod
-    def from_config(cls, cid: str, section: Mapping[str, Any]) -> "ConditionerSpec":
-        opts = []
-        for k in sorted(section.keys()):
-            if k == "type":
-                continue
-            v = section[k]
-            opts.append((k, tuple(v) if isinstance(v, (list, tuple)) else v))
-        return cls(cid, section["type"], tuple(opts))
-
-    @property
-    def is_sequence(self) -> bool:
-        """True for types whose batch array has a sequence axis (and a mask)."""
-        return self.type in ("text", "t5", "tensor")
-
-    def length(self) -> int:
-        """Number of condition tokens this conditioner emits (static)."""
-        return int(self.get("max_length")) if self.is_sequence else 1
-
-
-def batch_keys(spec: ConditionerSpec) -> tuple[str, ...]:
-    """Batch keys this conditioner reads."""
-    key = f"cond.{spec.id}"
+def batch_keys(cid: str, spec: Any) -> tuple[str, ...]:
+    """Batch keys conditioner `cid` reads."""
+    key = f"cond.{cid}"
     return (key, key + ".mask") if spec.is_sequence else (key,)
 
 
@@ -100,38 +70,37 @@ def byte_tokenize(texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np
     return ids, ids > 0
 
 
-def _lookup_ids(spec: ConditionerSpec, values: Sequence[Any]) -> np.ndarray:
-    options = spec.get("options", ())
-    n = int(spec.get("num_classes"))
+def _lookup_ids(cid: str, spec: Any, values: Sequence[Any]) -> np.ndarray:
+    options, n = spec.options, spec.num_classes
     out = np.zeros((len(values),), np.int32)
     for i, v in enumerate(values):
         if options:
             out[i] = options.index(v) + 1 if v in options else 0  # 0 = unknown option
         else:
             if isinstance(v, (bool, float)) or not isinstance(v, (int, np.integer)):
-                raise ValueError(f"lookup conditioner {spec.id!r}: item {i}={v!r} must be an int "
+                raise ValueError(f"lookup conditioner {cid!r}: item {i}={v!r} must be an int "
                                  f"class id in [0, {n})")
-            lo = int(spec.get("min_val", 0))
+            lo = spec.min_val
             if not lo <= int(v) < lo + n:
-                raise ValueError(f"lookup conditioner {spec.id!r}: item {i}={v} is out of range: "
+                raise ValueError(f"lookup conditioner {cid!r}: item {i}={v} is out of range: "
                                  f"expected an int in [min_val={lo}, min_val + num_classes="
                                  f"{lo + n})")
             out[i] = int(v) - lo
     return out
 
 
-def _pad_tensor(spec: ConditionerSpec, values: Any) -> tuple[np.ndarray, np.ndarray]:
-    dim, length = int(spec.get("dim")), int(spec.get("max_length"))
+def _pad_tensor(cid: str, spec: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
+    dim, length = spec.dim, spec.max_length
     if isinstance(values, tuple) and len(values) == 2:
         emb, mask = np.asarray(values[0], np.float32), np.asarray(values[1], bool)
     else:
         emb = np.asarray(values, np.float32)
         mask = np.ones(emb.shape[:2], bool) if emb.ndim == 3 else None
     if emb.ndim != 3 or emb.shape[2] != dim:
-        raise ValueError(f"tensor conditioner {spec.id!r}: expected [B, S, dim={dim}], got shape "
+        raise ValueError(f"tensor conditioner {cid!r}: expected [B, S, dim={dim}], got shape "
                          f"{emb.shape}")
     if emb.shape[1] > length:
-        raise ValueError(f"tensor conditioner {spec.id!r}: S={emb.shape[1]} exceeds "
+        raise ValueError(f"tensor conditioner {cid!r}: S={emb.shape[1]} exceeds "
                          f"max_length={length}")
     pad = length - emb.shape[1]
     emb = np.pad(emb, ((0, 0), (0, pad), (0, 0)))
@@ -139,62 +108,60 @@ def _pad_tensor(spec: ConditionerSpec, values: Any) -> tuple[np.ndarray, np.ndar
     return emb, mask
 
 
-def prepare(specs: Sequence[ConditionerSpec], raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def prepare(conditioners: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Raw conditions {id: list of python values or arrays} -> batch arrays.
 
     number: list of floats; lookup: list of ints (or option strings); text / t5: list of str;
     tensor: array [B, S, dim] or (array, mask [B, S]).
     """
     out: dict[str, np.ndarray] = {}
-    for spec in specs:
-        if spec.id not in raw:
-            raise ValueError(f"conditions: missing {spec.id!r} (conditioners: "
-                             f"{[s.id for s in specs]})")
-        value = raw[spec.id]
-        key = f"cond.{spec.id}"
+    for cid, spec in conditioners.items():
+        if cid not in raw:
+            raise ValueError(f"conditions: missing {cid!r} (conditioners: {list(conditioners)})")
+        value = raw[cid]
+        key = f"cond.{cid}"
         if spec.type == "number":
             arr = np.asarray(value, np.float32).reshape(-1)
             if not np.all(np.isfinite(arr)):
-                raise ValueError(f"number conditioner {spec.id!r}: values must be finite, got "
+                raise ValueError(f"number conditioner {cid!r}: values must be finite, got "
                                  f"{arr.tolist()}")
             out[key] = arr
         elif spec.type == "lookup":
-            out[key] = _lookup_ids(spec, list(value))
+            out[key] = _lookup_ids(cid, spec, list(value))
         elif spec.type == "text":
-            out[key], out[key + ".mask"] = byte_tokenize(list(value), int(spec.get("max_length")))
+            out[key], out[key + ".mask"] = byte_tokenize(list(value), spec.max_length)
         elif spec.type == "t5":
-            encoder = T5TextEncoder.cached(str(spec.get("path")))
-            emb, mask = encoder(list(value), int(spec.get("max_length")))
-            out[key], out[key + ".mask"] = _pad_tensor(spec, (emb, mask))
+            encoder = T5TextEncoder.cached(spec.path)
+            emb, mask = encoder(list(value), spec.max_length)
+            out[key], out[key + ".mask"] = _pad_tensor(cid, spec, (emb, mask))
         elif spec.type == "tensor":
-            out[key], out[key + ".mask"] = _pad_tensor(spec, value)
+            out[key], out[key + ".mask"] = _pad_tensor(cid, spec, value)
         else:
-            raise ValueError(f"conditioner {spec.id!r}: unknown type {spec.type!r}; expected one "
+            raise ValueError(f"conditioner {cid!r}: unknown type {spec.type!r}; expected one "
                              f"of {TYPES}")
     return out
 
 
-def example_inputs(specs: Sequence[ConditionerSpec], batch: int,
+def example_inputs(conditioners: Mapping[str, Any], batch: int,
                    rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Random valid batch arrays for every conditioner (no files needed: t5 gets random
     embeddings of the encoder width, as the host side would produce)."""
     out: dict[str, np.ndarray] = {}
-    for spec in specs:
-        key = f"cond.{spec.id}"
+    for cid, spec in conditioners.items():
+        key = f"cond.{cid}"
         if spec.type == "number":
-            lo, hi = float(spec.get("min_val")), float(spec.get("max_val"))
-            out[key] = rng.uniform(lo, hi, (batch,)).astype(np.float32)
+            out[key] = rng.uniform(spec.min_val, spec.max_val, (batch,)).astype(np.float32)
         elif spec.type == "lookup":
-            out[key] = rng.integers(0, int(spec.get("num_classes")), (batch,)).astype(np.int32)
+            out[key] = rng.integers(0, spec.num_classes, (batch,)).astype(np.int32)
         else:
-            length = int(spec.get("max_length"))
+            length = spec.max_length
             lengths = rng.integers(1, length + 1, (batch,))
             mask = np.arange(length)[None, :] < lengths[:, None]
             if spec.type == "text":
                 ids = rng.integers(1, 257, (batch, length)).astype(np.int32)
                 out[key] = np.where(mask, ids, 0).astype(np.int32)
             else:
-                emb = rng.standard_normal((batch, length, int(spec.get("dim")))).astype(np.float32)
+                emb = rng.standard_normal((batch, length, spec.dim)).astype(np.float32)
                 out[key] = emb * mask[..., None]
             out[key + ".mask"] = mask
     return out
@@ -204,13 +171,13 @@ def example_inputs(specs: Sequence[ConditionerSpec], batch: int,
 # In-model conditioners (trainable).
 
 
-def check_conditions(specs: Sequence[ConditionerSpec], conditions: Mapping[str, Any]) -> None:
+def check_conditions(conditioners: Mapping[str, Any], conditions: Mapping[str, Any]) -> None:
     """Host-side check of the batch arrays `ConditionerSet` reads (what `prepare` makes): lookup
     ids in [0, num_classes), finite numbers, text byte ids in [0, 256], B >= 1. Tracers (inside
     jit) are skipped: callers that jit check first, since an id past a table embeds as garbage
     and a NaN number poisons every code. Raises ValueError naming the key, the value, the rule."""
-    for spec in specs:
-        key = f"cond.{spec.id}"
+    for cid, spec in conditioners.items():
+        key = f"cond.{cid}"
         value = conditions.get(key)
         if value is None or isinstance(value, jax.core.Tracer):
             continue
@@ -220,13 +187,13 @@ def check_conditions(specs: Sequence[ConditionerSpec], conditions: Mapping[str, 
         if spec.type == "number":
             bad = ~np.isfinite(x.astype(np.float64))
             if bad.any():
-                raise ValueError(f"conditions[{key!r}] (number conditioner {spec.id!r}) has "
+                raise ValueError(f"conditions[{key!r}] (number conditioner {cid!r}) has "
                                  f"{x[bad][0]} at row {int(np.argwhere(bad)[0][0])}: values must "
                                  "be finite")
         elif spec.type in ("lookup", "text"):
-            hi = int(spec.get("num_classes")) - 1 if spec.type == "lookup" else 256
+            hi = spec.num_classes - 1 if spec.type == "lookup" else 256
             if not np.issubdtype(x.dtype, np.integer):
-                raise ValueError(f"conditions[{key!r}] ({spec.type} conditioner {spec.id!r}) must "
+                raise ValueError(f"conditions[{key!r}] ({spec.type} conditioner {cid!r}) must "
                                  f"be integer ids, got {x.dtype}")
             bad = (x < 0) | (x > hi)
             if bad.any():
@@ -303,41 +270,40 @@ class ConditionerSet(nn.Module):
     `__call__(conditions: {"cond.<id>": array, ...}) -> {id: (emb [B, S_id, C], mask [B, S_id])}`
     with padded positions of emb set to zero.
     """
-    specs: tuple[ConditionerSpec, ...]
+    conditioners: Mapping[str, Any]  # id -> conditioner spec (hashable: a FrozenDict)
     cond_dim: int
 
     @nn.compact
     def __call__(self, conditions: Mapping[str, jax.Array]) -> dict[str, tuple[jax.Array, jax.Array]]:
-        check_conditions(self.specs, conditions)
+        check_conditions(self.conditioners, conditions)
         out = {}
-        for spec in self.specs:
-            key = f"cond.{spec.id}"
-            for k in batch_keys(spec):
+        for cid, spec in self.conditioners.items():
+            key = f"cond.{cid}"
+            for k in batch_keys(cid, spec):
                 if k not in conditions:
                     raise ValueError(f"conditions: missing batch array {k!r} for conditioner "
-                                     f"{spec.id!r} (type {spec.type})")
+                                     f"{cid!r} (type {spec.type})")
             x = jnp.asarray(conditions[key])
-            name = f"cond_{spec.id}"
+            name = f"cond_{cid}"
             if spec.type == "number":
-                emb = NumberEmbed(self.cond_dim, float(spec.get("min_val")),
-                                  float(spec.get("max_val")), name=name)(x)
+                emb = NumberEmbed(self.cond_dim, float(spec.min_val), float(spec.max_val),
+                                  name=name)(x)
                 mask = jnp.ones(emb.shape[:2], bool)
             elif spec.type == "lookup":
-                emb = anl.Embed(int(spec.get("num_classes")), self.cond_dim,
+                emb = anl.Embed(spec.num_classes, self.cond_dim,
                                 embedding_init=nn.initializers.normal(1.0),
                                 name=name)(x.astype(jnp.int32))[:, None, :]
                 mask = jnp.ones(emb.shape[:2], bool)
             elif spec.type == "text":
                 mask = jnp.asarray(conditions[key + ".mask"], bool)
-                emb = ByteTextEncoder(self.cond_dim, int(spec.get("num_layers")),
-                                      int(spec.get("num_heads")), int(spec.get("ffn_hidden")),
-                                      name=name)(x, mask)
+                emb = ByteTextEncoder(self.cond_dim, spec.num_layers, spec.num_heads,
+                                      spec.ffn_hidden, name=name)(x, mask)
             else:  # t5 / tensor: pre-computed embeddings
                 mask = jnp.asarray(conditions[key + ".mask"], bool)
                 emb = x.astype(jnp.float32)
-                if bool(spec.get("project", False)) or int(spec.get("dim")) != self.cond_dim:
+                if spec.project or spec.dim != self.cond_dim:
                     emb = _dense(self.cond_dim, name, axes=(None, "embed"))(emb)
-            out[spec.id] = (emb * mask[..., None].astype(emb.dtype), mask)
+            out[cid] = (emb * mask[..., None].astype(emb.dtype), mask)
         return out
 
 

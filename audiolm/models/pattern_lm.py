@@ -51,13 +51,12 @@ import numpy as np
 from audiolm import config as config_lib
 from audiolm import nn as anl
 from audiolm import patterns
-from audiolm.config import ConfigError, check_bool, check_choice, check_float, check_int, \
-    check_keys, get_path, require
+from audiolm.config import ConfigError, check_choice, check_float, check_int, get_path, require
 from audiolm.models import conditioners as cond_lib
 from audiolm.models import pretransform as pretransform_lib
 from audiolm.nn.params import default_kernel_init, partitioned
-from audiolm.presets.pattern_lm import (ConditioningSpec, PatternLMSpec, PatternSpec,
-                                        TransformerSpec)
+from audiolm.presets.pattern_lm import (CONDITIONER_SPECS, ConditioningSpec, PatternLMSpec,
+                                        PatternSpec, TransformerSpec)
 
 __all__ = ["PatternLMSpec", "TransformerSpec", "ConditioningSpec", "PatternSpec", "PatternLM",
            "build", "spec_from_config", "init_params", "describe_params", "example_batch",
@@ -66,22 +65,6 @@ __all__ = ["PatternLMSpec", "TransformerSpec", "ConditioningSpec", "PatternSpec"
 
 FAMILY = "pattern_lm"
 COND_TYPES = ("cross", "prepend", "global")
-CONDITIONER_KEYS = {
-    "number": ("type", "min_val", "max_val"),
-    "lookup": ("type", "num_classes", "min_val", "options"),
-    "text": ("type", "max_length", "num_layers", "num_heads", "ffn_hidden"),
-    "t5": ("type", "path", "dim", "max_length", "project"),
-    "tensor": ("type", "dim", "max_length", "project"),
-}
-CONDITIONER_REQUIRED = {
-    "number": ("type", "min_val", "max_val"),
-    "lookup": ("type", "num_classes"),
-    "text": ("type", "max_length", "num_layers", "num_heads", "ffn_hidden"),
-    "t5": ("type", "path", "dim", "max_length"),
-    "tensor": ("type", "dim", "max_length"),
-}
-
-
 # ---------------------------------------------------------------------------------------------
 # Static description of a model: the typed spec of config.model (`PatternLMSpec` and its section
 # specs, declared field by field with their comments in `audiolm.presets.pattern_lm`, which sits
@@ -91,16 +74,23 @@ CONDITIONER_REQUIRED = {
 
 def spec_from_config(model_config: Any) -> PatternLMSpec:
     """The PatternLMSpec of a (validated) `config.model`: the pretransform built (n_q and card
-    come from it), each conditioner a `conditioners.ConditionerSpec`."""
+    come from it), each conditioner the spec of its type (`CONDITIONER_SPECS`)."""
     root = {"model": model_config}  # errors name the dotted path from `model`
-    c = model_config.conditioning
-    conds = {cid: cond_lib.ConditionerSpec.from_config(cid, c.conditioners[cid])
-             for cid in sorted(c.conditioners.keys())}
+    conds = {cid: _conditioner_spec(root, cid) for cid in
+             sorted(model_config.conditioning.conditioners.keys())}
     conditioning = config_lib.spec_from_section(ConditioningSpec, root, "model.conditioning",
                                                 conditioners=conds)
     tokenizer = pretransform_lib.build(model_config.pretransform)
     return config_lib.spec_from_section(PatternLMSpec, root, "model", pretransform=tokenizer,
                                         conditioning=conditioning)
+
+
+def _conditioner_spec(root: Any, cid: str) -> Any:
+    path = f"model.conditioning.conditioners.{cid}"
+    ctype = get_path(root, f"{path}.type")
+    require(ctype in CONDITIONER_SPECS, f"{path}.type", ctype,
+            f"unknown conditioner type; expected one of {list(CONDITIONER_SPECS)}")
+    return config_lib.spec_from_section(CONDITIONER_SPECS[ctype], root, path)
 
 
 def _tuple(v: Any) -> Any:
@@ -206,8 +196,8 @@ class PatternLM(nn.Module):
 
     def setup(self):
         s, c, width = self.spec, self.spec.conditioning, self.spec.lm.hidden_size
-        if s.conditioners:
-            self.conditioner_set = cond_lib.ConditionerSet(s.conditioners, c.cond_dim)
+        if c.conditioners:
+            self.conditioner_set = cond_lib.ConditionerSet(c.conditioners, c.cond_dim)
         if s.has_cross and c.project_cross_attention:
             self.cross_proj = nn.Dense(width, kernel_init=partitioned(default_kernel_init,
                                                                       (None, "embed")),
@@ -229,7 +219,7 @@ class PatternLM(nn.Module):
         prepend_mask, global [B, G*C] (keys present only for the types in use)."""
         c = self.spec.conditioning
         out: dict[str, jax.Array] = {}
-        if not self.spec.conditioners:
+        if not c.conditioners:
             return out
         per_id = self.conditioner_set(conditions)
         if c.cross_attention_ids:
@@ -354,7 +344,7 @@ def _example_inputs(spec: PatternLMSpec, batch: int, frames: int):
     pattern = pattern_for(spec, frames)
     s = patterns.num_steps(pattern, True)
     seq = jnp.full((batch, spec.n_q, s), spec.card, jnp.int32)
-    conds = cond_lib.example_inputs(spec.conditioners, batch, np.random.default_rng(0))
+    conds = cond_lib.example_inputs(spec.conditioning.conditioners, batch, np.random.default_rng(0))
     return seq, {k: jnp.asarray(v) for k, v in conds.items()}
 
 
@@ -388,7 +378,7 @@ def example_batch(model_config: Any, batch_size: int, rng: np.random.Generator) 
     codes = ((start + stride * np.arange(t)[None, None, :]) % spec.card).astype(np.int32)
     lengths = rng.integers((t + 1) // 2, t + 1, (batch_size,))
     out = {"codes": codes, "target_mask": np.arange(t)[None, :] < lengths[:, None]}
-    out.update(cond_lib.example_inputs(spec.conditioners, batch_size, rng))
+    out.update(cond_lib.example_inputs(spec.conditioning.conditioners, batch_size, rng))
     return out
 
 
@@ -457,10 +447,7 @@ def rules(config: Any) -> None:
         p = f"{c}.conditioners.{cid}"
         require(isinstance(cid, str) and cid and "." not in cid, p, cid,
                 "conditioner ids must be non-empty strings without '.'")
-        ctype = get_path(config, f"{p}.type")
-        require(ctype in cond_lib.TYPES, f"{p}.type", ctype,
-                f"unknown conditioner type; expected one of {list(cond_lib.TYPES)}")
-        check_keys(config, p, CONDITIONER_KEYS[ctype], required=CONDITIONER_REQUIRED[ctype])
+        ctype = _conditioner_spec(config, cid).type  # keys and types: the type's spec
         _conditioner_rules(config, p, ctype, cond_dim)
     known = set(conds.keys())
     for key in ("cross_attention_ids", "prepend_ids", "global_ids"):
@@ -478,13 +465,11 @@ def _conditioner_rules(config, p, ctype, cond_dim):
         require(hi > lo, f"{p}.max_val", hi, f"must be > {p}.min_val={lo}")
     elif ctype == "lookup":
         n = check_int(config, f"{p}.num_classes", lo=1)
-        section = get_path(config, p)
-        if "min_val" in section:
-            check_int(config, f"{p}.min_val")
-        options = section.get("options", None)
+        check_int(config, f"{p}.min_val", lo=0)
+        options = get_path(config, f"{p}.options")
+        for j, option in enumerate(options):
+            require(isinstance(option, str), f"{p}.options[{j}]", option, "must be a string")
         if options:
-            require(isinstance(options, (list, tuple)), f"{p}.options", options,
-                    "must be a list of strings")
             require(n == len(options) + 1, f"{p}.num_classes", n,
                     f"must be len({p}.options) + 1 = {len(options) + 1} (id 0 = unknown option)")
     elif ctype == "text":
@@ -499,12 +484,8 @@ def _conditioner_rules(config, p, ctype, cond_dim):
     else:  # t5 / tensor
         check_int(config, f"{p}.dim", lo=1)
         check_int(config, f"{p}.max_length", lo=1)
-        section = get_path(config, p)
-        if "project" in section:
-            check_bool(config, f"{p}.project")
         if ctype == "t5":
-            check_str = config_lib.check_str
-            check_str(config, f"{p}.path", allow_empty=False)
+            config_lib.check_str(config, f"{p}.path", allow_empty=False)
 
 
 config_lib.register_rules("pattern_lm", rules)

@@ -17,8 +17,8 @@ tokenizer type of the `audiolm.models.pretransform` registry):
   sample_rate, frame_rate   Hz and code frames per second
   mu                  mu-law parameter (mulaw_rvq)
   name                the external codec's name (codes)
-Conditioner sections (`model.conditioning.conditioners.<id>`) are {type: number | lookup | text
-| t5 | tensor, ...} as `audiolm.models.conditioners` documents.
+Conditioner sections (`model.conditioning.conditioners.<id>`): one spec per type
+(`CONDITIONER_SPECS`: number, lookup, text, t5, tensor), run by `audiolm.models.conditioners`.
 
 Presets (`PRESETS`): `tiny` (every conditioning type; tests) and `musicgen_small`. Format facts
 the importers share: `ENCODEC_32KHZ` (MusicGen's codec rates), `T5_DIMS` (T5 encoder widths).
@@ -98,12 +98,76 @@ class TransformerSpec:
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
 
 
+class _Conditioner:
+    """What every conditioner spec answers (its fields are its type's)."""
+
+    @property
+    def is_sequence(self) -> bool:
+        """True for types whose batch array has a sequence axis (and a mask)."""
+        return self.type in ("text", "t5", "tensor")
+
+
+@dataclasses.dataclass(frozen=True)
+class NumberConditionerSpec(_Conditioner):
+    """`type: number`: floats clipped to [min_val, max_val] and normalised to [0, 1], learned
+    Fourier features + a linear layer (stable-audio-tools' NumberConditioner). One token."""
+    min_val: float
+    max_val: float
+    type: str = "number"
+
+
+@dataclasses.dataclass(frozen=True)
+class LookupConditionerSpec(_Conditioner):
+    """`type: lookup`: class ids (ints in [min_val, min_val + num_classes), or strings from
+    `options`, unknown -> 0) through a table. One token."""
+    num_classes: int  # table rows (with options: len(options) + 1, row 0 = an unknown option)
+    min_val: int = 0  # the integer class id (>= 0) of row 0 (without options)
+    options: tuple[str, ...] = ()  # option strings, row = index + 1; () = integer class ids
+    type: str = "lookup"
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConditionerSpec(_Conditioner):
+    """`type: text`: the built-in byte-level encoder (UTF-8 bytes + 1, 0 = padding, byte
+    embeddings + sinusoidal positions + bidirectional layers of width cond_dim)."""
+    max_length: int  # bytes kept (condition tokens)
+    num_layers: int  # bidirectional layers; 0 = embeddings and positions only
+    num_heads: int
+    ffn_hidden: int
+    type: str = "text"
+
+
+@dataclasses.dataclass(frozen=True)
+class T5ConditionerSpec(_Conditioner):
+    """`type: t5`: a frozen T5 encoder run on the host (`conditioners.T5TextEncoder`); the model
+    holds only the projection to cond_dim."""
+    path: str  # local T5 directory (transformers `save_pretrained` layout + tokenizer)
+    dim: int  # the encoder's output width (T5 d_model)
+    max_length: int  # tokens kept
+    project: bool = False  # Linear(dim -> cond_dim) also when dim == cond_dim
+    type: str = "t5"
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorConditionerSpec(_Conditioner):
+    """`type: tensor`: pre-computed embeddings [B, S, dim] with a mask."""
+    dim: int  # input width
+    max_length: int  # tokens kept (inputs are padded to it)
+    project: bool = False  # Linear(dim -> cond_dim) also when dim == cond_dim
+    type: str = "tensor"
+
+
+# `model.conditioning.conditioners.<id>.type` -> its spec.
+CONDITIONER_SPECS = {cls.type: cls for cls in (
+    NumberConditionerSpec, LookupConditionerSpec, TextConditionerSpec, T5ConditionerSpec,
+    TensorConditionerSpec)}
+
+
 @dataclasses.dataclass(frozen=True)
 class ConditioningSpec:
     """`model.conditioning`: conditioners and how their tokens reach the transformer."""
     cond_dim: int  # width C of every conditioner's output
-    # id -> {type: number | lookup | text | t5 | tensor, ...} (audiolm.models.conditioners);
-    # in a built spec, id -> audiolm.models.conditioners.ConditionerSpec
+    # id -> a conditioner spec of CONDITIONER_SPECS (its section carries `type`)
     conditioners: Mapping[str, Any] = FrozenDict()
     cross_attention_ids: tuple[str, ...] = ()  # ids concatenated along the sequence, cross-attended
     prepend_ids: tuple[str, ...] = ()  # ids projected and placed before the codes
@@ -138,17 +202,8 @@ class PatternLMSpec:
         return int(self.pretransform.codebook_size)
 
     @property
-    def conditioners(self) -> tuple:
-        """The conditioners' specs in id order."""
-        conds = self.conditioning.conditioners
-        return tuple(conds[i] for i in sorted(conds))
-
-    @property
     def has_cross(self) -> bool:
         return bool(self.conditioning.cross_attention_ids)
-
-    def conditioner(self, cid: str) -> Any:
-        return self.conditioning.conditioners[cid]
 
 
 def model(**fields: Any) -> ml_collections.ConfigDict:
@@ -159,10 +214,10 @@ def model(**fields: Any) -> ml_collections.ConfigDict:
 def tiny():
     """All three conditioning types, every conditioner type except t5 (it needs a local model)."""
     conds = {
-        "prompt": dict(type="text", max_length=12, num_layers=1, num_heads=2, ffn_hidden=32),
-        "genre": dict(type="lookup", num_classes=5),
-        "bpm": dict(type="number", min_val=40.0, max_val=200.0),
-        "style": dict(type="tensor", dim=6, max_length=3, project=True),
+        "prompt": TextConditionerSpec(max_length=12, num_layers=1, num_heads=2, ffn_hidden=32),
+        "genre": LookupConditionerSpec(num_classes=5),
+        "bpm": NumberConditionerSpec(min_val=40.0, max_val=200.0),
+        "style": TensorConditionerSpec(dim=6, max_length=3, project=True),
     }
     return model(
         max_frames=12,
@@ -177,8 +232,7 @@ def tiny():
 def musicgen_small():
     """MusicGen small: 24 x 1024 (16 heads, FFN 4096), 4 codebooks of 2048 (EnCodec 32 kHz,
     50 Hz), delay pattern, cross-attention to T5-base (768) projected to the width."""
-    conds = {"description": dict(type="t5", path="t5-base", dim=768, max_length=64,
-                                 project=False)}
+    conds = {"description": T5ConditionerSpec(path="t5-base", dim=768, max_length=64)}
     return model(
         max_frames=1500,  # 30 s at 50 Hz
         pretransform=pretransform("codes", n_q=4, codebook_size=2048, sample_rate=32000,

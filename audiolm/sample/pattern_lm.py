@@ -144,11 +144,11 @@ def trim_cross_conditions(spec: lm.PatternLMSpec, conditions: Mapping[str, Any])
     """
     out = dict(conditions)
     ids = spec.conditioning
-    for c in spec.conditioners:
-        if c.type not in ("t5", "tensor") or c.id not in ids.cross_attention_ids \
-                or c.id in ids.prepend_ids or c.id in ids.global_ids:
+    for cid, c in ids.conditioners.items():
+        if c.type not in ("t5", "tensor") or cid not in ids.cross_attention_ids \
+                or cid in ids.prepend_ids or cid in ids.global_ids:
             continue
-        key = f"cond.{c.id}"
+        key = f"cond.{cid}"
         if key not in out or key + ".mask" not in out:
             continue
         mask = np.asarray(out[key + ".mask"], bool)
@@ -177,7 +177,7 @@ def sample(module: lm.PatternLM, params: Any, conditions: Mapping[str, Any] | No
         raise ValueError(f"sample: frames={frames!r} must be a positive int")
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise ValueError(f"sample: batch={batch!r} must be a positive int")
-    cond_lib.check_conditions(module.spec.conditioners, conditions or {})
+    cond_lib.check_conditions(module.spec.conditioning.conditioners, conditions or {})
     if prompt is not None:
         lm.check_codes(module.spec, np.asarray(prompt), "prompt")
     conditions = trim_cross_conditions(module.spec, conditions or {})

@@ -34,7 +34,8 @@ def plm():
     config = load_experiment_config("configs/pattern_lm.py", "")
     module = lm.build(config.model)
     params = _zero_params(lm.init_params, config.model)
-    cond = cond_lib.example_inputs(module.spec.conditioners, 1, np.random.default_rng(0))
+    cond = cond_lib.example_inputs(module.spec.conditioning.conditioners, 1,
+                                   np.random.default_rng(0))
     return module, params, {k: np.asarray(v) for k, v in cond.items()}
 
 
@@ -199,7 +200,7 @@ def test_conditioner_arrays_checked_in_apply_and_sample(plm, key, value, pattern
                                            (2.0, "must be an int class id")])
 def test_conditioner_prepare_raw_values(plm, value, pattern):
     module, _, _ = plm
-    specs = module.spec.conditioners
+    specs = module.spec.conditioning.conditioners
     raw = {"bpm": [120.0], "genre": [1], "prompt": ["x"], "style": np.zeros((1, 2, 6))}
     raw["bpm" if isinstance(value, float) and np.isnan(value) else "genre"] = [value]
     with pytest.raises(ValueError, match=pattern):

@@ -191,4 +191,4 @@ def test_stable_audio_tools_rvq_autoencoder_pretransform():
     assert lm.pretransform.frame_rate == 50.0 and not pretransform.is_codec(lm.pretransform)
     assert lm.config.max_frames == 1500  # no sample_size: 30 s of frames
     assert lm.spec.pattern.kind == "delay" and lm.spec.lm.num_heads == 4
-    assert lm.spec.conditioners == () and not lm.spec.has_cross
+    assert not lm.spec.conditioning.conditioners and not lm.spec.has_cross

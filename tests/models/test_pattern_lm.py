@@ -78,7 +78,7 @@ def test_each_condition_changes_logits(setup, cid, kind):
     base = _run(s)
     other = _other_conditions(s)
     conds = dict(s["conds"])
-    for key in cond_lib.batch_keys(s["module"].spec.conditioner(cid)):
+    for key in cond_lib.batch_keys(cid, s["module"].spec.conditioning.conditioners[cid]):
         conds[key] = other[key]
     changed = _run(s, conds)
     diff = np.abs(changed - base).max(axis=(1, 2, 3))

@@ -76,7 +76,7 @@ def test_unconditional_model_on_unroll_pattern():
     model_config = _config("unroll", {})
     pattern_lm.rules(ml_collections.ConfigDict({"model": model_config}))
     module = pattern_lm.build(model_config)
-    assert module.spec.conditioners == ()
+    assert not module.spec.conditioning.conditioners
     shapes = jax.eval_shape(lambda r: pattern_lm.init_params(model_config, r),
                             jax.random.PRNGKey(0))
     assert not any(k.startswith(("conditioner_set", "cross", "prepend", "global"))

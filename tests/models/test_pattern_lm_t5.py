@@ -78,14 +78,14 @@ def test_t5_conditioner_in_model(t5):
                                           frame_rate=50.0),
         lm=presets.TransformerSpec(hidden_size=16, num_layers=1, num_heads=2, ffn_hidden=32),
         conditioning=presets.ConditioningSpec(
-            16, {"description": dict(type="t5", path=path, dim=16, max_length=MAX_LEN,
-                                     project=True)},
+            16, {"description": presets.T5ConditionerSpec(path=path, dim=16, max_length=MAX_LEN,
+                                                          project=True)},
             cross_attention_ids=("description",), project_cross_attention=False),
         pattern=presets.PatternSpec("delay"))
     pattern_lm.rules(ml_collections.ConfigDict({"model": model_config}))
     module = pattern_lm.build(model_config)
     spec = module.spec
-    conds = cond_lib.prepare(spec.conditioners, {"description": TEXTS[:2]})
+    conds = cond_lib.prepare(spec.conditioning.conditioners, {"description": TEXTS[:2]})
     assert conds["cond.description"].shape == (2, MAX_LEN, 16)
     shapes = jax.eval_shape(lambda r: pattern_lm.init_params(model_config, r),
                             jax.random.PRNGKey(0))
@@ -95,5 +95,6 @@ def test_t5_conditioner_in_model(t5):
     assert set(params["conditioner_set"]) == {"cond_description"}  # only the projection
     apply = jax.jit(lambda c: module.apply({"params": params}, jnp.full((2, 2, 7), 8), c))
     a = np.asarray(apply(conds))
-    b = np.asarray(apply(cond_lib.prepare(spec.conditioners, {"description": TEXTS[1:]})))
+    b = np.asarray(apply(cond_lib.prepare(spec.conditioning.conditioners,
+                                          {"description": TEXTS[1:]})))
     assert np.all(np.abs(a - b).max(axis=(1, 2, 3)) > 1e-4)
