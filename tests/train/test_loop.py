@@ -110,15 +110,32 @@ def test_resume_after_sigkill_is_exact(reference_run, tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     # A huge constant learning rate blows the weights up after step 1: step 2's loss is NaN.
+    # Checkpoint 1 holds finite parameters (it was saved), but they are the ones that give the
+    # NaN, so no checkpoint is named good: the run says to start afresh.
     config = toy_family.get_config(learning_rate=1e30, schedule="constant", optimizer="sgd",
                                    checkpoint_every=1, eval_every=100, steps=5)
     workdir = str(tmp_path)
-    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 2.*checkpoints/1"):
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 2.*Last good "
+                                                 r"checkpoint.*: none \(start afresh\)"):
         loop.run(config, workdir)
     params, data_state, step = _final_params(config, workdir)
     assert step == 1 and data_state == {"index": 1}
     assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(params))
     assert [s for s, _ in _losses(workdir)] == [1]
+
+
+def test_nan_loss_names_the_newest_checkpoint_whose_params_give_a_finite_loss(tmp_path):
+    # Three sane steps (checkpoints 1..3), then the same run resumed with a huge learning rate:
+    # update 4 (from checkpoint 3) gives finite but huge params, saved as checkpoint 4, whose
+    # loss at step 5 is not finite. Checkpoint 3 is the last good one.
+    workdir = str(tmp_path)
+    loop.run(toy_family.get_config(checkpoint_every=1, steps=3, eval_every=100), workdir)
+    config = toy_family.get_config(learning_rate=1e30, schedule="constant", checkpoint_every=1,
+                                   eval_every=100, steps=8)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 5.*Last good "
+                                                 r"checkpoint \(finite params and loss\): "
+                                                 r".*checkpoints/3\."):
+        loop.run(config, workdir)
 
 
 def test_checkpoint_of_another_config_is_rejected(reference_run):
