@@ -4,13 +4,14 @@ The contract of every block: `dtype` (compute) and `param_dtype` fields; weight 
 logical names (mapped onto mesh axes by `audiolm.parallel`); `init_params` returns plain
 (unboxed) params; the class docstring gives the call signature with shapes.
 
-Also: `logical_params_axes` (logical names of every weight, via
-eval_shape); `attention_mask` / `dot_product_attention` (the attention core); negative key
-positions are never visible (padding); with a KV cache the queries attend over the L slots as
-they were before the call plus the T new keys (so `mask` has S = L + T there), which keeps
-chunked prefill into a ring buffer exact; `CausalConvTranspose1d(trim_left=0, groups=1)`
-(Qwen3-Omni trims k - stride on both ends; Mimi's upsampler is depthwise); `Embed` /
-`MultiCodebookEmbed` give NaN rows for out-of-range ids; `MoE(activation="silu")`;
+Also: `logical_params_axes` (logical names of every weight, via eval_shape); `attention_mask` /
+`dot_product_attention` (the attention core); negative key positions are never visible
+(padding); with a KV cache the queries attend over the L slots as they were before the call
+plus the T new keys (so `mask` has S = L + T there), which keeps chunked prefill into a ring
+buffer exact; `CausalConvTranspose1d(trim_left=0, groups=1)` (Qwen3-Omni trims k - stride on
+both ends; Mimi's upsampler is depthwise); `Embed` / `MultiCodebookEmbed` give NaN rows for
+out-of-range ids; `MoE(activation="silu")`; `compile.fast_jit` (compiling short-lived programs
+without backend optimisation, one executable per signature);
 `TransformerBlock` is the one transformer layer of every family (Qwen3 decoder and AuT
 encoder, Kyutai temporal / depformer with cross_norm / cross_scale / cross_mask / weight_sets,
 MusicGen decoder), with `init_cache(batch, max_len, width)`; `losses` holds the one masked
