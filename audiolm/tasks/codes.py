@@ -37,7 +37,6 @@ from audiolm import patterns
 from audiolm.config import check_float, check_schema
 from audiolm.models import moshi as moshi_lib
 from audiolm.models import pattern_lm as pattern_lib
-from audiolm.models import talker as talker_lib
 from audiolm.nn import losses
 from audiolm.sample import moshi as moshi_sample
 from audiolm.sample import pattern_lm as pattern_sample
