@@ -68,8 +68,8 @@ def model_config_from_hf(cfg: dict[str, Any], max_frames: int | None = None) -> 
     conds = {CROSS_ID: dict(type="tensor", dim=dim, max_length=max_positions, project=False)}
     return presets.model(
         max_frames=max_frames or max_positions - n_q,
-        pretransform=presets.pretransform(
-            "codes", n_q=n_q, codebook_size=card, name="encodec_32khz",
+        pretransform=presets.CodeSpaceSpec(
+            n_q=n_q, codebook_size=card, name="encodec_32khz",
             sample_rate=presets.ENCODEC_32KHZ["sample_rate"],
             frame_rate=presets.ENCODEC_32KHZ["frame_rate"]),
         lm=presets.TransformerSpec(

@@ -172,18 +172,20 @@ def _int_field(section: Mapping, key: str, path: str, default: Any = None) -> in
     return value
 
 
-def _sat_pretransform(pt: Mapping, sample_rate: int) -> ml_collections.ConfigDict:
+def _sat_pretransform(pt: Mapping, sample_rate: int) -> Any:
     path = "model.pretransform"
     ptype = pt.get("type")
     if ptype is None:
         raise _missing(f"{path}.type", "the pretransform type")
     cfg = pt.get("config", {}) or {}
     if ptype in ("mulaw_rvq", "codes"):
-        p = ml_collections.ConfigDict(dict(cfg))
-        p.type = ptype
-        if "sample_rate" not in p:  # ConfigDict has no setdefault
-            p.sample_rate = sample_rate
-        return p
+        # One of ours, given in our fields: the type's defaults and the model's sample rate
+        # fill what it leaves out; the model's rules name any unknown or ill-typed field.
+        spec = presets.MuLawRVQSpec if ptype == "mulaw_rvq" else presets.CodeSpaceSpec
+        defaults = {f.name: f.default for f in dataclasses.fields(spec)
+                    if f.default is not dataclasses.MISSING}
+        return ml_collections.ConfigDict({**defaults, "sample_rate": sample_rate, **dict(cfg),
+                                          "type": ptype})
     if ptype == "autoencoder":
         bottleneck = cfg.get("bottleneck") or {}
         btype = bottleneck.get("type")
@@ -212,8 +214,8 @@ def _sat_pretransform(pt: Mapping, sample_rate: int) -> ml_collections.ConfigDic
         raise ConfigError(f"{path}.type={ptype!r}: unknown pretransform type; expected a discrete "
                           f"one: autoencoder, dac_pretrained, audiocraft_pretrained, "
                           f"{', '.join(pretransform_lib.types())}")
-    return presets.pretransform("codes", n_q=n_q, codebook_size=card, sample_rate=sample_rate,
-                                frame_rate=sample_rate / ratio, name=f"{ptype}")
+    return presets.CodeSpaceSpec(n_q=n_q, codebook_size=card, sample_rate=sample_rate,
+                                 frame_rate=sample_rate / ratio, name=f"{ptype}")
 
 
 def _sat_conditioner(i: int, info: Mapping, cond_dim: int) -> tuple[str, Any]:

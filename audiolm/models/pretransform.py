@@ -28,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audiolm.config import (MAX_CODEBOOKS, ConfigError, check_float, check_int, check_keys,
-                            get_path, require)
+from audiolm.config import (MAX_CODEBOOKS, ConfigError, check_float, check_int, check_schema,
+                            get_path, require, spec_from_section, spec_schema)
+from audiolm.presets.pattern_lm import CodeSpaceSpec, MuLawRVQSpec
 
 __all__ = ["DiscretePretransform", "MuLawRVQ", "CodeSpace", "build", "validate", "register",
            "is_codec", "types"]
@@ -61,13 +62,9 @@ def is_codec(p: Any) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class CodeSpace:
-    """Code space of an external codec: the LM needs only its n_q and codebook_size."""
-    n_q: int
-    codebook_size: int
-    sample_rate: int
-    frame_rate: float
-    name: str = ""
+class CodeSpace(CodeSpaceSpec):
+    """Code space of an external codec: the LM needs only its n_q and codebook_size (the
+    fields of `CodeSpaceSpec`)."""
 
     @property
     def hop_length(self) -> int:
@@ -75,19 +72,15 @@ class CodeSpace:
 
 
 @dataclasses.dataclass(frozen=True)
-class MuLawRVQ:
-    """Deterministic residual scalar quantiser on mu-law companded, frame-averaged audio.
+class MuLawRVQ(MuLawRVQSpec):
+    """Deterministic residual scalar quantiser on mu-law companded, frame-averaged audio (the
+    fields of `MuLawRVQSpec`).
 
     Stage k splits [-h_k, h_k] into L = codebook_size cells of width d_k = 2 h_k / L, with
     h_0 = 1 and h_k = d_{k-1} / 2 (one cell of the previous stage); code c stands for the cell
     centre -h_k + (c + 1/2) d_k. The later stages together stay strictly inside half a cell of
     stage k, so decoding then encoding gives back the same codes.
     """
-    n_q: int
-    codebook_size: int
-    sample_rate: int
-    frame_rate: float
-    mu: float = 255.0
 
     def __post_init__(self):
         if self.codebook_size < 2:
@@ -177,7 +170,8 @@ def types() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def _common_rules(config: Any, path: str) -> None:
+def _common_rules(config: Any, path: str, spec: type) -> None:
+    check_schema(config, path, spec_schema(spec))  # keys and types
     check_int(config, f"{path}.n_q", lo=1, hi=MAX_CODEBOOKS)
     check_int(config, f"{path}.codebook_size", lo=2)
     check_int(config, f"{path}.sample_rate", lo=1)
@@ -185,9 +179,7 @@ def _common_rules(config: Any, path: str) -> None:
 
 
 def _mulaw_rules(config: Any, path: str) -> None:
-    check_keys(config, path, ("type", "n_q", "codebook_size", "sample_rate", "frame_rate", "mu"),
-               required=("type", "n_q", "codebook_size", "sample_rate", "frame_rate", "mu"))
-    _common_rules(config, path)
+    _common_rules(config, path, MuLawRVQ)
     check_float(config, f"{path}.mu", lo=0.0, lo_open=True)
     sr, fr = get_path(config, f"{path}.sample_rate"), get_path(config, f"{path}.frame_rate")
     hop = sr / fr
@@ -197,15 +189,17 @@ def _mulaw_rules(config: Any, path: str) -> None:
 
 
 def _codes_rules(config: Any, path: str) -> None:
-    check_keys(config, path, ("type", "n_q", "codebook_size", "sample_rate", "frame_rate", "name"),
-               required=("type", "n_q", "codebook_size", "sample_rate", "frame_rate"))
-    _common_rules(config, path)
+    _common_rules(config, path, CodeSpace)
 
 
-register("mulaw_rvq", lambda c: MuLawRVQ(int(c.n_q), int(c.codebook_size), int(c.sample_rate),
-                                         float(c.frame_rate), float(c.mu)), _mulaw_rules)
-register("codes", lambda c: CodeSpace(int(c.n_q), int(c.codebook_size), int(c.sample_rate),
-                                      float(c.frame_rate), str(c.get("name", ""))), _codes_rules)
+def _from_section(cls: type) -> Callable[[Any], Any]:
+    # The tokenizer is its spec: built from the section's fields (errors name model.pretransform).
+    return lambda section: spec_from_section(cls, {"model": {"pretransform": section}},
+                                             "model.pretransform")
+
+
+register("mulaw_rvq", _from_section(MuLawRVQ), _mulaw_rules)
+register("codes", _from_section(CodeSpace), _codes_rules)
 
 
 def validate(config: Any, path: str = "model.pretransform") -> None:

@@ -10,13 +10,9 @@ shared vocabulary in the importers (`audiolm.importers.musicgen`: `hidden_size`,
 `ffn_hidden`; `audiolm.importers.stable_audio_tools`: `embed_dim` -> `hidden_size`, `depth` ->
 `num_layers`).
 
-Section builders kept as functions: `pretransform` (`model.pretransform`, one field set per
-tokenizer type of the `audiolm.models.pretransform` registry):
-  type                mulaw_rvq (built-in deterministic tokenizer) | codes (external codec)
-  n_q, codebook_size  codebooks and codes per codebook (the special token is codebook_size)
-  sample_rate, frame_rate   Hz and code frames per second
-  mu                  mu-law parameter (mulaw_rvq)
-  name                the external codec's name (codes)
+Pretransform sections (`model.pretransform`): one spec per tokenizer type of the
+`audiolm.models.pretransform` registry (`MuLawRVQSpec`: mulaw_rvq, `CodeSpaceSpec`: codes; a
+codec module registers its own).
 Conditioner sections (`model.conditioning.conditioners.<id>`): one spec per type
 (`CONDITIONER_SPECS`: number, lookup, text, t5, tensor), run by `audiolm.models.conditioners`.
 
@@ -46,19 +42,32 @@ T5_DIMS = {
 }
 
 
-def pretransform(type_="mulaw_rvq", n_q=4, codebook_size=16, sample_rate=16000,
-                 frame_rate=50.0, mu=255.0, name=""):
-    p = ml_collections.ConfigDict(dict(type=type_, n_q=n_q, codebook_size=codebook_size,
-                                       sample_rate=sample_rate, frame_rate=float(frame_rate)))
-    if type_ == "mulaw_rvq":
-        p.mu = float(mu)
-    else:
-        p.name = name
-    return p
-
-
 # ------------------------------------------------------------------------------------------
 # Typed specs: one declaration (and one comment) per field of `config.model`.
+
+
+@dataclasses.dataclass(frozen=True)
+class MuLawRVQSpec:
+    """`model.pretransform` of `type: mulaw_rvq`: the built-in deterministic tokenizer
+    (`audiolm.models.pretransform.MuLawRVQ` is this spec with its encode / decode)."""
+    n_q: int  # codebooks K read by the LM
+    codebook_size: int  # codes per codebook (card; the pattern's special token is card)
+    sample_rate: int  # Hz
+    frame_rate: float  # code frames per second (sample_rate / frame_rate samples per frame)
+    mu: float = 255.0  # mu-law parameter
+    type: str = "mulaw_rvq"
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeSpaceSpec:
+    """`model.pretransform` of `type: codes`: the code space of a codec that runs elsewhere
+    (e.g. MusicGen's EnCodec 32 kHz; `audiolm.models.pretransform.CodeSpace`)."""
+    n_q: int  # codebooks K read by the LM
+    codebook_size: int  # codes per codebook (card)
+    sample_rate: int  # Hz of the codec's audio
+    frame_rate: float  # code frames per second
+    name: str = ""  # the codec's name (shown, not read)
+    type: str = "codes"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +194,8 @@ class PatternLMSpec:
     it is the model's static description: `pretransform` then holds the built tokenizer (its
     n_q and codebook_size are the LM's codebooks K and card)."""
     max_frames: int  # code frames per training example (pattern length; example batches)
-    # the discrete tokenizer section (see `pretransform`); the LM reads n_q and codebook_size
+    # the discrete tokenizer: a section of its type (MuLawRVQSpec, CodeSpaceSpec, a codec's);
+    # the LM reads n_q and codebook_size
     pretransform: Any
     lm: TransformerSpec
     conditioning: ConditioningSpec
@@ -221,7 +231,7 @@ def tiny():
     }
     return model(
         max_frames=12,
-        pretransform=pretransform(n_q=4, codebook_size=16, sample_rate=1600, frame_rate=50.0),
+        pretransform=MuLawRVQSpec(n_q=4, codebook_size=16, sample_rate=1600, frame_rate=50.0),
         lm=TransformerSpec(hidden_size=32, num_layers=2, num_heads=4, ffn_hidden=64),
         conditioning=ConditioningSpec(16, conds, cross_attention_ids=("prompt", "style"),
                                       prepend_ids=("genre",), global_ids=("bpm",),
@@ -235,8 +245,8 @@ def musicgen_small():
     conds = {"description": T5ConditionerSpec(path="t5-base", dim=768, max_length=64)}
     return model(
         max_frames=1500,  # 30 s at 50 Hz
-        pretransform=pretransform("codes", n_q=4, codebook_size=2048, sample_rate=32000,
-                                  frame_rate=50.0, name="encodec_32khz"),
+        pretransform=CodeSpaceSpec(n_q=4, codebook_size=2048, sample_rate=32000, frame_rate=50.0,
+                                   name="encodec_32khz"),
         lm=TransformerSpec(hidden_size=1024, num_layers=24, num_heads=16, ffn_hidden=4096),
         conditioning=ConditioningSpec(768, conds, cross_attention_ids=("description",),
                                       project_cross_attention=True, cfg_dropout=0.1),

@@ -21,7 +21,7 @@ KINDS = [("parallel", {}), ("delay", {"delays": [0, 0, 2, 3]}), ("unroll", {}),
 def _config(kind, kwargs, conditioning=None):
     return presets.model(
         max_frames=T,
-        pretransform=presets.pretransform(n_q=K, codebook_size=V, sample_rate=400,
+        pretransform=presets.MuLawRVQSpec(n_q=K, codebook_size=V, sample_rate=400,
                                           frame_rate=50.0),
         lm=presets.TransformerSpec(hidden_size=16, num_layers=1, num_heads=2, ffn_hidden=32,
                                    positional="rope"),

@@ -74,7 +74,7 @@ def test_t5_conditioner_in_model(t5):
     _, path = t5
     model_config = presets.model(
         max_frames=6,
-        pretransform=presets.pretransform(n_q=2, codebook_size=8, sample_rate=800,
+        pretransform=presets.MuLawRVQSpec(n_q=2, codebook_size=8, sample_rate=800,
                                           frame_rate=50.0),
         lm=presets.TransformerSpec(hidden_size=16, num_layers=1, num_heads=2, ffn_hidden=32),
         conditioning=presets.ConditioningSpec(
