@@ -51,18 +51,21 @@ FAMILIES = {
     "thinker_talker": "audiolm.models.thinker_talker",
     "moshi": "audiolm.models.moshi",
     "pattern_lm": "audiolm.models.pattern_lm",
+    "codec": "audiolm.models.codec",
 }
 
 # config.task.name -> module implementing the task contract (`audiolm.tasks.base`).
 TASKS = {
     "asr": "audiolm.tasks.asr",
     "codes": "audiolm.tasks.codes",
+    "codec": "audiolm.tasks.codec",
 }
 
 # The valid (task, families) pairs: what each task can teach.
 PAIRS = {
     "asr": ("thinker_talker",),  # speech -> transcript: AuT + Thinker
     "codes": ("thinker_talker", "moshi", "pattern_lm"),  # next-code LM over codebook tokens
+    "codec": ("codec",),  # waveform -> codes -> waveform: the codec learns to reconstruct
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import ml_collections
 
-FAMILIES = ("thinker_talker", "moshi", "pattern_lm")
+FAMILIES = ("thinker_talker", "moshi", "pattern_lm", "codec")
 
 
 def family_presets(family: str) -> ModuleType:

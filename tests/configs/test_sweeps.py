@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.join(ROOT, "experiments"))
 import sweep  # noqa: E402
 
 # The variant each sweep is meant for (the one in its docstring's command).
-VARIANT = {"thinker_talker.py": "tiny_asr", "moshi.py": "tiny", "pattern_lm.py": "tiny"}
+VARIANT = {"thinker_talker.py": "tiny_asr", "moshi.py": "tiny", "pattern_lm.py": "tiny",
+           "codec.py": "tiny"}
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 
 

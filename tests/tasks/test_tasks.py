@@ -62,7 +62,7 @@ def test_an_invalid_pair_names_task_and_family():
 def test_unknown_task_and_evaluator_are_named():
     config = _config("pattern_lm")
     config.task.name = "tts_nope"
-    with pytest.raises(ConfigError, match=r"task.name='tts_nope'.*\['asr', 'codes'\]"):
+    with pytest.raises(ConfigError, match=r"task.name='tts_nope'.*\['asr', 'codes', 'codec'\]"):
         config_lib.validate(config)
     config = _config("pattern_lm")
     config.task.evaluators = ("loss", "cer")

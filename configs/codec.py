@@ -1,0 +1,99 @@
+"""Neural audio codec experiments: causal SEANet encoder + residual VQ + mirror decoder.
+
+Launch (tiny, CPU, synthetic sinusoids; seconds):
+  python -m audiolm.main --config=configs/codec.py:variant=tiny --workdir=/tmp/codec_tiny
+Train the 2 kbps speech codec on the embedded 16 kHz speech set (generated on first use):
+  python -m audiolm.main --config=configs/codec.py:variant=speech --workdir=runs/codec_speech
+Original / reconstructed WAV pairs of test utterances from a trained run:
+  python -m audiolm.main --config=configs/codec.py:variant=speech --workdir=runs/codec_speech \
+      --mode=sample
+Describe Kyutai's Mimi (parameters; nothing is allocated):
+  python -m audiolm.main --config=configs/codec.py:variant=mimi --mode=describe
+
+arg: variant=<preset of audiolm.presets.codec> (tiny | speech | mimi | tiny_mimi), steps=<n>
+(0 = the variant's default). `audiolm.presets.codec` documents every field of `config.model`;
+the task is "codec" (`audiolm.tasks.codec`: the loss weights below).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from audiolm.presets import codec as presets
+from audiolm.presets import experiment
+
+SYNTHETIC = ("tiny", "tiny_mimi")  # variants trained on the family's synthetic sinusoids
+
+
+def train_loss(min_n_fft=256, n_mels=64, segment_seconds=1.0):
+    return ml_collections.ConfigDict(dict(
+        mel_weight=1.0,  # multi-scale log-mel L1
+        stft_weight=1.0,  # multi-resolution STFT (spectral convergence + log magnitude)
+        commit_weight=0.25,  # ||r - sg(e)||^2: keeps the encoder near its codes (VQ-VAE beta)
+        codebook_weight=1.0,  # ||sg(r) - e||^2: moves the codebooks to the residuals
+        quantizer_dropout=0.5,  # P(a batch decodes a random prefix of codebooks): prefixes decode
+        segment_seconds=segment_seconds,  # random training crop per utterance (0 = whole)
+        min_n_fft=min_n_fft,  # smallest STFT size of both spectral losses (hop n_fft / 4)
+        num_scales=3,  # STFT sizes min_n_fft * 2**k, k < num_scales
+        n_mels=n_mels,  # mel bands per scale
+    ))
+
+
+def get_config(arg=None):
+    arg = experiment.parse_arg(arg, variant="tiny", steps=0)
+    if arg.variant not in presets.PRESETS:
+        raise ValueError(f"config arg variant={arg.variant!r}: expected one of "
+                         f"{sorted(presets.PRESETS)}")
+    config = experiment.base_config()
+    config.model = presets.PRESETS[arg.variant]()
+    rate = int(config.model.sample_rate)
+    config.task.name = "codec"
+    config.task.evaluators = ("loss", "codec")
+    config.task.final_evaluators = ("codec",)
+    config.train.weight_decay = 0.0  # the codebooks are params: no pull towards zero
+    config.train.learning_rate = 1e-3
+    config.train.b2 = 0.99
+    config.sample.num_samples = 4  # original / reconstructed pairs written by --mode=sample
+    if arg.variant in SYNTHETIC:
+        config.data.name = "synthetic"  # family.example_batch: sums of sinusoids
+        config.data.batch_size = 4
+        config.data.num_validation = 8
+        config.data.num_test = 8
+        config.train.loss = train_loss(min_n_fft=64, n_mels=32, segment_seconds=0.0)
+        config.train.steps = 20
+        config.train.warmup_steps = 2
+        config.train.log_every = 5
+        config.train.eval_every = 10
+        config.train.eval_steps = 2
+        config.train.checkpoint_every = 10
+    else:
+        config.data.name = "speech_synth"
+        config.data.sample_rate = rate  # the set is generated at the codec's rate
+        config.data.batch_size = 8
+        config.data.max_audio_seconds = 8.0
+        config.train.loss = train_loss(min_n_fft=256 if rate <= 16000 else 512, n_mels=64)
+        config.train.steps = 2000
+        config.train.warmup_steps = 100
+        config.train.log_every = 25
+        config.train.eval_every = 250
+        config.train.eval_steps = 4
+        config.train.checkpoint_every = 250
+    if arg.steps:
+        config.train.steps = arg.steps
+    return config
+
+
+# Sweeps (experiments/sweep.py --sweep=NAME): plain functions yielding config overrides.
+
+
+def sweep_lr():
+    """Peak learning rate, e.g.
+    python experiments/sweep.py --config=configs/codec.py:tiny --sweep=lr --workdir=runs/codec_lr"""
+    for lr in (3e-4, 1e-3, 3e-3):
+        yield {"train.learning_rate": lr}
+
+
+def sweep_commitment():
+    """Commitment weight of the straight-through RVQ (VQ-VAE beta)."""
+    for weight in (0.1, 0.25, 1.0):
+        yield {"train.loss.commit_weight": weight}
