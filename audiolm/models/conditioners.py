@@ -313,16 +313,17 @@ class ConditionerSet(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class T5Spec:
+    """A T5 encoder in the shared vocabulary; `from_hf` maps transformers' T5Config names."""
     vocab_size: int
-    d_model: int
-    d_kv: int
+    hidden_size: int  # d_model
+    head_dim: int  # d_kv
     num_heads: int
-    d_ff: int
+    ffn_hidden: int  # d_ff
     num_layers: int
-    num_buckets: int
-    max_distance: int
-    eps: float
-    gated: bool
+    num_buckets: int  # relative_attention_num_buckets
+    max_distance: int  # relative_attention_max_distance
+    norm_eps: float  # layer_norm_epsilon
+    gated: bool  # a gated FFN (feed_forward_proj "gated-...")
     activation: str  # key of audiolm.nn.ACTIVATIONS
 
     @classmethod
@@ -335,11 +336,13 @@ class T5Spec:
         if act is None:
             raise ValueError(f"T5 config: feed_forward_proj={proj!r} is not supported; expected "
                              f"relu, gelu, silu or their gated- forms")
-        return cls(int(cfg["vocab_size"]), int(cfg["d_model"]), int(cfg["d_kv"]),
-                   int(cfg["num_heads"]), int(cfg["d_ff"]), int(cfg["num_layers"]),
-                   int(cfg.get("relative_attention_num_buckets", 32)),
-                   int(cfg.get("relative_attention_max_distance", 128)),
-                   float(cfg.get("layer_norm_epsilon", 1e-6)), gated, act)
+        return cls(vocab_size=int(cfg["vocab_size"]), hidden_size=int(cfg["d_model"]),
+                   head_dim=int(cfg["d_kv"]), num_heads=int(cfg["num_heads"]),
+                   ffn_hidden=int(cfg["d_ff"]), num_layers=int(cfg["num_layers"]),
+                   num_buckets=int(cfg.get("relative_attention_num_buckets", 32)),
+                   max_distance=int(cfg.get("relative_attention_max_distance", 128)),
+                   norm_eps=float(cfg.get("layer_norm_epsilon", 1e-6)), gated=gated,
+                   activation=act)
 
 
 def t5_relative_buckets(length: int, num_buckets: int, max_distance: int) -> np.ndarray:
@@ -358,7 +361,7 @@ def t5_relative_buckets(length: int, num_buckets: int, max_distance: int) -> np.
 
 
 class T5Encoder(nn.Module):
-    """ids [B, L] int, mask [B, L] bool -> last hidden state [B, L, d_model] (float32).
+    """ids [B, L] int, mask [B, L] bool -> last hidden state [B, L, hidden_size] (float32).
 
     Param names follow transformers (`shared`, `block_i/{q,k,v,o,ln_attn,wi|wi_0,wi_1,wo,ln_ff}`,
     `relative_attention_bias` [buckets, H] from layer 0, `final_layer_norm`). T5 attention has no
@@ -370,13 +373,13 @@ class T5Encoder(nn.Module):
     def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
         s = self.spec
         b, length = ids.shape
-        x = anl.Embed(s.vocab_size, s.d_model, name="shared")(ids.astype(jnp.int32))
+        x = anl.Embed(s.vocab_size, s.hidden_size, name="shared")(ids.astype(jnp.int32))
         rel = self.param("relative_attention_bias", nn.initializers.normal(1.0),
                          (s.num_buckets, s.num_heads))
         buckets = t5_relative_buckets(length, s.num_buckets, s.max_distance)
         bias = jnp.transpose(rel[buckets], (2, 0, 1))[None]  # [1, H, L, L]
         bias = bias + jnp.where(mask[:, None, None, :], 0.0, jnp.finfo(jnp.float32).min)
-        inner = s.num_heads * s.d_kv
+        inner = s.num_heads * s.head_dim
         act = anl.get_activation(s.activation)
 
         def lin(features, name):
@@ -384,21 +387,21 @@ class T5Encoder(nn.Module):
 
         for i in range(s.num_layers):
             p = f"block_{i}_"
-            h = anl.RMSNorm(s.eps, name=p + "ln_attn")(x)
-            q = lin(inner, p + "q")(h).reshape(b, length, s.num_heads, s.d_kv)
-            k = lin(inner, p + "k")(h).reshape(b, length, s.num_heads, s.d_kv)
-            v = lin(inner, p + "v")(h).reshape(b, length, s.num_heads, s.d_kv)
+            h = anl.RMSNorm(s.norm_eps, name=p + "ln_attn")(x)
+            q = lin(inner, p + "q")(h).reshape(b, length, s.num_heads, s.head_dim)
+            k = lin(inner, p + "k")(h).reshape(b, length, s.num_heads, s.head_dim)
+            v = lin(inner, p + "v")(h).reshape(b, length, s.num_heads, s.head_dim)
             logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) + bias
             probs = jax.nn.softmax(logits, axis=-1)
             o = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, length, inner)
-            x = x + lin(s.d_model, p + "o")(o)
-            h = anl.RMSNorm(s.eps, name=p + "ln_ff")(x)
+            x = x + lin(s.hidden_size, p + "o")(o)
+            h = anl.RMSNorm(s.norm_eps, name=p + "ln_ff")(x)
             if s.gated:
-                h = act(lin(s.d_ff, p + "wi_0")(h)) * lin(s.d_ff, p + "wi_1")(h)
+                h = act(lin(s.ffn_hidden, p + "wi_0")(h)) * lin(s.ffn_hidden, p + "wi_1")(h)
             else:
-                h = act(lin(s.d_ff, p + "wi")(h))
-            x = x + lin(s.d_model, p + "wo")(h)
-        return anl.RMSNorm(s.eps, name="final_layer_norm")(x)
+                h = act(lin(s.ffn_hidden, p + "wi")(h))
+            x = x + lin(s.hidden_size, p + "wo")(h)
+        return anl.RMSNorm(s.norm_eps, name="final_layer_norm")(x)
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
@@ -460,7 +463,7 @@ def load_t5_encoder(path: str, prefix: str = "") -> tuple[T5Spec, dict]:
 
 
 class T5TextEncoder:
-    """Host-side frozen T5: texts -> (embeddings [B, L, d_model], mask [B, L]).
+    """Host-side frozen T5: texts -> (embeddings [B, L, hidden_size], mask [B, L]).
 
     Tokenises with the tokenizer saved in the same directory (transformers AutoTokenizer),
     padding / truncating to `max_length`.
