@@ -229,7 +229,7 @@ def loss_fn(module: Any, params: Any, batch: Mapping[str, Any], rng: jax.Array, 
 
 
 @functools.lru_cache(maxsize=8)
-def _reconstruct_fn(module: Any):
+def reconstruct_fn(module: Any):
     """Jitted (params, audio, mask) -> (reconstruction, si_snr [B], mel_distance [B]), all
     codebooks; one per module (modules are hashable), so each shape compiles once."""
     @jax.jit
@@ -248,7 +248,7 @@ def codec_evaluator(ctx: EvalContext, params: Any, split: str) -> dict[str, floa
     of `split` (0 = all), all codebooks; plus the bitrate (bits/s)."""
     config = ctx.config
     family = config_lib.family_module(config.model.family)
-    run = _reconstruct_fn(ctx.module)
+    run = reconstruct_fn(ctx.module)
     limit = int(config.train.eval_steps)
     mels, snrs = [], []
     for i, batch in enumerate(make_batches(config, family, split, finite=True)):
@@ -269,7 +269,7 @@ def write_samples(module: Any, params: Any, config: Any, workdir: str) -> dict:
     `sample.num_samples` utterances of the test split; returns their SI-SNR and mel distance
     (the sample runner writes the summary to `samples/summary.json`)."""
     family = config_lib.family_module(config.model.family)
-    run = _reconstruct_fn(module)
+    run = reconstruct_fn(module)
     out_dir = os.path.join(workdir, "samples")
     os.makedirs(out_dir, exist_ok=True)
     want = int(config.sample.num_samples)

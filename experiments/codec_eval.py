@@ -1,0 +1,237 @@
+"""Evaluates a trained codec on the test split: mel distance, SI-SNR, PESQ-WB, STOI, bitrate,
+codebook usage; plots a reconstruction's spectrogram beside the original and the run's curve.
+
+  python experiments/codec_eval.py --config=configs/codec.py:variant=speech \\
+      --workdir=runs/codec_speech --out=runs/codec_speech/eval
+  python experiments/codec_eval.py --config=configs/codec.py:variant=speech \\
+      --workdir=runs/codec_speech --num=20 --num_codebooks=4
+
+The params are the run's latest checkpoint in --workdir (or `init_from`). PESQ-WB (`pesq`) and
+STOI (`pystoi`) are optional packages (`pip install pesq pystoi`); without them those columns
+are left out and said so. PESQ-WB is defined at 16 kHz: other rates are resampled for it.
+Writes to --out (default <workdir>/eval):
+  results.md / results.json   means over the utterances, per-codebook usage and perplexity, and
+                              the run's validation curve (step, wall minutes, mel distance, SI-SNR)
+  utterances.csv              per-utterance scores
+  codec_spectrogram.png       log-mel of the first test utterance: original | reconstruction
+  codec_curve.png             training mel loss and validation SI-SNR against wall minutes
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(_ROOT, "configs", "codec.py") + ":variant=speech",
+    "Experiment config file (+:arg) of the run.", lock_config=False)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding the checkpoints.")
+_OUT = flags.DEFINE_string("out", "", "Output directory (default <workdir>/eval).")
+_NUM = flags.DEFINE_integer("num", 50, "Test utterances scored (0 = the whole split).")
+_NUM_CODEBOOKS = flags.DEFINE_integer("num_codebooks", 0,
+                                      "Codebooks decoded (0 = all): the bitrate of a prefix.")
+
+
+def _optional(name: str):
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+def score_utterances(config, module, params, limit: int, num_codebooks: int):
+    """Per-utterance scores and code histograms of the first `limit` test utterances."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from audiolm import config as config_lib
+    from audiolm.audio.io import resample_audio
+    from audiolm.models import codec
+    from audiolm.tasks import codec as task
+
+    pesq, pystoi = _optional("pesq"), _optional("pystoi")
+    spec = module.spec
+    rate = int(spec.sample_rate)
+    hop = codec.hop_length(spec)
+    q = spec.quantizer
+
+    @jax.jit
+    def run(params, audio, mask):
+        mask = mask.astype(bool)
+        audio = audio * mask
+        codes = module.apply({"params": params}, audio, num_codebooks, method=codec.Codec.encode)
+        recon = module.apply({"params": params}, codes, method=codec.Codec.decode)
+        recon = recon[:, :audio.shape[1]] * mask
+        return (recon, codes, task.si_snr(audio, recon, mask),
+                task.mel_distance(audio, recon, mask, rate))
+
+    rows, hist, first = [], np.zeros((num_codebooks, q.codebook_size)), None
+    family = config_lib.family_module(config.model.family)
+    for batch in task.make_batches(config, family, "test", finite=True):
+        mask = np.asarray(batch["audio_mask"]).astype(bool)
+        recon, codes, snr, mel = jax.device_get(run(params, jnp.asarray(batch["audio"]),
+                                                    jnp.asarray(mask)))
+        for row in range(mask.shape[0]):
+            n = int(mask[row].sum())
+            if n == 0 or (limit and len(rows) >= limit):
+                continue
+            ref, est = np.asarray(batch["audio"][row, :n]), np.asarray(recon[row, :n])
+            frames = -(-n // hop)
+            for k in range(num_codebooks):
+                hist[k] += np.bincount(codes[row, k, :frames], minlength=q.codebook_size)
+            index = int(batch["index"][row]) if "index" in batch else len(rows)
+            out = {"index": index, "seconds": n / rate,
+                   "mel_distance": float(mel[row]), "si_snr": float(snr[row])}
+            ref16 = ref if rate == 16000 else resample_audio(ref, rate, 16000)
+            est16 = est if rate == 16000 else resample_audio(est, rate, 16000)
+            if pesq is not None:
+                try:
+                    out["pesq_wb"] = float(pesq.pesq(16000, ref16, est16, "wb"))
+                except Exception as e:  # noqa: BLE001 - e.g. no utterance detected: say so
+                    print(f"PESQ failed on test utterance {out['index']}: {e}")
+            if pystoi is not None:
+                out["stoi"] = float(pystoi.stoi(ref, est, rate, extended=False))
+            if first is None:
+                first = (ref, est)
+            rows.append(out)
+        if limit and len(rows) >= limit:
+            break
+    return rows, hist, first, {"pesq": pesq is not None, "pystoi": pystoi is not None}
+
+
+def codebook_table(hist):
+    """Per codebook: fraction of entries used and perplexity over the scored frames."""
+    import numpy as np
+
+    out = []
+    for k, counts in enumerate(hist):
+        p = counts / max(counts.sum(), 1)
+        nz = p[p > 0]
+        out.append({"codebook": k, "usage": float((counts > 0).mean()),
+                    "perplexity": float(np.exp(-(nz * np.log(nz)).sum()))})
+    return out
+
+
+def curve(workdir: str):
+    """(train rows, eval rows) of the run's metrics.jsonl with wall minutes from the first."""
+    from audiolm.train import metrics as metrics_lib
+
+    records = metrics_lib.read_metrics(workdir)
+    if not records:
+        return [], []
+    t0 = records[0]["time"]
+    train = [{"step": r["step"], "minutes": (r["time"] - t0) / 60, "mel_loss": r["mel_loss"]}
+             for r in records if r.get("split") == "train" and "mel_loss" in r]
+    evals = [{"step": r["step"], "minutes": (r["time"] - t0) / 60,
+              "mel_distance": r["mel_distance"], "si_snr": r["si_snr"]}
+             for r in records if r.get("split") == "eval" and "si_snr" in r]
+    return train, evals
+
+
+def plot(out: str, first, rate: int, train, evals) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import jax.numpy as jnp
+    import matplotlib.pyplot as plt
+
+    from audiolm.tasks import codec as task
+
+    if first is not None:
+        ref, est = first
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+        for ax, (title, x) in zip(axes, (("original", ref), ("reconstruction", est))):
+            mel = task.log_mel(jnp.asarray(x)[None], rate, 1024, 256, 80)[0]
+            ax.imshow(jnp.asarray(mel).T, origin="lower", aspect="auto", cmap="magma",
+                      vmin=float(mel.max()) - 12, extent=(0, len(x) / rate, 0, 80))
+            ax.set_title(title)
+            ax.set_xlabel("seconds")
+        axes[0].set_ylabel("mel band")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "codec_spectrogram.png"), dpi=110)
+        plt.close(fig)
+    if train:
+        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        ax.plot([r["minutes"] for r in train], [r["mel_loss"] for r in train], label="train mel L1")
+        ax.set_xlabel("wall minutes")
+        ax.set_ylabel("multi-scale mel L1")
+        if evals:
+            ax2 = ax.twinx()
+            ax2.plot([r["minutes"] for r in evals], [r["si_snr"] for r in evals], "o-",
+                     color="tab:red", label="validation SI-SNR")
+            ax2.set_ylabel("SI-SNR (dB)")
+        fig.legend(loc="upper right")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "codec_curve.png"), dpi=110)
+        plt.close(fig)
+
+
+def main(argv):
+    del argv
+    import numpy as np
+
+    from audiolm import config as config_lib
+    from audiolm.models import codec
+    from audiolm.train import sampling
+
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required (the trained run)")
+    config = _CONFIG.value
+    config_lib.validate(config)
+    module, params, source = sampling.load_params(config, _WORKDIR.value)
+    spec = module.spec
+    n_cb = _NUM_CODEBOOKS.value or spec.quantizer.num_codebooks
+    out = _OUT.value or os.path.join(_WORKDIR.value, "eval")
+    os.makedirs(out, exist_ok=True)
+    rows, hist, first, have = score_utterances(config, module, params, _NUM.value, n_cb)
+    keys = [k for k in ("mel_distance", "si_snr", "pesq_wb", "stoi") if rows and k in rows[0]]
+    means = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+    books = codebook_table(hist)
+    train, evals = curve(_WORKDIR.value)
+    result = {"params": source, "utterances": len(rows), "codebooks": n_cb,
+              "bitrate": codec.bitrate(spec, n_cb), "frame_rate": codec.frame_rate(spec),
+              "means": means, "codebook_usage": books, "validation_curve": evals,
+              "train_minutes": train[-1]["minutes"] if train else None,
+              "train_steps": train[-1]["step"] if train else None}
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(out, "utterances.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["index", "seconds"] + keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [f"# Codec test scores ({len(rows)} utterances, {n_cb} codebooks, "
+             f"{result['bitrate']:.0f} bit/s at {result['frame_rate']:g} Hz)", "",
+             f"params: {source}", "", "| metric | mean |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in means.items()]
+    if not have["pesq"]:
+        lines.append("| pesq_wb | not measured: `pip install pesq` |")
+    if not have["pystoi"]:
+        lines.append("| stoi | not measured: `pip install pystoi` |")
+    lines += ["", "| codebook | usage | perplexity |", "|---|---|---|"]
+    lines += [f"| {b['codebook']} | {b['usage']:.3f} | {b['perplexity']:.1f} |" for b in books]
+    if evals:
+        lines += ["", "| step | wall min | val mel distance | val SI-SNR dB |", "|---|---|---|---|"]
+        lines += [f"| {r['step']} | {r['minutes']:.1f} | {r['mel_distance']:.3f} | "
+                  f"{r['si_snr']:.2f} |" for r in evals]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(text)
+    plot(out, first, int(spec.sample_rate), train, evals)
+    print(text)
+    print(f"wrote {out}/results.md, results.json, utterances.csv, codec_spectrogram.png, "
+          f"codec_curve.png")
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("workdir")
+    app.run(main)
