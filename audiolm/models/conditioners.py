@@ -1,12 +1,13 @@
 """Conditioners of the pattern LM: raw conditions -> (embeddings [B, S, C], mask [B, S]).
 
 Every conditioner has an id (its key in `model.conditioning.conditioners`) and a typed spec, one
-per type (`audiolm.presets.pattern_lm.CONDITIONER_SPECS`, declared there with a comment per
-field). The functions here take `conditioners`, a mapping id -> spec (`PatternLMSpec
-.conditioners`). Each works in two stages, so the model stays a pure jit-able function of arrays:
+per type (`audiolm.presets.pattern_lm_specs.CONDITIONER_SPECS`, declared there with a comment
+per field). The functions here take `conditioners`, a mapping id -> spec
+(`PatternLMSpec.conditioning.conditioners`). Each works in two stages, so the model stays a pure
+jit-able function of arrays:
 
-1. host side, `prepare(conditioners, raw)`: python values -> numpy arrays in the batch, under the keys
-   ``cond.<id>`` (and ``cond.<id>.mask`` for sequences);
+1. host side, `prepare(conditioners, raw)`: python values -> numpy arrays in the batch, under
+   the keys ``cond.<id>`` (and ``cond.<id>.mask`` for sequences);
 2. in the model, `ConditionerSet`: arrays -> (embeddings [B, S_id, C], mask [B, S_id]) with
    C = `model.conditioning.cond_dim` (trainable).
 
@@ -40,7 +41,7 @@ import numpy as np
 
 from audiolm import extras, nn as anl
 from audiolm.nn.params import partitioned
-from audiolm.presets.pattern_lm import CONDITIONER_SPECS
+from audiolm.presets.pattern_lm_specs import CONDITIONER_SPECS
 
 __all__ = ["TYPES", "ConditionerSet", "prepare", "example_inputs", "check_conditions",
            "T5Spec", "T5Encoder", "load_t5_encoder", "T5TextEncoder", "batch_keys",

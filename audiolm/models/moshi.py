@@ -54,7 +54,7 @@ from audiolm import nn as blocks
 from audiolm import patterns
 from audiolm.config import check_choice, check_float, check_int, check_str, require
 from audiolm.nn.compile import fast_jit
-from audiolm.presets.moshi import ConditionerSpec, DepformerSpec, MoshiSpec, TemporalSpec
+from audiolm.presets.moshi_specs import ConditionerSpec, DepformerSpec, MoshiSpec, TemporalSpec
 
 FAMILY = "moshi"
 FUSIONS = ("add", "concat", "cross_attention", "interleave")
@@ -63,8 +63,8 @@ ZERO_TOKEN = -1  # embeds to exact zeros, masked in the loss
 
 # ------------------------------------------------------------------------------------------
 # Static description of a model: the typed spec of config.model (declared, field by field with
-# its comment, in `audiolm.presets.moshi`, which sits below the models so the presets can build
-# it too); hashable, so a flax module field and a jit static argument.
+# its comment, in `audiolm.presets.moshi_specs`, which sits below the models so the presets can
+# build it too); hashable, so a flax module field and a jit static argument.
 
 def spec_from_config(m: Any) -> MoshiSpec:
     """The MoshiSpec of `config.model` (family moshi): its schema checked (keys, types), each

@@ -55,8 +55,8 @@ from audiolm.config import ConfigError, check_choice, check_float, check_int, ge
 from audiolm.models import conditioners as cond_lib
 from audiolm.models import pretransform as pretransform_lib
 from audiolm.nn.params import default_kernel_init, partitioned
-from audiolm.presets.pattern_lm import (CONDITIONER_SPECS, ConditioningSpec, PatternLMSpec,
-                                        PatternSpec, TransformerSpec)
+from audiolm.presets.pattern_lm_specs import (CONDITIONER_SPECS, ConditioningSpec,
+                                              PatternLMSpec, PatternSpec, TransformerSpec)
 
 __all__ = ["PatternLMSpec", "TransformerSpec", "ConditioningSpec", "PatternSpec", "PatternLM",
            "build", "spec_from_config", "init_params", "describe_params", "example_batch",
@@ -65,11 +65,13 @@ __all__ = ["PatternLMSpec", "TransformerSpec", "ConditioningSpec", "PatternSpec"
 
 FAMILY = "pattern_lm"
 COND_TYPES = ("cross", "prepend", "global")
+
+
 # ---------------------------------------------------------------------------------------------
 # Static description of a model: the typed spec of config.model (`PatternLMSpec` and its section
-# specs, declared field by field with their comments in `audiolm.presets.pattern_lm`, which sits
-# below the models so the presets build it too). Hashable: a flax module field and a jit static
-# argument.
+# specs, declared field by field with their comments in `audiolm.presets.pattern_lm_specs`,
+# which sits below the models so the presets build it too). Hashable: a flax module field and a
+# jit static argument.
 
 
 def spec_from_config(model_config: Any) -> PatternLMSpec:

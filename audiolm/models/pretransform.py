@@ -30,7 +30,7 @@ import numpy as np
 
 from audiolm.config import (MAX_CODEBOOKS, ConfigError, check_float, check_int, check_schema,
                             get_path, require, spec_from_section, spec_schema)
-from audiolm.presets.pattern_lm import CodeSpaceSpec, MuLawRVQSpec
+from audiolm.presets.pattern_lm_specs import CodeSpaceSpec, MuLawRVQSpec
 
 __all__ = ["DiscretePretransform", "MuLawRVQ", "CodeSpace", "build", "validate", "register",
            "is_codec", "types"]
