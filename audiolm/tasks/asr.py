@@ -16,9 +16,10 @@ SpecAugment-masked (`audiolm.audio.features.spec_augment`).
 Evaluators: "loss" (validation loss / token accuracy) and "cer": greedy transcripts of the split
 (argmax, up to min(sample.max_new_tokens, data.max_text_len - 1) tokens or eos) written to
 `workdir/transcripts_<split>.jsonl` (one {"index", "speaker", "reference", "hypothesis", "cer"}
-per utterance) and `workdir/asr_<split>.json` (corpus CER / WER, edit counts; on the espeak set
-also per group: template / scrambled sentences, seen / unseen voices), then prints a short
-summary (scores, where the transcripts are, a few example lines).
+per utterance, plus "ctc_hypothesis", the CTC head's best path, when the model has one) and
+`workdir/asr_<split>.json` (corpus CER / WER, edit counts; on the espeak set also per group:
+template / scrambled sentences, seen / unseen voices; "ctc_cer" of the CTC head), then prints a
+short summary (scores, where the transcripts are, a few example lines).
 """
 
 from __future__ import annotations
@@ -267,6 +268,36 @@ def make_greedy_decoder(module: Any, config: Any, max_new: int, bos_id: int):
     return jax.jit(decode)
 
 
+def make_ctc_decoder(module: Any, config: Any):
+    """Returns jitted `decode(params, audio [B, S], audio_mask [B, S]) -> (ids [B, T], mask
+    [B, T])`: the argmax of the AuT's CTC head per CTC frame (`ctc_collapse` turns a row into
+    its transcript ids). A diagnostic of how well the encoder alone hears the characters."""
+    model_config = config.model
+
+    def heads(m, feats, frame_lengths):
+        embeds, mask = m.aut(feats, frame_lengths)
+        return m.ctc_head(embeds, mask)
+
+    def decode(params, audio, audio_mask):
+        feats, frame_lengths = tt.features_from_batch(model_config,
+                                                      {"audio": audio, "audio_mask": audio_mask})
+        logits, mask = module.apply({"params": params}, feats, frame_lengths, method=heads)
+        return jnp.argmax(logits, axis=-1), mask
+
+    return jax.jit(decode)
+
+
+def ctc_collapse(ids: np.ndarray, mask: np.ndarray, blank_id: int) -> list[int]:
+    """CTC best-path labels of one row: valid frames, repeats merged, blanks dropped."""
+    out, prev = [], None
+    for i in np.asarray(ids)[np.asarray(mask, bool)]:
+        i = int(i)
+        if i != prev and i != blank_id:
+            out.append(i)
+        prev = i
+    return out
+
+
 def ids_to_text(ids: np.ndarray, tokenizer: Any, eos_id: int) -> str:
     ids = [int(i) for i in ids]
     if eos_id in ids:
@@ -281,6 +312,7 @@ def transcribe(config: Any, module: Any, params: Any, split: str = "test",
     tokenizer = data_lib.make_tokenizer(config.data)
     max_new = max(1, min(int(config.sample.max_new_tokens), int(config.data.max_text_len) - 1))
     decode = make_greedy_decoder(module, config, max_new, tokenizer.bos_id)
+    ctc_decode = make_ctc_decoder(module, config) if module.ctc_head is not None else None
     it = data_lib.make_iterator(config.data, split, train=False, dataset=dataset)
     out = []
     total = len(dataset) if limit is None else min(int(limit), len(dataset))
@@ -291,8 +323,10 @@ def transcribe(config: Any, module: Any, params: Any, split: str = "test",
             keep &= batch["index"] < limit
         if not keep.any():
             continue
-        ids = np.asarray(jax.device_get(decode(params, jnp.asarray(batch["audio"]),
-                                                jnp.asarray(batch["audio_mask"]))))
+        audio, audio_mask = jnp.asarray(batch["audio"]), jnp.asarray(batch["audio_mask"])
+        ids = np.asarray(jax.device_get(decode(params, audio, audio_mask)))
+        if ctc_decode is not None:
+            ctc_ids, ctc_mask = jax.device_get(ctc_decode(params, audio, audio_mask))
         bar.update(int(keep.sum()))
         for row in np.nonzero(keep)[0]:
             i = int(batch["index"][row])
@@ -302,6 +336,9 @@ def transcribe(config: Any, module: Any, params: Any, split: str = "test",
                         "hypothesis": hyp,
                         "cer": edit_distance(normalize(ref), normalize(hyp))
                         / max(len(normalize(ref)), 1)})
+            if ctc_decode is not None:
+                out[-1]["ctc_hypothesis"] = tokenizer.decode(ctc_collapse(
+                    ctc_ids[row], ctc_mask[row], config.model.thinker.pad_token_id))
     bar.close()
     out.sort(key=lambda r: r["index"])
     return out
@@ -338,6 +375,8 @@ def summary(split: str, scores: dict[str, float], rows: Sequence[dict[str, Any]]
     if groups:
         lines.append("  " + "  ".join(f"{g} {scores['cer_' + g]:.3f}" for g in groups)
                      + "  (CER per group)")
+    if "ctc_cer" in scores:
+        lines.append(f"  CTC head alone (best path): CER {scores['ctc_cer']:.3f}")
     lines.append(f"  transcripts: {transcripts}")
     for r in rows[:examples]:
         lines.append(f"  ref: {r['reference']}")
@@ -353,6 +392,9 @@ def transcribe_and_score(ctx: EvalContext, params: Any, split: str = "test",
     rows = transcribe(ctx.config, ctx.module, params, split, limit)
     scores = error_rates([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
     scores.update(group_scores(rows, ctx.config, split))
+    if rows and "ctc_hypothesis" in rows[0]:
+        scores["ctc_cer"] = error_rates([r["reference"] for r in rows],
+                                        [r["ctc_hypothesis"] for r in rows])["cer"]
     workdir = ctx.workdir
     transcripts = os.path.join(workdir, f"transcripts_{split}.jsonl")
     if jax.process_index() == 0:

@@ -82,6 +82,12 @@ def test_ctc_loss_leaves_out_rows_without_an_alignment():
     assert float(loss) < 20  # not optax's log-epsilon floor
 
 
+def test_ctc_collapse_merges_repeats_and_drops_blanks():
+    ids = np.array([0, 5, 5, 0, 5, 7, 7, 0, 9, 9])
+    mask = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], bool)  # the last two frames are padding
+    assert asr.ctc_collapse(ids, mask, blank_id=0) == [5, 5, 7]
+
+
 # ---------------------------------------------------------------------------------------------
 # SpecAugment
 
@@ -187,14 +193,12 @@ def test_test_split_groups_scrambled_sentences_and_unseen_voices():
     scrambled = [r for r in test if r["sentence"] == "scrambled"]
     assert len(scrambled) == 20
     for r in scrambled:  # every word heard in training, the sentence never
-        assert set(r["text"].split()) <= set(speech_synth._lexicon())
+        assert set(r["text"].split()) <= train_words
     assert not {r["text"] for r in test} & {r["text"] for r in plan["train"]}
     unseen = [r for r in test if r["voice"] == "unseen"]
     assert len(unseen) == 20 and not {r["speaker"] for r in unseen} & train_speakers
     assert {r["speaker"] for r in test if r["voice"] == "seen"} <= train_speakers
     assert len(train_speakers) <= 16 - speech_synth.held_out_voices(16)
-    assert train_words  # the lexicon covers the templates' words
-    assert train_words <= set(speech_synth._lexicon())
     # The cache key follows the design: another held-out count or grammar is another set.
     other = dict(gen, grammar="0" * 16)
     assert speech_synth.config_hash(other) != speech_synth.config_hash(gen)
@@ -247,6 +251,7 @@ def test_recipe_learns_and_scores_groups(tmp_path, capsys):
     assert scores["utterances"] == 4
     assert scores["utterances_template"] == 2 and scores["utterances_scrambled"] == 2
     assert scores["utterances_seen_voices"] == 2 and scores["utterances_unseen_voices"] == 2
+    assert 0.0 <= scores["ctc_cer"]  # the CTC head's own transcripts are scored too
     out = capsys.readouterr().out
     assert "test CER" in out and "transcripts_test.jsonl" in out and "ref: " in out
     with open(tmp_path / "run" / "asr_test.json") as f:
