@@ -1,8 +1,12 @@
 """Named presets of published models: the one place where published sizes are written.
 
 One module per family (`thinker_talker`: Qwen3-Omni; `moshi`: Kyutai Moshi / Hibiki / STT /
-TTS; `pattern_lm`: MusicGen, stable-audio-tools LMs), each with section builders whose fields
-carry their comments, and a `PRESETS` table name -> function returning `config.model`.
+TTS; `pattern_lm`: MusicGen, stable-audio-tools LMs; `codec`: Mimi and the speech codecs) with a
+`PRESETS` table name -> function returning `config.model`. The typed specs live beside them
+(`<family>_specs.py`): one frozen dataclass per component whose fields, each with its comment,
+are the one declaration of that config section (`audiolm.config.spec_schema` derives the
+section's schema, `spec_from_section` reads it, `spec_to_section` writes it); the presets
+construct specs and write them.
 `experiment` holds what every experiment config shares (`base_config`, the typed `parse_arg`,
 `load_experiment_config`). Config files under `configs/` pick a preset here and set the
 experiment (data, task, train, sample) around it; importers read presets from here too.
