@@ -141,6 +141,9 @@ def params_from_state(get_tensor: Callable[[str], np.ndarray], keys: Iterable[st
     """Our Codec params from a MimiModel state dict (`get_tensor(name)` -> array, `keys` every
     name). The layout must be Mimi's: split quantizer (num_semantic 1). Tensors missing, of the
     wrong shape, or left unused raise CheckpointError naming them."""
+    if spec.quantizer.normalized_lookup:
+        raise CheckpointError("Mimi's codebooks use a Euclidean lookup; the spec has "
+                              "quantizer.normalized_lookup=True")
     if spec.quantizer.num_semantic != 1:
         raise CheckpointError(f"Mimi checkpoints have one semantic codebook; the spec has "
                               f"quantizer.num_semantic={spec.quantizer.num_semantic}")

@@ -9,7 +9,8 @@ transformer -> SEANet decoder (the mirror: ELU + transposed conv of kernel 2r, r
 -> [B, T * hop_length].
 
 The quantizer projects the latent [B, T, D] to the codebook width d (no bias), quantizes the
-residual level by level by Euclidean nearest neighbour, sums the chosen vectors and projects
+residual level by level by Euclidean nearest neighbour (or highest cosine with
+`normalized_lookup`), sums the chosen vectors and projects
 back to D. With `num_semantic` > 0 (Mimi), a separate RVQ of that many levels with its own
 projections quantizes the same latent beside the acoustic RVQ, and their outputs are summed:
 codes are [semantic..., acoustic...]. Any prefix of codebooks (at least the semantic ones)
@@ -175,10 +176,17 @@ class Downsample(nn.Module):
 # Residual vector quantizer
 
 
-def nearest(residual: jax.Array, codebook: jax.Array) -> jax.Array:
-    """Index of the nearest codebook row (Euclidean) of each vector: [..., d], [K, d] -> [...]."""
+def _l2_normalize(x: jax.Array) -> jax.Array:
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
+
+
+def nearest(residual: jax.Array, codebook: jax.Array, normalized: bool = False) -> jax.Array:
+    """Index of the nearest codebook row (Euclidean; of the L2-normalised vectors, i.e. the
+    highest cosine, when `normalized`) of each vector: [..., d], [K, d] -> [...]."""
     r = residual.astype(jnp.float32)
     e = codebook.astype(jnp.float32)
+    if normalized:
+        r, e = _l2_normalize(r), _l2_normalize(e)
     dots = jnp.einsum("...d,kd->...k", r, e, precision=jax.lax.Precision.HIGHEST)
     dist = jnp.sum(r * r, axis=-1, keepdims=True) - 2.0 * dots + jnp.sum(e * e, axis=-1)
     return jnp.argmin(dist, axis=-1).astype(jnp.int32)
@@ -193,6 +201,7 @@ class ResidualVQ(nn.Module):
     dimension: int
     codebook_size: int
     levels: int
+    normalized: bool = False  # cosine lookup (QuantizerSpec.normalized_lookup)
     param_dtype: Any = jnp.float32
 
     def setup(self):
@@ -218,7 +227,7 @@ class ResidualVQ(nn.Module):
         r = self._project_in(x)
         codes = []
         for level in range(levels):
-            idx = nearest(r, self.codebooks[level])
+            idx = nearest(r, self.codebooks[level], self.normalized)
             r = r - jnp.take(self.codebooks[level].astype(jnp.float32), idx, axis=0)
             codes.append(idx)
         return jnp.stack(codes, axis=1)
@@ -242,7 +251,7 @@ class ResidualVQ(nn.Module):
         codes, commit, codebook = [], [], []
         for level in range(self.levels):
             book = self.codebooks[level].astype(jnp.float32)
-            idx = nearest(jax.lax.stop_gradient(r), book)
+            idx = nearest(jax.lax.stop_gradient(r), book, self.normalized)
             e = jnp.take(book, idx, axis=0)
             on = (level < active).astype(jnp.float32)
             commit.append(on * jnp.mean(jnp.square(r - jax.lax.stop_gradient(e)), axis=-1))
@@ -264,7 +273,7 @@ class Quantizer(nn.Module):
     def setup(self):
         q = self.spec
         kw = dict(width=self.width, dimension=q.dimension, codebook_size=q.codebook_size,
-                  param_dtype=self.param_dtype)
+                  normalized=q.normalized_lookup, param_dtype=self.param_dtype)
         if q.num_semantic:
             self.semantic = ResidualVQ(levels=q.num_semantic, **kw)
             self.acoustic = ResidualVQ(levels=q.num_codebooks - q.num_semantic, **kw)

@@ -17,7 +17,8 @@ Presets (the one place these sizes are written; `PRESETS` maps the names to `con
     1 layer, context 10), with the stride-2 resampler kept (25 Hz) and 4 codebooks.
   * `TINY` ("tiny"): a 16 kHz codec small enough for CPU tests (2 codebooks x 32).
   * `SPEECH_16K` ("speech"): a small speech codec for the embedded 16 kHz speech set: 320x
-    SEANet (50 Hz), stride 2 to 25 Hz, 8 codebooks x 1024 (25 * 8 * 10 = 2.0 kbps), one transformer layer.
+    SEANet (50 Hz), stride 2 to 25 Hz, 8 codebooks x 1024 of dimension 8 with a cosine lookup (25 * 8 * 10 =
+    2.0 kbps), one transformer layer.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class QuantizerSpec:
     # 1: Mimi's split first codebook (a separate one-level RVQ with its own projections,
     # quantizing the same latent as the acoustic RVQ); 0: one plain RVQ.
     num_semantic: int = 0
+    # True: codes are chosen by cosine similarity (latent and codebook rows L2-normalised for the
+    # lookup only; the decoded vector is the raw row), as DAC's factorised codes: keeps many
+    # entries in use without k-means or restarts. False: Euclidean nearest (Mimi).
+    normalized_lookup: bool = False
 
 
 @_spec
@@ -120,7 +125,8 @@ SPEECH_16K = CodecSpec(
     seanet=SEANetSpec(dimension=64, n_filters=16, ratios=(8, 5, 4, 2)),
     transformer=CodecTransformerSpec(num_layers=1, num_heads=4, ffn_hidden=128, context=50),
     downsample_stride=2,
-    quantizer=QuantizerSpec(dimension=32, codebook_size=1024, num_codebooks=8, num_semantic=0),
+    quantizer=QuantizerSpec(dimension=8, codebook_size=1024, num_codebooks=8, num_semantic=0,
+                            normalized_lookup=True),
 )
 
 # A codec for CPU tests and the quick start: 16 kHz, 64x SEANet (250 Hz), stride 2 to 125 Hz,

@@ -5,6 +5,7 @@ causal prefix consistency, and the published Mimi parameter count (torch meta de
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 import jax
@@ -249,3 +250,14 @@ def test_published_mimi_parameter_count():
     ours = sum(v["total"] for v in desc.values())
     assert ours == theirs
     assert desc["quantizer"]["embedding"] == 32 * 2048 * 256
+
+
+def test_nearest_euclidean_and_cosine_lookups():
+    r = jnp.asarray([[1.0, 0.0], [0.0, -2.0]])
+    book = jnp.asarray([[10.0, 0.5], [0.3, 0.3], [0.0, -50.0]])
+    np.testing.assert_array_equal(np.asarray(codec.nearest(r, book)), [1, 1])
+    np.testing.assert_array_equal(np.asarray(codec.nearest(r, book, normalized=True)), [0, 2])
+    spec = dataclasses.replace(presets.TINY_MIMI, quantizer=dataclasses.replace(
+        presets.TINY_MIMI.quantizer, normalized_lookup=True))
+    with pytest.raises(CheckpointError, match="normalized_lookup=True"):
+        mimi_import.params_from_state(lambda k: None, [], spec)
