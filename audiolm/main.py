@@ -57,12 +57,7 @@ def _main(argv):
     if _MODE.value in ("train", "eval"):
         from audiolm.train import loop
 
-        profiler = runtime.Profiler(os.path.join(_WORKDIR.value, "tensorboard"),
-                                    config.train.profile_steps)
-        try:
-            loop.run(config, _WORKDIR.value, mode=_MODE.value, callbacks=[profiler.callback])
-        finally:
-            profiler.close()
+        loop.run(config, _WORKDIR.value, mode=_MODE.value)
     else:
         from audiolm.train import sampling as runner
 

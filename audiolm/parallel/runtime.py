@@ -2,7 +2,7 @@
 and profiler traces.
 
 `audiolm.main` calls `initialize_distributed()` and `enable_compilation_cache(...)` before any
-computation and passes `Profiler(...).callback` to the training loop.
+computation; the training loop drives a `Profiler` over `train.profile_steps`.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ class Profiler:
     TensorBoard directory: TensorBoard's profile plugin / XProf open
     `logdir/plugins/profile/<time>/*.xplane.pb`).
 
-    `step(n, state)` is called with the number of completed steps `n` after every step (as the
-    loop's callback: `callback`); the trace starts after step start - 1 and stops after step
+    The training loop calls `step(n, state)` with the number of completed steps `n` after every
+    step; the trace starts after step start - 1 and stops after step
     `stop`, blocking on `state` so that it holds that step's device work. `close()` stops a
     trace cut short (a run that ends or fails inside the window).
     """
@@ -97,11 +97,6 @@ class Profiler:
             if state is not None:
                 jax.block_until_ready(state)
             self.close()
-
-    def callback(self, step: int, state: Any, metrics: Any) -> None:
-        """The `audiolm.train.loop` callback signature."""
-        del metrics
-        self.step(step, state)
 
     def close(self) -> None:
         if self.active:

@@ -5,7 +5,8 @@ checkpoint, else `config.init_from`, else scratch; see `audiolm.train.checkpoint
 until `config.train.steps`. Every `train.log_every` steps the metrics leave the device (and only
 then: no per-step sync), are checked for a non-finite loss and written; every
 `train.eval_every` steps the task's `config.task.evaluators` run on the validation split;
-checkpoints every `train.checkpoint_every` steps (and at the end). At the end the evaluators run
+checkpoints every `train.checkpoint_every` steps (and at the end); `train.profile_steps` traces a
+window of steps into the TensorBoard directory. At the end the evaluators run
 once more, then `config.task.final_evaluators` on the test split (e.g. the ASR task's CER).
 A NaN/inf loss stops training with `FloatingPointError` naming the newest checkpoint whose
 parameters are finite and give a finite loss.
@@ -32,6 +33,7 @@ from absl import logging
 
 from audiolm import config as config_lib
 from audiolm import parallel
+from audiolm.parallel import runtime
 from audiolm.tasks import evaluators as evaluators_lib
 from audiolm.tasks.base import EvalContext
 from audiolm.train import checkpoint as ckpt_lib
@@ -200,6 +202,8 @@ def train(config: Any, workdir: str, callbacks: Iterable[Callback] = ()) -> Trai
     total = int(config.train.steps)
     step = int(jax.device_get(state.step))
     writer = MetricsWriter(workdir, total)
+    writer.hparams(config)
+    profiler = runtime.Profiler(writer.tensorboard_dir, config.train.profile_steps)
     log_every, eval_every = int(config.train.log_every), int(config.train.eval_every)
     ckpt_every = int(config.train.checkpoint_every)
     train_step = None
@@ -233,6 +237,7 @@ def train(config: Any, workdir: str, callbacks: Iterable[Callback] = ()) -> Trai
                 writer.write(step, run_evaluators(exp, state.params, config.task.evaluators,
                                                   "validation", ctx), "eval")
             ckpt.save(step, state, train_iter.get_state(), force=step == total)
+            profiler.step(step, state)
             for callback in callbacks:
                 callback(step, state, metrics)
         ckpt.wait()
@@ -245,6 +250,7 @@ def train(config: Any, workdir: str, callbacks: Iterable[Callback] = ()) -> Trai
             writer.write(step, run_evaluators(exp, state.params, config.task.final_evaluators,
                                               "test", ctx), "test")
     finally:
+        profiler.close()
         ckpt.close()
         writer.close()
     return state

@@ -72,7 +72,7 @@ def test_profiler_traces_the_window(tmp_path):
     states = []
     for step in range(1, 6):
         x = f(x) / 64
-        profiler.callback(step, x, {})
+        profiler.step(step, x)
         states.append(profiler.active)
     assert states == [True, True, False, False, False]  # started after step 1, stopped after 3
     assert glob.glob(str(tmp_path / "plugins" / "profile" / "*" / "*.xplane.pb"))
