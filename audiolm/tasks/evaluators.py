@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+import tqdm
 
 from audiolm import config as config_lib
 from audiolm.config import ConfigError
@@ -44,11 +45,15 @@ def mean_loss(ctx: EvalContext, params: Any, split: str) -> dict[str, float]:
     sums: dict[str, float] = {}
     n = 0
     rng = jax.random.PRNGKey(int(config.seed) + 1)
+    bar = tqdm.tqdm(total=limit or None, desc=f"evaluating {split}", unit="batch", leave=False,
+                    disable=None)  # shown on a terminal only
     for i, batch in enumerate(it):
         if limit and i >= limit:
             break
+        bar.update()
         metrics = jax.device_get(ctx.eval_step(params, batch, jax.random.fold_in(rng, i)))
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + float(np.asarray(v))
         n += 1
+    bar.close()
     return {k: v / max(n, 1) for k, v in sums.items()}
