@@ -175,11 +175,6 @@ def run_evaluators(exp: Experiment, params: Any, names: Iterable[str], split: st
     return out
 
 
-def evaluate(exp: Experiment, params: Any, split: str = "validation") -> dict[str, float]:
-    """The task's loss and metrics averaged over `train.eval_steps` batches of `split`."""
-    return evaluators_lib.get("loss")(exp.eval_context(""), params, split)
-
-
 def _non_finite_error(exp, ckpt, step, metrics, batch, rng) -> FloatingPointError:
     ckpt.wait()
     good = ckpt_lib.last_good_step(
