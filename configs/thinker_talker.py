@@ -15,8 +15,9 @@ no shipped dataset is tokenized with) train on synthetic batches.
 
 The model: `audiolm.presets.thinker_talker` documents every field of `config.model`. The task is
 "asr" (speech -> transcript); on speech data the test split is transcribed at the end and scored
-(CER). `config.train.loss` (below): text_weight, text_input_noise; the MoE aux weights are
-train.moe_aux_weight / train.moe_z_weight.
+(CER). `config.train.loss` (below): text_weight, text_input_noise, ctc_weight (needs
+model.aut.ctc_frames_per_token > 0), spec_time_masks / spec_time_width / spec_freq_masks /
+spec_freq_width (SpecAugment); the MoE aux weights are train.moe_aux_weight / train.moe_z_weight.
 """
 
 from __future__ import annotations
