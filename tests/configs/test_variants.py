@@ -314,8 +314,9 @@ def test_presets_get():
         presets.family_presets("thinker_talker").tiny().to_dict()
     with pytest.raises(ValueError, match=r"moshi preset 'nope' is unknown"):
         presets.get("moshi", "nope")
-    with pytest.raises(ValueError, match=r"family='codec'"):
-        presets.get("codec", "tiny")
+    with pytest.raises(ValueError, match=r"family='no_such_family'"):
+        presets.get("no_such_family", "tiny")
+    assert presets.get("codec", "tiny").family == "codec"
 
 
 def test_configs_is_not_a_package():
