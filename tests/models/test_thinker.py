@@ -208,7 +208,8 @@ def test_loss_fn_on_example_batch(loaded):
     assert batch["audio"].shape == (2, 150 * 160) and batch["text"].shape[1] == 40 - n_audio - 2
     module = family.build(config.model)
     params = {"aut": params["aut"], "thinker": params["thinker"]}
-    loss, metrics = jax.jit(lambda p: asr_task.loss_fn(module, p, batch, None, config, True))(
+    key = jax.random.PRNGKey(1)
+    loss, metrics = jax.jit(lambda p: asr_task.loss_fn(module, p, batch, key, config, True))(
         params)
     assert abs(float(loss) - np.log(config.model.thinker.vocab_size)) < 1.0, float(loss)
     assert float(metrics["load_balance_loss"]) > 0

@@ -234,8 +234,9 @@ def test_design_reference_counts_match_transformers_meta(ref):
 
 
 def test_tiny_asr_describes_only_aut_and_thinker():
+    # (and the recogniser's CTC head on the AuT: model.aut.ctc_frames_per_token > 0)
     _, ours = _ours("tiny_asr")
-    assert set(ours) == {"aut", "thinker"}
+    assert set(ours) == {"aut", "thinker", "ctc_head"}
     assert ours["thinker"]["active"] < ours["thinker"]["total"]  # routed experts discounted
 
 
