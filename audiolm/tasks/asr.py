@@ -40,6 +40,7 @@ from audiolm.config import ConfigError, check_float, check_int, check_schema, ge
 from audiolm.models import aut as aut_lib
 from audiolm.models import thinker_talker as tt
 from audiolm.nn import losses
+from audiolm.sample import rules as sample_rules
 from audiolm.sample import thinker_talker as tt_sample
 from audiolm.tasks import evaluators, synthetic
 from audiolm.tasks.base import EvalContext
@@ -255,10 +256,10 @@ def make_greedy_decoder(module: Any, config: Any, max_new: int, bos_id: int):
                 {"params": params}, tokens, embeds,
                 method=lambda m, t, e: m.thinker(t, audio_embeds=e)["logits"])
             pos = start + i
-            nxt = jnp.argmax(logits[rows, pos].astype(jnp.float32), axis=-1).astype(jnp.int32)
-            nxt = jnp.where(done, th.pad_token_id, nxt)
+            nxt = sample_rules.sample_logits(logits[rows, pos], None, temperature=0.0)  # greedy
+            nxt, done = sample_rules.stop_after_eos(nxt, done, th.eos_token_id, th.pad_token_id)
             tokens = tokens.at[rows, pos + 1].set(nxt)
-            return i + 1, tokens, done | (nxt == th.eos_token_id)
+            return i + 1, tokens, done
 
         _, tokens, _ = jax.lax.while_loop(
             cond, body, (jnp.int32(0), tokens, jnp.zeros((b,), bool)))
