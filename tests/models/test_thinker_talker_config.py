@@ -9,6 +9,7 @@ from audiolm import config as config_lib
 from audiolm.config import ConfigError
 from audiolm.presets import thinker_talker as tt_configs
 from audiolm.presets.experiment import load_experiment_config
+from tests.config_helpers import set_field
 
 
 def _cfg(variant="tiny"):
@@ -20,17 +21,7 @@ def test_presets_validate(variant):
     config_lib.validate(_cfg(variant))
 
 
-def _set(config, path, value):
-    """Sets a field, bypassing ConfigDict's type safety (rebuilds the enclosing section)."""
-    import ml_collections
-
-    parts = path.split(".")
-    parent = config
-    for p in parts[:-2]:
-        parent = parent[p]
-    section = parent[parts[-2]].to_dict()
-    section[parts[-1]] = value
-    parent[parts[-2]] = ml_collections.ConfigDict(section)
+_set = set_field
 
 
 # (dotted path, bad value, regex the message must match). Paths starting "model." are set on the

@@ -9,7 +9,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -18,6 +17,7 @@ from audiolm.audio import features as features_lib
 from audiolm.config import ConfigError
 from audiolm.presets.experiment import load_experiment_config
 from audiolm.tasks import asr
+from tests.config_helpers import set_field
 
 
 def _recipe(**data):
@@ -122,15 +122,7 @@ def test_spec_augment_masks_spans_inside_valid_frames():
 # Config rules of the new fields
 
 
-def _set(config, path, value):
-    """Sets a field, bypassing ConfigDict's type safety (rebuilds the enclosing section)."""
-    parts = path.split(".")
-    parent = config
-    for p in parts[:-2]:
-        parent = parent[p]
-    section = parent[parts[-2]].to_dict()
-    section[parts[-1]] = value
-    parent[parts[-2]] = ml_collections.ConfigDict(section)
+_set = set_field
 
 
 @pytest.mark.parametrize("path,value,message", [
