@@ -166,8 +166,8 @@ def _finite(metrics: dict) -> bool:
                if k in metrics)
 
 
-def run_evaluators(exp: Experiment, params: Any, names: Iterable[str], split: str,
-                   ctx: EvalContext) -> dict[str, float]:
+def run_evaluators(ctx: EvalContext, params: Any, names: Iterable[str],
+                   split: str) -> dict[str, float]:
     """Runs the named evaluators on `split`; their metrics merged (later names win)."""
     out: dict[str, float] = {}
     for name in names:
@@ -229,8 +229,8 @@ def train(config: Any, workdir: str, callbacks: Iterable[Callback] = ()) -> Trai
                     writer.write(step, metrics, "train")
             if eval_every and step % eval_every == 0 and step < total and config.task.evaluators:
                 ctx = exp.eval_context(workdir, writer, step)
-                writer.write(step, run_evaluators(exp, state.params, config.task.evaluators,
-                                                  "validation", ctx), "eval")
+                writer.write(step, run_evaluators(ctx, state.params, config.task.evaluators,
+                                                  "validation"), "eval")
             ckpt.save(step, state, train_iter.get_state(), force=step == total)
             profiler.step(step, state)
             for callback in callbacks:
@@ -238,12 +238,12 @@ def train(config: Any, workdir: str, callbacks: Iterable[Callback] = ()) -> Trai
         ckpt.wait()
         ctx = exp.eval_context(workdir, writer, step)
         if total > 0 and config.task.evaluators:
-            writer.write(step, run_evaluators(exp, state.params, config.task.evaluators,
-                                              "validation", ctx), "eval")
+            writer.write(step, run_evaluators(ctx, state.params, config.task.evaluators,
+                                              "validation"), "eval")
         logging.info("trained %d steps in %.1f s", total, time.perf_counter() - t0)
         if config.task.final_evaluators:
-            writer.write(step, run_evaluators(exp, state.params, config.task.final_evaluators,
-                                              "test", ctx), "test")
+            writer.write(step, run_evaluators(ctx, state.params, config.task.final_evaluators,
+                                              "test"), "test")
     finally:
         profiler.close()
         ckpt.close()
@@ -265,10 +265,10 @@ def eval_only(config: Any, workdir: str) -> dict[str, float]:
     try:
         ctx = exp.eval_context(workdir, writer, step)
         params = state_dict["params"]
-        metrics = run_evaluators(exp, params, config.task.evaluators, "validation", ctx)
+        metrics = run_evaluators(ctx, params, config.task.evaluators, "validation")
         writer.write(step, metrics, "eval")
         if config.task.final_evaluators:
-            scores = run_evaluators(exp, params, config.task.final_evaluators, "test", ctx)
+            scores = run_evaluators(ctx, params, config.task.final_evaluators, "test")
             writer.write(step, scores, "test")
             metrics.update({f"test_{k}": v for k, v in scores.items()})
     finally:
