@@ -53,6 +53,7 @@ from audiolm import config as config_lib
 from audiolm import nn as blocks
 from audiolm import patterns
 from audiolm.config import check_choice, check_float, check_int, check_str, require
+from audiolm.models import family as family_lib
 from audiolm.nn.compile import fast_jit
 from audiolm.presets.moshi_specs import ConditionerSpec, DepformerSpec, MoshiSpec, TemporalSpec
 
@@ -529,15 +530,9 @@ def check_inputs(spec: MoshiSpec, tokens, name: str = "tokens") -> None:
     in -1..card (the initial tokens included; -1 = zero / masked). Shapes are always checked;
     values on the host only (concrete arrays), since an id past an embedding table becomes a
     NaN row under jit: callers that jit must check their inputs first (`check_tokens`)."""
-    if tokens.ndim != 3 or tokens.shape[1] != 1 + spec.audio_codebooks:
-        raise ValueError(f"MoshiLM: {name} shape {tuple(tokens.shape)} must be [B, "
-                         f"1+K={1 + spec.audio_codebooks}, S] (K=model.audio_codebooks)")
-    if tokens.shape[0] < 1 or tokens.shape[2] < 1:
-        raise ValueError(f"MoshiLM: {name} shape {tuple(tokens.shape)}: the batch B and the "
-                         "length T must be >= 1")
-    if not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"MoshiLM: {name} must be integer ids, got {tokens.dtype}")
-    if isinstance(tokens, jax.core.Tracer):
+    k = spec.audio_codebooks
+    if not family_lib.check_code_grid(tokens, 1 + k, "MoshiLM", name,
+                                      f"[B, 1+K={1 + k}, S] (K=model.audio_codebooks)"):
         return
     t = np.asarray(tokens)
     text_hi = _text_ids(spec)

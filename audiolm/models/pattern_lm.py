@@ -54,6 +54,7 @@ from audiolm import patterns
 from audiolm.config import ConfigError, check_choice, check_float, check_int, get_path, require
 from audiolm.models import conditioners as cond_lib
 from audiolm.models import pretransform as pretransform_lib
+from audiolm.models import family as family_lib
 from audiolm.nn.params import default_kernel_init, partitioned
 from audiolm.presets.pattern_lm_specs import (CONDITIONER_SPECS, ConditioningSpec,
                                               PatternLMSpec, PatternSpec, TransformerSpec)
@@ -111,15 +112,9 @@ def check_codes(spec: PatternLMSpec, codes: Any, name: str = "codes",
     """Host-side check of codes [B, K, T] (B, T >= 1, K = n_q): ints in 0..card-1, or 0..card
     with `special` (the pattern's special token). Tracers get the shape checks only: an id past
     the embedding table is a NaN row under jit, so jitting callers check first."""
-    if codes.ndim != 3 or codes.shape[1] != spec.n_q:
-        raise ValueError(f"PatternLM: {name} shape {tuple(codes.shape)} must be [B, K={spec.n_q}, "
-                         "T] (K = model.pretransform.n_q)")
-    if codes.shape[0] < 1 or codes.shape[2] < 1:
-        raise ValueError(f"PatternLM: {name} shape {tuple(codes.shape)}: the batch B and the "
-                         "length T must be >= 1")
-    if not jnp.issubdtype(codes.dtype, jnp.integer):
-        raise ValueError(f"PatternLM: {name} must be integer codes, got {codes.dtype}")
-    if isinstance(codes, jax.core.Tracer):
+    if not family_lib.check_code_grid(codes, spec.n_q, "PatternLM", name,
+                                      f"[B, K={spec.n_q}, T] (K = model.pretransform.n_q)",
+                                      kind="codes"):
         return
     c = np.asarray(codes)
     hi = spec.card if special else spec.card - 1
