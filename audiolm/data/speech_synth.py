@@ -7,7 +7,8 @@ generation config (seed, counts, sample rate), so two runs write the same audio 
 
 Layout of the cache directory `<cache_dir>/<hash of generation config>/`:
     train.jsonl, validation.jsonl, test.jsonl   one JSON object per utterance:
-        {"audio": "train/000000.flac", "text": ..., "speaker": "s017", "duration": 1.82}
+        {"audio": "train/000000.flac", "text": ..., "speaker": "s017", "duration": 1.82,
+         "words": [[start, end], ...]}  (one [start, end) sample span per word of the text)
     train/, validation/, test/                  16-bit FLAC at `sample_rate`
     speakers.json                               the speaker profiles
     complete.json                               written last; its presence means "done"
@@ -24,6 +25,12 @@ libespeak keeps global state (current voice, parameters, and hidden synthesis st
 between utterances), so the parallel generation uses processes, never threads, and every
 utterance is spoken by a freshly loaded library with its voice set first (`synthesize`): the
 audio of an utterance depends only on its text and speaker profile.
+
+Word timings come from espeak's own synthesis events (`synthesize_words`): a WORD event gives
+the output sample where a word starts. espeak fuses some function words with a neighbour ("there
+are", "the park") and reports one event for both; the words of such a group share its span in
+proportion to their characters. A word ends where the next one starts (the last at espeak's END
+event), so the spans tile the utterance; they are moved with the resampling and the silence trim.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import tqdm
 
 SPLITS = ("train", "validation", "test")
 NATIVE_RATE = 22050  # libespeak-ng's output rate
-FORMAT_VERSION = 3  # bump when the generation procedure changes (invalidates caches)
+FORMAT_VERSION = 4  # bump when the generation procedure changes (invalidates caches)
 
 # espeak-ng English accents (espeak voice names) and voice variants that stay intelligible (the
 # robot, whisper and croak variants are left out) and are deterministic: variants with a "breath"
@@ -193,13 +200,24 @@ def speaker_profiles(num_speakers: int, seed: int) -> list[dict[str, Any]]:
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _ESPEAK_RATE, _ESPEAK_VOLUME, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 2, 3, 4
 _POS_CHARACTER = 1
+_EVENT_LIST_TERMINATED, _EVENT_WORD, _EVENT_END = 0, 1, 5
 _ESPEAK_CHARS_UTF8 = 1
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
                                    ctypes.c_void_p)
 
 
+class _Event(ctypes.Structure):
+    """espeak_EVENT of speak_lib.h (the id union read as 8 raw bytes)."""
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint),
+                ("text_position", ctypes.c_int), ("length", ctypes.c_int),
+                ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", ctypes.c_int64)]
+
+
 class Espeak:
-    """libespeak-ng in synchronous mode; `synth(text, profile)` -> int16 [N] at 22.05 kHz.
+    """libespeak-ng in synchronous mode; `synth(text, profile)` -> int16 [N] at 22.05 kHz, and
+    after it `word_events` [(text_position (1-based character), output sample)] of the WORD
+    events and `end_sample` (the END event's sample, or N).
 
     Holds process-global library state: never share an instance across threads. libespeak-ng
     carries hidden state from one utterance to the next (the same text comes out a few samples
@@ -227,12 +245,23 @@ class Espeak:
             raise RuntimeError(f"libespeak-ng initialisation failed (returned {rate}) with "
                                f"data at {data_dir}")
         self._chunks: list[np.ndarray] = []
+        self.word_events: list[tuple[int, int]] = []
+        self.end_sample: int | None = None
         self._callback = _SYNTH_CALLBACK(self._collect)  # kept alive on the instance
         self.lib.espeak_SetSynthCallback(self._callback)
 
     def _collect(self, wav, num_samples, events) -> int:
         if num_samples > 0 and wav:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+        if events:
+            event = ctypes.cast(events, ctypes.POINTER(_Event))
+            i = 0
+            while event[i].type != _EVENT_LIST_TERMINATED:
+                if event[i].type == _EVENT_WORD:
+                    self.word_events.append((int(event[i].text_position), int(event[i].sample)))
+                elif event[i].type == _EVENT_END:
+                    self.end_sample = int(event[i].sample)
+                i += 1
         return 0  # 0 = continue
 
     def synth(self, text: str, profile: dict[str, Any]) -> np.ndarray:
@@ -243,7 +272,7 @@ class Espeak:
                            (_ESPEAK_RANGE, "range")):
             self.lib.espeak_SetParameter(param, int(profile[key]), 0)
         self.lib.espeak_SetParameter(_ESPEAK_VOLUME, 100, 0)
-        self._chunks = []
+        self._chunks, self.word_events, self.end_sample = [], [], None
         buf = ctypes.create_string_buffer(text.encode("utf-8"))
         status = self.lib.espeak_Synth(buf, len(buf), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8,
                                        None, None)
@@ -252,7 +281,10 @@ class Espeak:
         self.lib.espeak_Synchronize()
         if not self._chunks:
             return np.zeros((0,), np.int16)
-        return np.concatenate(self._chunks).astype(np.int16)
+        audio = np.concatenate(self._chunks).astype(np.int16)
+        if self.end_sample is None:
+            self.end_sample = audio.shape[0]
+        return audio
 
     def close(self) -> None:
         """Frees the library's buffers and unloads it (the next load starts from clean state)."""
@@ -286,27 +318,69 @@ def _private_library() -> str:
 
 def synthesize(text: str, profile: dict[str, Any]) -> np.ndarray:
     """int16 [N] at 22.05 kHz; a pure function of (text, profile) (fresh library state)."""
+    return synthesize_words(text, profile)[0]
+
+
+def synthesize_words(text: str, profile: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(int16 [N] at 22.05 kHz, int64 [W, 2] start / end sample of each of the W
+    whitespace-separated words of `text`), from espeak's events (module docstring)."""
     engine = Espeak(_private_library())
     try:
-        return engine.synth(text, profile)
+        audio = engine.synth(text, profile)
+        return audio, word_spans(text, engine.word_events, min(engine.end_sample, len(audio)))
     finally:
         engine.close()
+
+
+def word_spans(text: str, events: Sequence[tuple[int, int]], end: int) -> np.ndarray:
+    """int64 [W, 2] [start, end) samples of the words of `text` from espeak WORD events
+    [(1-based character position, sample)] and the end sample. A word without an event joins
+    the group of the evented word before it (the first group also takes the words before the
+    first event); a group's span is shared by its words in proportion to their characters."""
+    words, starts, pos = text.split(), [], 0
+    for word in words:
+        pos = text.index(word, pos)
+        starts.append(pos + 1)  # 1-based, as espeak counts
+        pos += len(word)
+    if not words:
+        return np.zeros((0, 2), np.int64)
+    at = {p: s for p, s in events}
+    anchors = [i for i, p in enumerate(starts) if p in at] or [0]
+    anchors[0] = 0  # words before the first event belong to its group
+    first_sample = min(at.values()) if at else 0
+    spans = np.zeros((len(words), 2), np.int64)
+    for g, lo in enumerate(anchors):
+        hi = anchors[g + 1] if g + 1 < len(anchors) else len(words)
+        g_start = at.get(starts[anchors[g]], first_sample) if g else first_sample
+        g_end = at[starts[hi]] if hi < len(words) else end
+        g_end = max(g_end, g_start)
+        weights = np.cumsum([0] + [len(w) + 1 for w in words[lo:hi]], dtype=np.float64)
+        edges = g_start + np.round((g_end - g_start) * weights / weights[-1]).astype(np.int64)
+        spans[lo:hi, 0], spans[lo:hi, 1] = edges[:-1], edges[1:]
+    return spans
 
 
 def trim_silence(audio: np.ndarray, sample_rate: int, threshold: float = 1e-3,
                  margin_s: float = 0.05) -> np.ndarray:
     """Cuts leading/trailing samples below `threshold` (float audio), keeping `margin_s`."""
+    start, stop = silence_bounds(audio, sample_rate, threshold, margin_s)
+    return audio[start:stop]
+
+
+def silence_bounds(audio: np.ndarray, sample_rate: int, threshold: float = 1e-3,
+                   margin_s: float = 0.05) -> tuple[int, int]:
+    """[start, stop) of `audio` that `trim_silence` keeps ((0, 0) for silence only)."""
     loud = np.flatnonzero(np.abs(audio) > threshold)
     if loud.size == 0:
-        return audio[:0]
+        return 0, 0
     margin = int(margin_s * sample_rate)
-    return audio[max(loud[0] - margin, 0):loud[-1] + 1 + margin]
+    return max(int(loud[0]) - margin, 0), min(int(loud[-1]) + 1 + margin, audio.shape[0])
 
 
 def _synth_job(job: tuple[str, list[tuple[str, str, dict[str, Any]]], int]
-               ) -> tuple[list[float], float]:
-    """Synthesises [(relpath, text, profile)] into `root`; returns the durations in seconds and
-    the CPU seconds this took."""
+               ) -> tuple[list[tuple[float, list[list[int]]]], float]:
+    """Synthesises [(relpath, text, profile)] into `root`; returns [(duration in seconds, word
+    spans [[start, end]] in samples of the written clip)] and the CPU seconds this took."""
     import soundfile as sf
 
     from audiolm.audio.io import resample_audio
@@ -315,14 +389,18 @@ def _synth_job(job: tuple[str, list[tuple[str, str, dict[str, Any]]], int]
     cpu_start = time.process_time()
     durations = []
     for relpath, text, profile in items:
-        pcm = synthesize(text, profile)
+        pcm, spans = synthesize_words(text, profile)
         audio = resample_audio(pcm.astype(np.float32) / 32768.0, NATIVE_RATE, sample_rate)
-        audio = trim_silence(audio, sample_rate)
+        start, stop = silence_bounds(audio, sample_rate)
+        audio = audio[start:stop]
         if audio.size == 0:
             raise RuntimeError(f"espeak-ng produced silence for {text!r} ({profile['name']})")
         sf.write(os.path.join(root, relpath), np.clip(audio, -1.0, 1.0), sample_rate,
                  subtype="PCM_16", format="FLAC")
-        durations.append(round(audio.shape[0] / sample_rate, 4))
+        # Native samples -> samples of the written (resampled, trimmed) clip.
+        words = np.clip(np.round(spans * (sample_rate / NATIVE_RATE)).astype(np.int64) - start,
+                        0, audio.shape[0])
+        durations.append((round(audio.shape[0] / sample_rate, 4), words.tolist()))
     return durations, time.process_time() - cpu_start
 
 
@@ -499,16 +577,18 @@ def generate(gen_config: dict[str, Any], cache_dir: str = "", num_workers: int =
                     results.append(result)
                     bar.update(len(result[0]))
         bar.close()
-        durations = [d for part, _ in results for d in part]
+        timings = [d for part, _ in results for d in part]
+        durations = [d for d, _ in timings]
         cpu_seconds = sum(cpu for _, cpu in results)
-        for row, duration in zip(flat, durations):
-            row["duration"] = duration
+        for row, (duration, words) in zip(flat, timings):
+            row["duration"], row["words"] = duration, words
         for split in SPLITS:
             with open(os.path.join(tmp, f"{split}.jsonl"), "w") as f:
                 for row in rows[split]:
                     f.write(json.dumps({"audio": row["audio"], "text": row["text"],
                                         "speaker": row["speaker"],
-                                        "duration": row["duration"]}) + "\n")
+                                        "duration": row["duration"],
+                                        "words": row["words"]}) + "\n")
         profiles = speaker_profiles(gen_config["num_speakers"], gen_config["seed"])
         with open(os.path.join(tmp, "speakers.json"), "w") as f:
             json.dump(profiles, f, indent=1)

@@ -43,7 +43,12 @@ def test_manifest_rows_and_durations(generated):
         rows = speech_synth.read_split(path, split)
         assert len(rows) == count
         for row in rows:
-            assert set(row) == {"audio", "text", "speaker", "duration"}
+            assert set(row) == {"audio", "text", "speaker", "duration", "words"}
+            # espeak's word spans: one per word, in order, tiling the clip without gaps
+            words = np.asarray(row["words"])
+            assert words.shape == (len(row["text"].split()), 2)
+            assert (words[:, 1] > words[:, 0]).all() and (words[1:, 0] == words[:-1, 1]).all()
+            assert words[0, 0] < 0.2 * 16000 and words[-1, 1] <= row["duration"] * 16000 + 2
             assert row["speaker"] in speakers
             audio, rate = sf.read(row["audio"], dtype="float32")
             assert rate == 16000 and audio.ndim == 1
