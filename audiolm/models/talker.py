@@ -40,6 +40,7 @@ import audiolm.nn as anl
 from audiolm import config as cfglib
 from audiolm.config import (check_bool, check_choice, check_float, check_int, check_schema,
                             require, spec_from_section, spec_schema, spec_to_section)
+from audiolm.nn import moe as moe_lib
 from audiolm.presets import thinker_talker as tt_presets
 from audiolm.presets.thinker_talker_specs import CodePredictorSpec, TalkerSpec
 
@@ -47,7 +48,7 @@ __all__ = ["Talker", "CodePredictor", "TalkerSpec", "CodePredictorSpec", "valida
            "tiny_config", "spec_of", "build", "init_params", "describe_params",
            "mask_codec_logits", "check_codes", "check_ids"]
 
-MOE_DISPATCH = ("dropless", "capacity")
+MOE_DISPATCH = moe_lib.DISPATCHES
 _SPECIAL_IDS = ("codec_pad_id", "codec_bos_id", "codec_eos_id", "codec_nothink_id",
                 "codec_think_bos_id", "codec_think_eos_id")
 

@@ -32,6 +32,7 @@ from audiolm.models import aut as aut_lib
 from audiolm.models import code2wav as code2wav_lib
 from audiolm.models import talker as talker_lib
 from audiolm.models import thinker as thinker_lib
+from audiolm.nn import moe as moe_lib
 from audiolm.presets.thinker_talker_specs import AudioSpec, ThinkerTalkerSpec
 
 FAMILY = "thinker_talker"
@@ -135,7 +136,7 @@ def _validate_thinker(config: Any) -> None:
                 f"{p}.{key}", value,
                 f"must differ from {p}.{clash} (special token ids are distinct)")
         seen.setdefault(value, key)
-    check_choice(config, f"{p}.moe_dispatch", ("dropless", "capacity"))
+    check_choice(config, f"{p}.moe_dispatch", moe_lib.DISPATCHES)
     check_float(config, f"{p}.moe_capacity_factor", lo=0.0, lo_open=True)
     check_bool(config, f"{p}.use_dot_product_attention")
     check_int(config, f"{p}.max_seq_len", lo=2)

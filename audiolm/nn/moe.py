@@ -15,7 +15,13 @@ import jax.numpy as jnp
 from audiolm.nn.mlp import GatedMLP, dense, get_activation
 from audiolm.nn.params import Dtype, constrain, partitioned
 
-DISPATCHES = ("dropless", "capacity")
+# "dropless" picks the grouped matmul of the backend (`DEFAULT_GROUPED`); "tiles", "ragged_dot"
+# and "gmm" are dropless with that grouped matmul forced; "capacity" is the einsum dispatch.
+DISPATCHES = ("dropless", "capacity", "tiles", "ragged_dot", "gmm")
+# Fastest grouped matmul per backend, fwd and fwd+bwd (experiments/bench_train.py --moe-sweep).
+# XLA:CPU lowers ragged_dot to a dense matmul per expert with masking (E times the FLOPs), so
+# padded tiles win there; GPU/TPU have native ragged_dot kernels.
+DEFAULT_GROUPED = {"cpu": "tiles", "gpu": "ragged_dot", "tpu": "ragged_dot"}
 
 
 def route(logits: jax.Array, top_k: int, norm_topk_prob: bool):
@@ -107,10 +113,10 @@ class MoE(nn.Module):
         tokens = x.reshape(b * t, d).astype(self.dtype)
         weights = weights.astype(self.dtype)
         act = get_activation(self.activation)
-        if self.dispatch == "dropless":
-            y = self._dropless(tokens, weights, experts, wi_gate, wi_up, wo, act)
-        else:
+        if self.dispatch == "capacity":
             y = self._capacity(tokens, weights, experts, wi_gate, wi_up, wo, act)
+        else:
+            y = self._dropless(tokens, weights, experts, wi_gate, wi_up, wo, act)
         y = y.reshape(b, t, d)
 
         if self.shared_expert_hidden:
@@ -128,9 +134,7 @@ class MoE(nn.Module):
         order = jnp.argsort(flat_expert, stable=True)
         xs = tokens[order // k]  # [N*k, D], grouped by expert
         group_sizes = jnp.bincount(flat_expert, length=self.num_experts).astype(jnp.int32)
-        # XLA:CPU lowers ragged_dot to a dense matmul per expert with masking (E times the
-        # FLOPs); padded tiles do only the routed work there. GPU/TPU have native kernels.
-        method = "tiles" if jax.default_backend() == "cpu" else "ragged_dot"
+        method = grouped_method(self.dispatch)
         out = grouped_swiglu(xs, group_sizes, wi_gate, wi_up, wo, act, method)  # [N*k, D]
         out = jnp.zeros_like(out).at[order].set(out)  # back to assignment order
         return jnp.einsum("nkd,nk->nd", out.reshape(n, k, -1), weights)
@@ -156,7 +160,30 @@ class MoE(nn.Module):
         return jnp.einsum("nec,ecd->nd", combine, out)
 
 
-GROUPED_METHODS = ("ragged_dot", "tiles")
+GROUPED_METHODS = ("ragged_dot", "tiles", "gmm")
+
+
+def grouped_method(dispatch: str, backend: str | None = None) -> str:
+    """The grouped matmul a dropless `dispatch` runs on `backend` (default: JAX's)."""
+    if dispatch != "dropless":
+        return dispatch
+    backend = backend or jax.default_backend()
+    return DEFAULT_GROUPED.get(backend, "ragged_dot")
+
+
+def _gmm(lhs, rhs, group_sizes):
+    """Pallas grouped matmul (the Megablox kernel MaxText uses): [M, K] x [E, K, N] -> [M, N].
+
+    Compiled by Mosaic on TPU; elsewhere it runs in Pallas interpret mode (exact, slow: for
+    checking the kernel's wiring on CPU, not for speed). Differentiable (custom VJP)."""
+    from jax.experimental.pallas.ops.tpu.megablox import ops as megablox
+
+    m, k = lhs.shape
+    n = rhs.shape[-1]
+    # Tiles no larger than the operands (the kernel needs them to divide K and N).
+    tiling = tuple(min(128, v) for v in (m, k, n))
+    return megablox.gmm(lhs, rhs, group_sizes.astype(jnp.int32), lhs.dtype, tiling, None, None,
+                        False, jax.default_backend() != "tpu")
 
 
 def tile_rows(num_rows: int, num_experts: int, max_tile: int = 64) -> int:
@@ -175,14 +202,15 @@ def grouped_swiglu(xs, group_sizes, wi_gate, wi_up, wo, act, method: str = "ragg
     """Per-group SwiGLU FFN: rows of group e go through expert e.
 
     xs [M, D] sorted by group, group_sizes [E] int32 (sum = M), wi_gate/wi_up [E, D, h],
-    wo [E, h, D] -> [M, D]. method "ragged_dot": jax.lax.ragged_dot. "tiles": each group is
+    wo [E, h, D] -> [M, D]. method "ragged_dot": jax.lax.ragged_dot; "gmm": the Pallas
+    Megablox grouped matmul; "tiles": each group is
     padded to a multiple of `tile_rows` rows, every tile gathers its expert's weights and the
     tiles run as one batched matmul (static shapes: at most M + E*(tile-1) padded rows).
     """
-    if method == "ragged_dot":
-        hid = act(jax.lax.ragged_dot(xs, wi_gate, group_sizes)) * \
-            jax.lax.ragged_dot(xs, wi_up, group_sizes)
-        return jax.lax.ragged_dot(hid, wo, group_sizes)
+    if method in ("ragged_dot", "gmm"):
+        mm = jax.lax.ragged_dot if method == "ragged_dot" else _gmm
+        hid = act(mm(xs, wi_gate, group_sizes)) * mm(xs, wi_up, group_sizes)
+        return mm(hid, wo, group_sizes)
     if method != "tiles":
         raise ValueError(f"grouped_swiglu: method={method!r}: expected one of {GROUPED_METHODS}")
     m, d = xs.shape

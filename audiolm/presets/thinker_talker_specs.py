@@ -84,7 +84,7 @@ class ThinkerSpec:
     audio_end_token_id: int  # marks the end of an audio span
     eos_token_id: int  # end of the transcript / answer
     pad_token_id: int  # padding (never a training target)
-    moe_dispatch: str = "dropless"  # dropless (sorted, grouped matmul) | capacity (einsum)
+    moe_dispatch: str = "dropless"  # dropless | tiles | ragged_dot | gmm | capacity (nn.moe)
     moe_capacity_factor: float = 2.0  # capacity per expert = factor * tokens * top_k / experts
     use_dot_product_attention: bool = False  # route attention through jax.nn.dot_product_attention
 
@@ -122,7 +122,7 @@ class TalkerSpec:
     moe_hidden: int  # hidden width of one routed expert (SwiGLU)
     shared_expert_hidden: int  # hidden width of the shared expert (SwiGLU, sigmoid-gated)
     norm_topk_prob: bool = True  # renormalise the top-k routing weights to sum to 1
-    moe_dispatch: str = "dropless"  # dropless (sorted, grouped matmul) | capacity (einsum)
+    moe_dispatch: str = "dropless"  # dropless | tiles | ragged_dot | gmm | capacity (nn.moe)
     moe_capacity_factor: float = 2.0  # capacity per expert = factor * tokens * top_k / experts
     accept_hidden_layer: int  # Thinker layer whose output feeds hidden_projection
     codec_pad_id: int  # codec id: padding

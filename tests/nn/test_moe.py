@@ -54,7 +54,7 @@ def _np_moe(p, x, top_k, norm_topk_prob, shared):
     return y.reshape(b, t, d), aux
 
 
-@pytest.mark.parametrize("dispatch", ["dropless", "capacity"])
+@pytest.mark.parametrize("dispatch", ["dropless", "capacity", "tiles", "ragged_dot", "gmm"])
 @pytest.mark.parametrize("norm,shared", [(True, 0), (False, 6)])
 def test_moe_matches_per_token_numpy(dispatch, norm, shared):
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 7, 8)), jnp.float32)
@@ -145,13 +145,15 @@ def test_grouped_swiglu_tiles_equal_ragged_dot(rows, experts, sizes):
     def loss(method, xs, *ws):
         return jnp.sum(grouped_swiglu(xs, gs, *ws, jax.nn.silu, method) ** 2)
 
-    for method in ("ragged_dot", "tiles"):
+    # gmm: the Pallas Megablox kernel, in interpret mode on CPU.
+    for method in ("ragged_dot", "tiles", "gmm"):
         out = jax.jit(grouped_swiglu, static_argnums=(5, 6))(xs, gs, *ws, jax.nn.silu, method)
         np.testing.assert_allclose(out, expect, **TOL)
     g_ref = jax.grad(lambda *a: loss("ragged_dot", *a), argnums=(0, 1, 2, 3))(xs, *ws)
-    g_tiles = jax.grad(lambda *a: loss("tiles", *a), argnums=(0, 1, 2, 3))(xs, *ws)
-    for a, b in zip(g_ref, g_tiles):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    for method in ("tiles", "gmm"):
+        grads = jax.grad(lambda *a: loss(method, *a), argnums=(0, 1, 2, 3))(xs, *ws)
+        for a, b in zip(g_ref, grads):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
     assert tile_rows(rows, experts) == {40: 8, 3: 1, 256: 64}[rows]
 
 
