@@ -60,6 +60,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # CER needs real transcripts: scored on the test split of speech data only.
     config.task.final_evaluators = () if config.data.name == "synthetic" else ("cer",)
     config.train.loss = loss_section()
+    # The Talker prompt's ids and voices (--mode=sample speaks with them; override by flags).
+    config.sample.extra.update(presets.speech_prompt(args.variant))
     if args.variant == "tiny_asr":
         # Utterances up to aut.max_frames (8 s): the espeak sentences fit, sequences stay short.
         config.data.max_audio_seconds = (config.model.aut.max_frames

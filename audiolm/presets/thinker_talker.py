@@ -158,3 +158,31 @@ def qwen3_omni_30b_a3b() -> ml_collections.ConfigDict:
 
 
 PRESETS = {f.__name__: f for f in (tiny, tiny_asr, design_reference, qwen3_omni_30b_a3b)}
+
+
+# The Talker prompt's ids of each preset (`config.sample.extra`, read by
+# `audiolm.sample.thinker_talker.speech_options_from_config`): tts_bos / tts_eos / tts_pad are
+# Thinker-vocabulary ids around the text the Talker speaks (text_projection of their
+# embeddings); speaker_ids are the codec ids of the selectable voices (voice v = speaker_ids[v],
+# the conditioning id in the Talker prompt), speaker_id the voice used when none is chosen.
+_QWEN_TTS = dict(tts_bos_token_id=151672, tts_eos_token_id=151673, tts_pad_token_id=151671,
+                 # the release's talker_config.speaker_id: chelsie, ethan, aiden
+                 speaker_ids=(2301, 2302, 2303))
+# Tiny vocabularies keep two free ids above the audio markers (262, 263: bos / eos of the
+# spoken text); tts_pad shares the text pad id. Voices: the 10 codec ids above the tiny
+# Talker's special ids (70..79 of its 80).
+_TINY_TTS = dict(tts_bos_token_id=262, tts_eos_token_id=263,
+                 tts_pad_token_id=TINY_SPECIALS["pad_token_id"],
+                 speaker_ids=tuple(range(TINY_TALKER.codec_think_eos_id + 1,
+                                         TINY_TALKER.vocab_size)))
+SPEECH_PROMPTS = {"tiny": _TINY_TTS, "tiny_asr": _TINY_TTS,
+                  "design_reference": _QWEN_TTS,  # chosen: the release's ids
+                  "qwen3_omni_30b_a3b": _QWEN_TTS}
+
+
+def speech_prompt(name: str) -> dict:
+    """`config.sample.extra` entries of preset `name`: the tts_* ids, speaker_ids and
+    speaker_id (the first voice)."""
+    ids = dict(SPEECH_PROMPTS[name])
+    ids["speaker_id"] = ids["speaker_ids"][0]
+    return ids

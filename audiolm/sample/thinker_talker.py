@@ -164,9 +164,19 @@ class SpeechOptions:
     max_frames: int = 32
     temperature: float = 0.0
     top_k: int = 0
+    # Talker inputs at the prompt's text positions: "text" (text_projection of the Thinker's
+    # embeddings, Qwen3-Omni's rule) or "hidden" (hidden_projection of the Thinker's
+    # accept_hidden_layer state, the rule of audio positions, which always take it).
+    prompt_projection: str = "text"
+    speaker_ids: tuple[int, ...] = ()  # codec ids of the selectable voices (voice v = [v])
+
+
+PROMPT_PROJECTIONS = ("text", "hidden")
 
 
 def speech_options_from_config(config) -> SpeechOptions:
+    """`SpeechOptions` from `config.sample.extra` (presets give every id:
+    `audiolm.presets.thinker_talker.speech_prompt`); ConfigError naming a bad field."""
     extra = config.sample.get("extra", {})
     th, tk = config.model.thinker, config.model.talker
     vals = {}
@@ -179,12 +189,88 @@ def speech_options_from_config(config) -> SpeechOptions:
             raise ConfigError(f"sample.extra.{key}={v!r}: speech output needs an int id in "
                               f"[0, {where}={hi}) (the Talker prompt's special tokens)")
         vals[key] = v
+    voices = tuple(extra.get("speaker_ids", ()))
+    for i, v in enumerate(voices):
+        if not isinstance(v, int) or isinstance(v, bool) or not tk.codebook_size <= v < \
+                tk.vocab_size:
+            raise ConfigError(f"sample.extra.speaker_ids[{i}]={v!r}: a voice is a codec id in "
+                              f"[model.talker.codebook_size={tk.codebook_size}, "
+                              f"model.talker.vocab_size={tk.vocab_size})")
+    projection = extra.get("prompt_projection", "text")
+    if projection not in PROMPT_PROJECTIONS:
+        raise ConfigError(f"sample.extra.prompt_projection={projection!r}: must be one of "
+                          f"{list(PROMPT_PROJECTIONS)}")
     return SpeechOptions(vals["tts_bos_token_id"], vals["tts_eos_token_id"],
                          vals["tts_pad_token_id"], vals["speaker_id"],
                          max_frames=int(extra.get("max_frames", config.sample.max_new_tokens)),
                          temperature=float(extra.get("codec_temperature",
                                                      config.sample.temperature)),
-                         top_k=int(extra.get("codec_top_k", config.sample.top_k)))
+                         top_k=int(extra.get("codec_top_k", config.sample.top_k)),
+                         prompt_projection=projection, speaker_ids=voices)
+
+
+def talker_inputs(module: family.ThinkerTalker, params, options: SpeechOptions, tokens, mask,
+                  text, text_lengths, speakers, features=None, frame_lengths=None) -> dict:
+    """The Talker's conditioning from the Thinker (jnp, traceable): the one implementation of
+    the prompt layout, used by `SpeechSampler` and by the tts training loss
+    (`audiolm.tasks.tts_thinker_talker`).
+
+    tokens / mask [B, P] the Thinker prompt (left- or right-padded: positions count the real
+    tokens), text [B, N] the text to speak (entries from text_lengths [B] on are ignored),
+    speakers [B] int32 codec ids of the voices. Returns dict(
+      prefill [B, P + 6, D]: the projected prompt (hidden_projection of the Thinker's
+        accept_hidden_layer state at audio positions, and at text positions when
+        options.prompt_projection == "hidden"; text_projection of the Thinker's embeddings
+        otherwise), then the head [tts_pad x 4, tts_bos, text[:, 0]] (text_projection) +
+        codec embeddings [nothink, think_bos, think_eos, speaker, codec_pad, codec_bos];
+      prefill_mask [B, P + 6] bool;
+      trailing [B, N + 1, D]: added to the Talker input after frame j (j >= N: the last entry):
+        text[:, j + 1] while j + 1 < text_lengths, tts_eos at j + 1 == text_lengths, then tts_pad;
+      thinker: the Thinker's output dict (logits, aux, hidden_states)).
+    """
+    th, talker = module.thinker, module.talker
+    cfg = talker.config
+
+    def t(*args, method):
+        return talker.apply({"params": params["talker"]}, *args, method=method)
+
+    b = tokens.shape[0]
+    out = module.apply({"params": params}, tokens, features, frame_lengths,
+                       positions_from_mask(mask), return_hidden_states=True)
+    embeds = out["hidden_states"][0]
+    hidden = out["hidden_states"][cfg.accept_hidden_layer]
+    use_hidden = tokens == th.audio_token_id
+    if options.prompt_projection == "hidden":
+        use_hidden = jnp.ones_like(use_hidden)
+    user = jnp.where(use_hidden[..., None], t(hidden, method=talker_lib.Talker.project_hidden),
+                     t(embeds, method=talker_lib.Talker.project_text))
+    table = params["thinker"]["embed_tokens"]["embedding"]
+    emb = lambda ids: jnp.take(table, ids, axis=0)  # the Thinker's token embeddings
+    o = options
+    special = t(emb(jnp.array([[o.tts_bos_id, o.tts_eos_id, o.tts_pad_id]])),
+                method=talker_lib.Talker.project_text)[0]
+    bos_e, eos_e, pad_e = special[0], special[1], special[2]
+    d = pad_e.shape[-1]
+    text_e = t(emb(text), method=talker_lib.Talker.project_text)  # [B, N, D]
+    head_text = jnp.concatenate([jnp.broadcast_to(pad_e, (b, 4, d)),
+                                 jnp.broadcast_to(bos_e, (b, 1, d)), text_e[:, :1]], axis=1)
+    fixed = lambda i: jnp.full((b,), i, jnp.int32)
+    codec_ids = jnp.stack([fixed(cfg.codec_nothink_id), fixed(cfg.codec_think_bos_id),
+                           fixed(cfg.codec_think_eos_id), jnp.asarray(speakers, jnp.int32),
+                           fixed(cfg.codec_pad_id), fixed(cfg.codec_bos_id)], axis=1)
+    head = head_text + t(codec_ids, method=talker_lib.Talker.embed_codec)
+    prefill = jnp.concatenate([user, head], axis=1)
+    prefill_mask = jnp.concatenate([jnp.asarray(mask, bool), jnp.ones((b, head.shape[1]), bool)],
+                                   axis=1)
+    n = text.shape[1]
+    j = jnp.arange(n)[None, :]
+    lengths = jnp.asarray(text_lengths)[:, None]
+    trailing = jnp.concatenate([text_e[:, 1:], jnp.zeros_like(text_e[:, :1])], axis=1)
+    trailing = jnp.where((j + 1 < lengths)[..., None], trailing,
+                         jnp.where((j + 1 == lengths)[..., None], eos_e, pad_e))
+    trailing = jnp.concatenate([trailing, jnp.broadcast_to(pad_e, (b, 1, d))],
+                               axis=1)  # the last entry repeats for every later step
+    return dict(prefill=prefill, prefill_mask=prefill_mask, trailing=trailing, thinker=out)
 
 
 class SpeechSampler:
@@ -213,47 +299,21 @@ class SpeechSampler:
     def _t(self, params, *args, method):
         return self.talker.apply({"params": params["talker"]}, *args, method=method)
 
-    def _prepare_impl(self, params, tokens, mask, text, text_lengths, features, frame_lengths):
-        module, o, cfg = self.module, self.options, self.cfg
-        th = module.thinker
-        b, p = tokens.shape
-        pos = positions_from_mask(mask)
-        out = module.apply({"params": params}, tokens, features, frame_lengths, pos,
-                           return_hidden_states=True)
-        embeds = out["hidden_states"][0]
-        hidden = out["hidden_states"][cfg.accept_hidden_layer]
-        is_audio = (tokens == th.audio_token_id)[..., None]
-        user = jnp.where(is_audio, self._t(params, hidden, method=talker_lib.Talker.project_hidden),
-                         self._t(params, embeds, method=talker_lib.Talker.project_text))
-        table = params["thinker"]["embed_tokens"]["embedding"]
-        emb = lambda ids: jnp.take(table, ids, axis=0)  # the Thinker's token embeddings
-        special = self._t(params, emb(jnp.array([[o.tts_bos_id, o.tts_eos_id, o.tts_pad_id]])),
-                          method=talker_lib.Talker.project_text)[0]
-        bos_e, eos_e, pad_e = special[0], special[1], special[2]
-        text_e = self._t(params, emb(text), method=talker_lib.Talker.project_text)  # [B, N, D]
-        head_text = jnp.concatenate([jnp.broadcast_to(pad_e, (b, 4, pad_e.shape[-1])),
-                                     jnp.broadcast_to(bos_e, (b, 1, pad_e.shape[-1])),
-                                     text_e[:, :1]], axis=1)
-        codec_ids = jnp.array([cfg.codec_nothink_id, cfg.codec_think_bos_id,
-                               cfg.codec_think_eos_id, o.speaker_id, cfg.codec_pad_id,
-                               cfg.codec_bos_id], jnp.int32)
-        head = head_text + self._t(params, codec_ids, method=talker_lib.Talker.embed_codec)[None]
-        prefill = jnp.concatenate([user, head], axis=1)
-        prefill_mask = jnp.concatenate([mask, jnp.ones((b, head.shape[1]), bool)], axis=1)
-        # Trailing text: generated token j+1 at step j, tts_eos after the row's text, then pad.
-        n = text.shape[1]
-        j = jnp.arange(n)[None, :]
-        trailing = jnp.concatenate([text_e[:, 1:], jnp.zeros_like(text_e[:, :1])], axis=1)
-        trailing = jnp.where((j + 1 < text_lengths[:, None])[..., None], trailing,
-                             jnp.where((j + 1 == text_lengths[:, None])[..., None], eos_e, pad_e))
-        trailing = jnp.concatenate([trailing, jnp.broadcast_to(pad_e, (b, 1, pad_e.shape[-1]))],
-                                   axis=1)  # the last entry repeats for every later step
+    def _prepare_impl(self, params, tokens, mask, text, text_lengths, speakers, features,
+                      frame_lengths):
+        o = self.options
+        b = tokens.shape[0]
+        if speakers is None:
+            speakers = jnp.full((b,), o.speaker_id, jnp.int32)
+        inputs = talker_inputs(self.module, params, o, tokens, mask, text, text_lengths,
+                               speakers, features, frame_lengths)
+        prefill, prefill_mask = inputs["prefill"], inputs["prefill_mask"]
         caches = self.talker.init_caches(b, prefill.shape[1] + o.max_frames)
         tpos = positions_from_mask(prefill_mask)
         res = self._t(params, prefill, tpos, caches, method=talker_lib.Talker.decode)
         return dict(hidden=res["hidden"][:, -1], logits=res["logits"][:, -1],
                     caches=res["caches"], pos=tpos[:, -1] + 1, step=jnp.zeros((), jnp.int32),
-                    trailing=trailing, done=jnp.zeros((b,), bool))
+                    trailing=inputs["trailing"], done=jnp.zeros((b,), bool))
 
     def _step_impl(self, params, s, rng):
         o, cfg = self.options, self.cfg
@@ -301,18 +361,25 @@ class SpeechSampler:
     # -- public ---------------------------------------------------------------------------
 
     def prepare(self, params, tokens, mask, text, text_lengths, features=None,
-                frame_lengths=None):
+                frame_lengths=None, speakers=None):
         """Talker state after the prefill. tokens/mask [B, P] the (left-padded) prompt, text
-        [B, N] the generated Thinker text (EOS and after excluded by text_lengths [B] >= 1)."""
+        [B, N] the text to speak (EOS and after excluded by text_lengths [B] >= 1), speakers
+        [B] codec ids of each row's voice (None: options.speaker_id for every row)."""
         text_lengths = np.asarray(text_lengths, np.int32)
         if (text_lengths < 1).any():
             raise ValueError(f"text_lengths {text_lengths.tolist()}: every row needs >= 1 text "
                              "token to speak")
         if features is not None and frame_lengths is None:
             frame_lengths = np.full((tokens.shape[0],), features.shape[1], np.int32)
+        if speakers is not None:
+            speakers = np.asarray(speakers, np.int32)
+            talker_lib.check_ids(speakers, self.cfg.vocab_size, "speakers")
+            if speakers.shape != (tokens.shape[0],):
+                raise ValueError(f"speakers: shape {speakers.shape} must be [B={tokens.shape[0]}]")
+            speakers = jnp.asarray(speakers)
         return self._prepare(params, jnp.asarray(tokens, jnp.int32), jnp.asarray(mask, bool),
                              jnp.asarray(text, jnp.int32), jnp.asarray(text_lengths),
-                             features, frame_lengths)
+                             speakers, features, frame_lengths)
 
     def run(self, params, state, rng, limit: int):
         """(state, rng, codes [B, G, n], valid [B, n]) for the next n <= limit frames."""
