@@ -1,6 +1,6 @@
 # The two set-up commands of the README. Both work on a fresh machine from a clean clone.
 # `make main` installs the runtime dependencies only (no torch); `make test` adds the [test]
-# extra (reference implementations and test tools) to the same venv.
+# and [judge] extras (reference implementations, test tools, the ASR judge) to the same venv.
 PY ?= python3
 VENV ?= .venv
 REFS ?= .refs
@@ -14,7 +14,7 @@ $(VENV)/.runtime: setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.runtime
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,judge]'
 	# moshi pins torch<2.10 (it runs on 2.13): no deps. audiocraft's package import fails on torch
 	# 2.13; the tests load its codebook-pattern file from the downloaded wheel.
 	$(VENV)/bin/pip install -q --no-deps moshi==0.2.13
