@@ -11,6 +11,12 @@ Entry points:
                   `data.cache_dir` (`audiolm.data.speech_synth`);
   "manifest"      user audio + transcripts from `data.manifest` (`audiolm.data.manifest`);
   "synthetic"     no audio: the family's `example_batch` random batches (`audiolm.train`).
+
+`data.loader`:
+  "memory"        every clip decoded into RAM at start (`audiolm.data.batching`): the embedded
+                  set and small manifests;
+  "grain"         streamed from disk through grain worker processes (`audiolm.data.streaming`):
+                  corpora of any size, `data.sources` mixing, one shard per host.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import ml_collections
 from audiolm import config as cfg
 
 NAMES = ("speech_synth", "manifest", "synthetic")
+LOADERS = ("memory", "grain")
 SPLITS = ("train", "validation", "test")
 
 DEFAULTS = ml_collections.ConfigDict({
@@ -51,6 +58,12 @@ DEFAULTS = ml_collections.ConfigDict({
     "alphabet": "",  # chars tokenizer alphabet; "" = lowercase a-z, digits, space, .,?!'-
     "spm_path": "",  # sentencepiece .model file for tokenizer=sentencepiece
     "shuffle": True,  # shuffle training data each epoch (evaluation is never shuffled)
+    "loader": "memory",  # memory: clips decoded into RAM once | grain: streamed from disk
+    # (`audiolm.data.streaming`: any corpus size, per-host shards, worker processes)
+    "loader_workers": 2,  # grain: decoding processes; 0 = threads of the training process
+    "loader_prefetch": 4,  # grain: batches decoded ahead (per worker process)
+    "sources": (),  # grain: mixed sources "SOURCE" or "SOURCE@WEIGHT", SOURCE = "speech_synth"
+    # or a manifest (as data.manifest); () = the one source of data.name
 })
 
 log = logging.getLogger("audiolm.data")
@@ -84,7 +97,8 @@ def validate_config(config: Any) -> None:
     cfg.require(data.tokenizer != "sentencepiece" or bool(data.spm_path), "data.spm_path",
                 data.spm_path, "must name a sentencepiece .model file when "
                 "data.tokenizer='sentencepiece'")
-    cfg.require(data.name != "manifest" or bool(data.manifest), "data.manifest", data.manifest,
+    cfg.require(data.name != "manifest" or bool(data.manifest) or bool(data.sources),
+                "data.manifest", data.manifest,
                 "must name a JSONL manifest or an audio directory when data.name='manifest'")
     cfg.require(0.0 <= data.holdout_fraction < 0.5, "data.holdout_fraction",
                 data.holdout_fraction, "must be in [0, 0.5)")
@@ -94,6 +108,18 @@ def validate_config(config: Any) -> None:
                 and 0 <= data.min_audio_seconds < data.max_audio_seconds,
                 "data.min_audio_seconds", data.min_audio_seconds,
                 f"must be a finite number in [0, data.max_audio_seconds={data.max_audio_seconds})")
+    cfg.require(data.loader in LOADERS, "data.loader", data.loader,
+                f"must be one of {list(LOADERS)}")
+    cfg.check_int(config, "data.loader_workers", lo=0)
+    cfg.check_int(config, "data.loader_prefetch", lo=1)
+    if data.sources:
+        from audiolm.data.streaming import parse_sources
+
+        cfg.require(data.loader == "grain", "data.sources", data.sources,
+                    "mixing sources needs data.loader='grain'")
+        cfg.require(data.name != "synthetic", "data.sources", data.sources,
+                    "must be () when data.name='synthetic' (no audio is read)")
+        parse_sources(data.sources)
     cfg.require(all(isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0
                     for b in data.bucket_seconds), "data.bucket_seconds",
                 data.bucket_seconds, "must be positive numbers of seconds")
@@ -170,7 +196,8 @@ def make_dataset(data_config: Any, split: str):
     """The `AudioTextDataset` of `split` ("train" | "validation" | "test") of `config.data`.
 
     speech_synth generates the set on first use (cached); manifest data is read, resampled and
-    checked file by file (bad files reported, skipped or raised per `data.on_bad_file`).
+    checked file by file (bad files reported, skipped or raised per `data.on_bad_file`);
+    `data.sources` (any loader) gives the utterances of every source of the split together.
     """
     from audiolm.config import ConfigError
     from audiolm.data.batching import AudioTextDataset
@@ -183,6 +210,12 @@ def make_dataset(data_config: Any, split: str):
     common = dict(max_audio_seconds=float(data.max_audio_seconds),
                   min_audio_seconds=float(data.min_audio_seconds),
                   max_text_len=int(data.max_text_len))
+    if data.sources:
+        from audiolm.data.streaming import load_index
+
+        entries, clips, speakers = load_index(data, split)
+        return AudioTextDataset(entries, clips, tokenizer, data.sample_rate, speakers=speakers,
+                                **common)
     if data.name == "speech_synth":
         import json
         import os
@@ -215,16 +248,30 @@ def make_dataset(data_config: Any, split: str):
 
 
 def make_iterator(data_config: Any, split: str, *, train: bool | None = None,
-                  dataset: Any = None):
-    """A `BatchIterator` over `split`: endless, shuffled (per `data.shuffle`) and with full
-    batches when `train` (default: split == "train"); otherwise one ordered pass with the last
-    batches padded."""
+                  dataset: Any = None, shard: Any = None):
+    """Batches of `split`: endless, shuffled (per `data.shuffle`) and with full batches when
+    `train` (default: split == "train"); otherwise one ordered pass with the last batches padded.
+
+    `data.loader="memory"` (or a `dataset` given): a `BatchIterator` over the clips in RAM;
+    `"grain"`: a `streaming.StreamIterator` reading this host's rows (`shard`, a
+    grain ShardOptions; default jax.process_index() of jax.process_count())."""
     from audiolm.data.batching import BatchIterator, bucket_lengths
 
     data = resolve_config(data_config)
+    train = split == "train" if train is None else bool(train)
+    if data.loader == "grain" and dataset is None:
+        from audiolm.data.streaming import make_stream_iterator
+
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r}: must be one of {SPLITS}")
+        return make_stream_iterator(data, split, train=train, shard=shard)
+    if data.sources:
+        from audiolm.config import ConfigError
+
+        raise ConfigError(f"data.sources={tuple(data.sources)!r}: mixing sources needs "
+                          "data.loader='grain'")
     if dataset is None:
         dataset = make_dataset(data, split)
-    train = split == "train" if train is None else bool(train)
     buckets = bucket_lengths(data.bucket_seconds, float(data.max_audio_seconds),
                              int(data.sample_rate))
     return BatchIterator(dataset, int(data.batch_size), buckets, int(data.max_text_len),

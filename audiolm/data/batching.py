@@ -52,26 +52,18 @@ class AudioTextDataset:
         self.sample_rate = int(sample_rate)
         self.report = report
         self.filtered: list[tuple[str, str]] = []
-        max_samples = int(round(max_audio_seconds * sample_rate))
-        min_samples = int(round(min_audio_seconds * sample_rate))
         self.unknown_chars: dict[str, int] = {}
         unknown_in = 0
         self.entries, self.clips, self.tokens = [], [], []
         for entry, clip in zip(entries, clips):
             name = entry.get("audio", entry["text"])
             ids = np.asarray(tokenizer.encode_with_specials(entry["text"]), np.int32)
-            if clip.shape[0] > max_samples:
-                self.filtered.append((name, f"{clip.shape[0] / sample_rate:.2f} s > "
-                                            f"data.max_audio_seconds={max_audio_seconds}"))
-                continue
-            if clip.shape[0] < min_samples:
-                self.filtered.append((name, f"too short: {clip.shape[0]} samples "
-                                            f"({clip.shape[0] / sample_rate:.3f} s) < "
-                                            f"data.min_audio_seconds={min_audio_seconds}"))
-                continue
-            if ids.shape[0] > max_text_len:
-                self.filtered.append((name, f"{ids.shape[0]} tokens with bos/eos > "
-                                            f"data.max_text_len={max_text_len}"))
+            problem = length_problem(clip.shape[0], ids.shape[0], sample_rate,
+                                     min_audio_seconds=min_audio_seconds,
+                                     max_audio_seconds=max_audio_seconds,
+                                     max_text_len=max_text_len)
+            if problem:
+                self.filtered.append((name, problem))
                 continue
             unknown = tokenizer.unknown_chars(entry["text"])
             unknown_in += bool(unknown)
@@ -111,6 +103,66 @@ class AudioTextDataset:
 
     def text(self, i: int) -> str:
         return self.entries[i]["text"]
+
+
+def length_problem(num_samples: int, num_tokens: int, sample_rate: int, *,
+                   min_audio_seconds: float, max_audio_seconds: float,
+                   max_text_len: int) -> str | None:
+    """Why an utterance of `num_samples` samples and `num_tokens` text tokens (with bos/eos) is
+    dropped by the length limits of `config.data`, or None when it is kept."""
+    if num_samples > int(round(max_audio_seconds * sample_rate)):
+        return f"{num_samples / sample_rate:.2f} s > data.max_audio_seconds={max_audio_seconds}"
+    if num_samples < int(round(min_audio_seconds * sample_rate)):
+        return (f"too short: {num_samples} samples ({num_samples / sample_rate:.3f} s) < "
+                f"data.min_audio_seconds={min_audio_seconds}")
+    if num_tokens > max_text_len:
+        return f"{num_tokens} tokens with bos/eos > data.max_text_len={max_text_len}"
+    return None
+
+
+def plan_epoch(bucket_of: np.ndarray, num_buckets: int, batch_size: int, *, seed: int,
+               epoch: int, shuffle: bool, drop_remainder: bool) -> list[np.ndarray]:
+    """Positions (into `bucket_of`, [U] bucket per utterance) of every batch of `epoch`, in
+    yield order: the order of the module docstring (one implementation for every loader)."""
+    rng = np.random.default_rng([seed, epoch])
+    n = len(bucket_of)
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    full, partial = [], []
+    for bucket in range(num_buckets):
+        members = order[bucket_of[order] == bucket]
+        for start in range(0, len(members), batch_size):
+            chunk = members[start:start + batch_size]
+            (full if len(chunk) == batch_size else partial).append(chunk)
+    batches = full if (drop_remainder and full) else full + partial
+    if shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    else:
+        batches.sort(key=lambda b: int(b[0]) if len(b) else 0)
+    return batches
+
+
+def collate(rows: Sequence[tuple[np.ndarray, np.ndarray, int, int]], batch_size: int,
+            length: int, max_text_len: int) -> dict[str, np.ndarray]:
+    """The padded batch (module docstring) of `rows` [(audio float32 [n], tokens int32 [l],
+    speaker, index)], at most `batch_size` of them; audio longer than `length` is cut to it."""
+    b, l_max = batch_size, max_text_len
+    batch = {
+        "audio": np.zeros((b, length), np.float32),
+        "audio_mask": np.zeros((b, length), bool),
+        "text": np.zeros((b, l_max), np.int32),
+        "text_mask": np.zeros((b, l_max), bool),
+        "speaker": np.full((b,), -1, np.int32),
+        "index": np.full((b,), -1, np.int32),
+    }
+    for row, (audio, tokens, speaker, index) in enumerate(rows):
+        n = min(audio.shape[0], length)
+        batch["audio"][row, :n] = audio[:n]
+        batch["audio_mask"][row, :n] = True
+        batch["text"][row, :tokens.shape[0]] = tokens
+        batch["text_mask"][row, :tokens.shape[0]] = True
+        batch["speaker"][row] = speaker
+        batch["index"][row] = index
+    return batch
 
 
 def bucket_lengths(boundaries_s: Sequence[float], max_audio_seconds: float,
@@ -171,21 +223,8 @@ class BatchIterator:
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """Utterance indices of every batch of `epoch`, in yield order."""
-        rng = np.random.default_rng([self.seed, epoch])
-        n = len(self.dataset)
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
-        full, partial = [], []
-        for bucket in range(len(self.buckets)):
-            members = order[self.bucket_of[order] == bucket]
-            for start in range(0, len(members), self.batch_size):
-                chunk = members[start:start + self.batch_size]
-                (full if len(chunk) == self.batch_size else partial).append(chunk)
-        batches = full if (self.drop_remainder and full) else full + partial
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        else:
-            batches.sort(key=lambda b: int(b[0]) if len(b) else 0)
-        return batches
+        return plan_epoch(self.bucket_of, len(self.buckets), self.batch_size, seed=self.seed,
+                          epoch=epoch, shuffle=self.shuffle, drop_remainder=self.drop_remainder)
 
     def _batches(self) -> list[np.ndarray]:
         if self._plan_epoch != self.epoch:
@@ -217,25 +256,9 @@ class BatchIterator:
         indices = np.asarray(indices, np.int64)
         length = int(self.buckets[int(self.bucket_of[indices].max())]) if len(indices) else \
             int(self.buckets[0])
-        b, l_max = self.batch_size, self.max_text_len
-        batch = {
-            "audio": np.zeros((b, length), np.float32),
-            "audio_mask": np.zeros((b, length), bool),
-            "text": np.zeros((b, l_max), np.int32),
-            "text_mask": np.zeros((b, l_max), bool),
-            "speaker": np.full((b,), -1, np.int32),
-            "index": np.full((b,), -1, np.int32),
-        }
-        for row, i in enumerate(indices):
-            audio = self.dataset.audio(int(i))
-            tokens = self.dataset.tokens[int(i)]
-            batch["audio"][row, :audio.shape[0]] = audio
-            batch["audio_mask"][row, :audio.shape[0]] = True
-            batch["text"][row, :tokens.shape[0]] = tokens
-            batch["text_mask"][row, :tokens.shape[0]] = True
-            batch["speaker"][row] = self.dataset.speaker_ids[int(i)]
-            batch["index"][row] = int(i)
-        return batch
+        rows = [(self.dataset.audio(int(i)), self.dataset.tokens[int(i)],
+                 int(self.dataset.speaker_ids[int(i)]), int(i)) for i in indices]
+        return collate(rows, self.batch_size, length, self.max_text_len)
 
     # -- checkpointing -----------------------------------------------------------------------
 
@@ -246,6 +269,9 @@ class BatchIterator:
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Continues from `state` (from `get_state`); the seed and dataset size must match."""
+        if state.get("loader", "memory") != "memory":
+            raise ValueError(f"data iterator state was saved by data.loader={state['loader']!r} "
+                             "but this run uses data.loader='memory'; resume with the same loader")
         for key in ("epoch", "position"):
             if key not in state:
                 raise ValueError(f"data iterator state {state!r} has no {key!r}")

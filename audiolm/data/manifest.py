@@ -195,6 +195,38 @@ def wav_shortfall(path: str) -> tuple[int, int] | None:
     return None
 
 
+def read_clip(path: str, sample_rate: int, *, resample: bool = True,
+              report: Report) -> np.ndarray | None:
+    """Mono float32 [N] audio of `path` at `sample_rate`, or None after reporting why it is bad
+    (missing, corrupt, truncated, empty, silent, cancelling channels: module docstring)."""
+    short = wav_shortfall(path) if os.path.isfile(path) else None
+    if short is not None:
+        report.add(path, f"truncated: the WAV header promises {short[0]} bytes of samples, "
+                         f"the file holds {short[1]}")
+        return None
+    try:
+        audio, _ = read_audio(path, sample_rate, mono=False, resample=resample)
+    except AudioError as e:
+        report.add(path, str(e).removeprefix(f"{path}: "))
+        return None
+    if audio.size == 0:
+        report.add(path, "empty after resampling")
+        return None
+    channels = audio if audio.ndim == 2 else audio[None]  # [C, N]
+    audio = channels.mean(axis=0)
+    peak = float(np.max(np.abs(audio)))
+    if peak < SILENT_PEAK:
+        loudest = float(np.max(np.abs(channels)))
+        if loudest >= SILENT_PEAK:
+            report.add(path, f"its {channels.shape[0]} channels cancel when averaged to mono "
+                             f"(channel peak {loudest:.2e}, mono peak {peak:.2e}): "
+                             "opposite polarity; fix the file or keep one channel")
+        else:
+            report.add(path, f"silent only (peak {peak:.2e} < {SILENT_PEAK:g})")
+        return None
+    return np.ascontiguousarray(audio, np.float32)
+
+
 def load_audio_entries(entries: Iterable[dict[str, Any]], sample_rate: int, *,
                        resample: bool = True, report: Report
                        ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
@@ -204,34 +236,10 @@ def load_audio_entries(entries: Iterable[dict[str, Any]], sample_rate: int, *,
     """
     kept, clips = [], []
     for entry in tqdm.tqdm(entries, desc="reading audio", unit="file", disable=None):
-        name = entry["audio"]
-        short = wav_shortfall(name) if os.path.isfile(name) else None
-        if short is not None:
-            report.add(name, f"truncated: the WAV header promises {short[0]} bytes of samples, "
-                             f"the file holds {short[1]}")
-            continue
-        try:
-            audio, _ = read_audio(name, sample_rate, mono=False, resample=resample)
-        except AudioError as e:
-            report.add(name, str(e).removeprefix(f"{name}: "))
-            continue
-        if audio.size == 0:
-            report.add(name, "empty after resampling")
-            continue
-        channels = audio if audio.ndim == 2 else audio[None]  # [C, N]
-        audio = channels.mean(axis=0)
-        peak = float(np.max(np.abs(audio)))
-        if peak < SILENT_PEAK:
-            loudest = float(np.max(np.abs(channels)))
-            if loudest >= SILENT_PEAK:
-                report.add(name, f"its {channels.shape[0]} channels cancel when averaged to mono "
-                                 f"(channel peak {loudest:.2e}, mono peak {peak:.2e}): "
-                                 "opposite polarity; fix the file or keep one channel")
-            else:
-                report.add(name, f"silent only (peak {peak:.2e} < {SILENT_PEAK:g})")
-            continue
-        kept.append({**entry, "duration": audio.shape[0] / sample_rate})
-        clips.append(np.ascontiguousarray(audio, np.float32))
+        audio = read_clip(entry["audio"], sample_rate, resample=resample, report=report)
+        if audio is not None:
+            kept.append({**entry, "duration": audio.shape[0] / sample_rate})
+            clips.append(audio)
     return kept, clips
 
 
