@@ -281,6 +281,9 @@ MAX_CODEBOOKS = 64
 
 TOP_LEVEL_KEYS = ("model", "task", "data", "train", "sample", "mesh", "seed", "init_from")
 TASK_SCHEMA = {"name": "", "evaluators": None, "final_evaluators": None}
+# Optional task fields, checked by the tasks that read them: `codec` (the codec whose codes a
+# speech task models, `audiolm.tasks.speech_codes`).
+TASK_OPTIONAL = ("codec",)
 
 TRAIN_SCHEMA = {
     "steps": 0, "optimizer": "", "learning_rate": 0.0, "schedule": "", "warmup_steps": 0,
@@ -419,7 +422,8 @@ def _validate_data(config: Any) -> None:
 
 def _validate_task(config: Any) -> Any:
     """config.task: a known task that can train model.family, with evaluators it supports."""
-    check_schema(config, "task", TASK_SCHEMA)
+    present = [k for k in TASK_OPTIONAL if k in get_path(config, "task")]
+    check_schema(config, "task", {**TASK_SCHEMA, **dict.fromkeys(present)})
     name = check_choice(config, "task.name", tuple(TASKS))
     check_pair(name, config.model.family)
     task = task_module(name)
