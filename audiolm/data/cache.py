@@ -46,6 +46,14 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def file_id(path: str) -> str:
+    """Cache id of a file's derived arrays: its absolute path, size and modification time, so an
+    edited or replaced file misses instead of reading stale arrays."""
+    path = os.path.abspath(os.path.expanduser(path))
+    stat = os.stat(path)
+    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
 def _check_id(item: Any) -> Hashable:
     if isinstance(item, bool) or not isinstance(item, (str, int)):
         raise TypeError(f"cache id {item!r}: must be a str or an int (it is stored as JSON)")

@@ -79,3 +79,42 @@ def test_bad_arguments_are_named(tmp_path):
         cache.put_many({(1, 2): np.zeros(1)})
     with pytest.raises(ValueError, match="batch=0"):
         cache.get_or_compute(["a"], lambda ids: [np.zeros(1)], batch=0)
+
+
+def test_prepare_split_reports_writes_manifest_and_caches_features(tmp_path):
+    import json
+
+    import ml_collections
+    import soundfile as sf
+
+    from audiolm.data.cache import file_id
+    from experiments.prepare_data import log_mel_key, prepare_split
+
+    rate = 16000
+    with open(tmp_path / "all.jsonl", "w") as f:
+        for i in range(5):
+            t = np.arange(int((0.4 + 0.2 * i) * rate)) / rate
+            peak = 0.0 if i == 2 else 0.3  # clip 2 is silent: bad only once decoded
+            sf.write(str(tmp_path / f"c{i}.wav"), peak * np.sin(2 * np.pi * 220 * t), rate)
+            f.write(json.dumps({"audio": f"c{i}.wav", "text": f"clip {i}"}) + "\n")
+        f.write(json.dumps({"audio": "gone.wav", "text": "nothing"}) + "\n")
+    config = ml_collections.ConfigDict({
+        "data": {"name": "manifest", "manifest": str(tmp_path / "all.jsonl"),
+                 "holdout_fraction": 0.0},
+        "model": {"audio": {"sample_rate": rate, "n_fft": 400, "hop_length": 160, "n_mels": 16,
+                            "f_min": 0.0, "f_max": 8000.0}}})
+    cache = ArrayCache(str(tmp_path / "features"), log_mel_key(config))
+    report = prepare_split(config, "train", str(tmp_path / "out"), cache, feature_batch=2)
+    assert report["kept"] == 4 and report["features_computed"] == 4
+    assert sorted(os.path.basename(n) for n, _ in report["bad"]) == ["c2.wav", "gone.wav"]
+    rows = [json.loads(line) for line in open(tmp_path / "out" / "train.jsonl")]
+    assert [os.path.basename(r["audio"]) for r in rows] == ["c0.wav", "c1.wav", "c3.wav",
+                                                            "c4.wav"]
+    assert rows[3]["duration"] == 1.2
+    feats = cache.get_many([file_id(str(tmp_path / "c3.wav"))])
+    (mel,) = feats.values()
+    assert mel.shape == (int(1.0 * rate) // 160, 16) and np.isfinite(mel).all()
+    again = prepare_split(config, "train", str(tmp_path / "out"), cache, feature_batch=2)
+    assert again["features_cached"] == 4 and again["features_computed"] == 0
+    config.model.audio.n_mels = 8  # another feature config: another key, nothing reused
+    assert ArrayCache(str(tmp_path / "features"), log_mel_key(config)).get_many(feats) == {}
