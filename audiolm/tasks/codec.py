@@ -24,7 +24,9 @@ entries used in the batch).
 
 Evaluators: "loss" and "codec" (`mel_distance`: mean |log-mel difference| at n_fft 1024 /
 hop 256 / 80 mels per utterance; `si_snr` in dB; `bitrate` in bits/s; over `train.eval_steps`
-batches of the split, all codebooks). `write_samples` (`--mode=sample`): original /
+batches of the split, all codebooks); opt-in "judge" (`audiolm.tasks.evaluators.judged_speech`:
+the independent judge's WER / CER of the reconstructions beside the originals'; speech data
+only). `write_samples` (`--mode=sample`): original /
 reconstructed WAV pairs of the first `sample.num_samples` test utterances.
 """
 
@@ -48,7 +50,7 @@ from audiolm.tasks import evaluators, synthetic
 from audiolm.tasks.base import EvalContext
 
 NAME = "codec"
-EVALUATORS = ("loss", "codec")
+EVALUATORS = ("loss", "codec", "judge")
 # train.loss: the shared rule makes every entry a non-negative number.
 LOSS_SCHEMA = dict(mel_weight=0.0, stft_weight=0.0, commit_weight=0.0, codebook_weight=0.0,
                    quantizer_dropout=0.0, segment_seconds=0.0, min_n_fft=0, num_scales=0,
@@ -77,6 +79,7 @@ def rules(config: Any) -> None:
     hop = codec_lib.hop_length(codec_lib.spec_of(config.model))
     require(seg == 0 or seg * rate >= hop, "train.loss.segment_seconds", seg,
             f"must be 0 (whole utterances) or at least one frame ({hop / rate:.4f} s)")
+    evaluators.require_transcripts(config, "judge")
 
 
 def make_batches(config: Any, family: Any, split: str, finite: bool = False):
@@ -262,6 +265,15 @@ def codec_evaluator(ctx: EvalContext, params: Any, split: str) -> dict[str, floa
     return {"mel_distance": float(np.mean(mels)) if mels else float("nan"),
             "si_snr": float(np.mean(snrs)) if snrs else float("nan"),
             "bitrate": float(codec_lib.bitrate(ctx.module.spec))}
+
+
+def judged_audio(ctx: EvalContext, params: Any, batch: Mapping[str, Any]):
+    """The "judge" evaluator's audio: the batch's reconstructions [B, S] (all codebooks) and
+    its audio_mask [B, S]."""
+    mask = np.asarray(batch["audio_mask"]).astype(bool)
+    recon, _, _ = reconstruct_fn(ctx.module)(params, jnp.asarray(batch["audio"]),
+                                             jnp.asarray(mask))
+    return recon, mask
 
 
 def write_samples(module: Any, params: Any, config: Any, workdir: str) -> dict:
