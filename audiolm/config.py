@@ -59,6 +59,7 @@ TASKS = {
     "asr": "audiolm.tasks.asr",
     "codes": "audiolm.tasks.codes",
     "codec": "audiolm.tasks.codec",
+    "tts": "audiolm.tasks.tts",
 }
 
 # The valid (task, families) pairs: what each task can teach.
@@ -66,6 +67,7 @@ PAIRS = {
     "asr": ("thinker_talker",),  # speech -> transcript: AuT + Thinker
     "codes": ("thinker_talker", "moshi", "pattern_lm"),  # next-code LM over codebook tokens
     "codec": ("codec",),  # waveform -> codes -> waveform: the codec learns to reconstruct
+    "tts": ("thinker_talker", "moshi", "pattern_lm"),  # transcript -> codec codes -> speech
 }
 
 
@@ -167,6 +169,12 @@ def check_choice(config: Any, path: str, choices: Iterable[Any]) -> Any:
 def check_bool(config: Any, path: str) -> bool:
     value = get_path(config, path)
     require(isinstance(value, bool), path, value, "must be a bool")
+    return value
+
+
+def check_optional_bool(config: Any, path: str) -> bool | None:
+    value = get_path(config, path)
+    require(value is None or isinstance(value, bool), path, value, "must be a bool or None")
     return value
 
 
@@ -291,13 +299,37 @@ TRAIN_SCHEMA = {
     "clip_norm": 0.0, "grad_accum_steps": 0, "log_every": 0, "eval_every": 0, "eval_steps": 0,
     "checkpoint_every": 0, "keep_checkpoints": 0, "dtype": "", "moe_aux_weight": 0.0,
     "moe_z_weight": 0.0, "loss": None, "compilation_cache_dir": "", "profile_steps": None,
+    "param_groups": None,
 }
+# train.param_groups.<name>: the optimizer settings a top-level params subtree overrides.
+PARAM_GROUP_KEYS = ("learning_rate", "b1", "b2", "eps", "weight_decay", "clip_norm")
 SAMPLE_SCHEMA = {
     "temperature": 0.0, "top_k": 0, "top_p": 0.0, "max_new_tokens": 0, "cfg_scale": 0.0,
     "seed": 0, "num_samples": 0, "extra": None,
 }
 MESH_SCHEMA = {"axes": None, "rules": None}
 MESH_AXES = ("data", "fsdp", "expert", "tensor")
+
+
+def _validate_param_groups(config: Any) -> None:
+    """train.param_groups: {subtree name: a subset of PARAM_GROUP_KEYS, ranged as train.*}."""
+    groups = get_path(config, "train.param_groups")
+    require(hasattr(groups, "keys"), "train.param_groups", groups,
+            "must be a section: top-level params subtree name -> optimizer settings")
+    for name in groups.keys():
+        path = f"train.param_groups.{name}"
+        require(name.isidentifier() and name != "default", path, groups[name],
+                "the group name must be a top-level params subtree (not 'default')")
+        require(hasattr(groups[name], "keys"), path, groups[name],
+                f"must be a section of settings out of {list(PARAM_GROUP_KEYS)}")
+        check_keys(config, path, PARAM_GROUP_KEYS)
+        ranges = {"learning_rate": dict(lo=0.0, lo_open=True),
+                  "b1": dict(lo=0.0, hi=1.0, hi_open=True),
+                  "b2": dict(lo=0.0, hi=1.0, hi_open=True),
+                  "eps": dict(lo=0.0, lo_open=True), "weight_decay": dict(lo=0.0),
+                  "clip_norm": dict(lo=0.0)}
+        for key in groups[name].keys():
+            check_float(config, f"{path}.{key}", **ranges[key])
 
 
 def _validate_train(config: Any) -> None:
@@ -322,6 +354,7 @@ def _validate_train(config: Any) -> None:
     check_float(config, "train.moe_aux_weight", lo=0.0)
     check_float(config, "train.moe_z_weight", lo=0.0)
     check_str(config, "train.compilation_cache_dir")
+    _validate_param_groups(config)
     try:
         parse_profile_steps(get_path(config, "train.profile_steps"))
     except ValueError as e:

@@ -27,7 +27,7 @@ import numpy as np
 from audiolm import config as config_lib
 from audiolm.audio import features as features_lib
 from audiolm.config import (check_bool, check_choice, check_float, check_int, check_keys,
-                            check_schema, get_path, require, spec_schema)
+                            check_optional_bool, check_schema, get_path, require, spec_schema)
 from audiolm.models import aut as aut_lib
 from audiolm.models import code2wav as code2wav_lib
 from audiolm.models import talker as talker_lib
@@ -85,7 +85,7 @@ def _validate_aut(config: Any) -> None:
             f"must be a multiple of {p}.chunk_frames={chunk} (windows are whole chunks)")
     check_float(config, f"{p}.norm_eps", lo=0.0, lo_open=True)
     check_int(config, f"{p}.max_frames", lo=1)
-    check_bool(config, f"{p}.use_dot_product_attention")
+    check_optional_bool(config, f"{p}.use_dot_product_attention")
     out = check_int(config, f"{p}.output_dim", lo=1)
     thinker_width = get_path(config, "model.thinker.hidden_size")
     require(out == thinker_width, f"{p}.output_dim", out,
@@ -138,7 +138,7 @@ def _validate_thinker(config: Any) -> None:
         seen.setdefault(value, key)
     check_choice(config, f"{p}.moe_dispatch", moe_lib.DISPATCHES)
     check_float(config, f"{p}.moe_capacity_factor", lo=0.0, lo_open=True)
-    check_bool(config, f"{p}.use_dot_product_attention")
+    check_optional_bool(config, f"{p}.use_dot_product_attention")
     check_int(config, f"{p}.max_seq_len", lo=2)
 
 

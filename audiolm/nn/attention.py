@@ -90,7 +90,9 @@ class Attention(nn.Module):
     causal: bool = True
     window: int | None = None
     out_features: int | None = None
-    use_dot_product_attention: bool = False
+    # True: jax.nn.dot_product_attention (cuDNN flash attention on GPU); False: the XLA einsum
+    # path; None: fused on accelerators, einsum on CPU (where XLA's einsum is the faster one).
+    use_dot_product_attention: bool | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -176,7 +178,10 @@ class Attention(nn.Module):
             vis = vis & mask.astype(bool)
         k = constrain(k, ("batch", "length", "kv_heads", "head_dim"))
         v = constrain(v, ("batch", "length", "kv_heads", "head_dim"))
-        out = dot_product_attention(q, k, v, vis, use_fused=self.use_dot_product_attention)
+        fused = self.use_dot_product_attention
+        if fused is None:
+            fused = jax.default_backend() != "cpu"
+        out = dot_product_attention(q, k, v, vis, use_fused=fused)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
         y = Projection((self.num_heads, self.head_dim, self.out_features or d), 2,
                        ("heads", "head_dim", "embed"), use_bias=self.out_bias, dtype=self.dtype,

@@ -65,7 +65,7 @@ class TransformerBlock(nn.Module):
     rope_theta: float = 1e4
     causal: bool = True
     window: int | None = None
-    use_dot_product_attention: bool = False
+    use_dot_product_attention: bool | None = None  # None: fused on accelerators (nn.attention)
     cross_attention: bool = False
     cross_norm: str = "layer"
     cross_norm_eps: float = 1e-5

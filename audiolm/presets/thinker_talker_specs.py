@@ -52,7 +52,7 @@ class AuTSpec:
     output_dim: int  # proj2 width; equals thinker.hidden_size
     norm_eps: float = 1e-5  # LayerNorm epsilon
     max_frames: int = 3000  # static mel frames per example in training batches
-    use_dot_product_attention: bool = False  # route attention through jax.nn.dot_product_attention
+    use_dot_product_attention: bool | None = None  # fused attention; None = on GPU/TPU only
     # r > 0: a linear CTC head emits r character frames per output token (auxiliary loss
     # train.loss.ctc_weight of the asr task); 0: no head (the released models have none). The
     # one optional field of the section: a section without it means 0.
@@ -86,7 +86,7 @@ class ThinkerSpec:
     pad_token_id: int  # padding (never a training target)
     moe_dispatch: str = "dropless"  # dropless | tiles | ragged_dot | gmm | capacity (nn.moe)
     moe_capacity_factor: float = 2.0  # capacity per expert = factor * tokens * top_k / experts
-    use_dot_product_attention: bool = False  # route attention through jax.nn.dot_product_attention
+    use_dot_product_attention: bool | None = None  # fused attention; None = on GPU/TPU only
 
 
 @_spec

@@ -222,3 +222,24 @@ def test_bad_arguments_raise():
         run(m, p, x, mask=jnp.ones((2, 1, 9, 8), bool))
     with pytest.raises(ValueError, match="positions shape"):
         run(m, p, x, jnp.zeros((2, 8), jnp.int32))
+
+
+@pytest.mark.parametrize("backend,setting,fused", [
+    ("cpu", None, False), ("gpu", None, True), ("tpu", None, True), ("gpu", False, False),
+    ("cpu", True, True)])
+def test_fused_attention_is_the_default_on_accelerators(monkeypatch, backend, setting, fused):
+    import audiolm.nn.attention as attn_lib
+    seen = []
+    real = attn_lib.dot_product_attention
+
+    def spy(*args, use_fused=False):
+        seen.append(use_fused)
+        return real(*args, use_fused=use_fused)
+
+    monkeypatch.setattr(attn_lib, "dot_product_attention", spy)
+    monkeypatch.setattr(attn_lib.jax, "default_backend", lambda: backend)
+    x = _x()
+    m = ann.Attention(num_heads=2, num_kv_heads=1, head_dim=8,
+                      use_dot_product_attention=setting)
+    run(m, _params(m, x), x, jnp.broadcast_to(jnp.arange(9), (2, 9)))
+    assert seen and all(s is fused for s in seen)
