@@ -1,0 +1,155 @@
+"""Pattern-LM tts (`audiolm.tasks.tts_pattern`): the END-padded pattern batches, learning on real
+codec codes of the espeak set, generation cut at END, and the config rules."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from audiolm import config as config_lib
+from audiolm import data as data_lib
+from audiolm.config import ConfigError
+from audiolm.models import pattern_lm as lm
+from audiolm.presets.experiment import load_experiment_config
+from audiolm.tasks import tts, tts_pattern
+
+
+def _config(tmp=None):
+    config = load_experiment_config("configs/pattern_lm.py", "tts_tiny")
+    if tmp is not None:
+        config.data.cache_dir = str(tmp)
+    return config
+
+
+def _speech_batch(tokenizer):
+    """A speech-codes batch by hand: 3 utterances of 5, 3 and 0 frames (a padding row)."""
+    codes = np.arange(2 * 6).reshape(1, 2, 6).repeat(3, axis=0).astype(np.int32) % 32
+    mask = np.arange(6)[None, :] < np.array([5, 3, 0])[:, None]
+    texts = ["the cat", "a dog ran", ""]
+    text = np.zeros((3, 64), np.int32)
+    text_mask = np.zeros((3, 64), bool)
+    for i, t in enumerate(texts[:2]):
+        ids = tokenizer.encode_with_specials(t)
+        text[i, :len(ids)], text_mask[i, :len(ids)] = ids, True
+    return {"codes": np.where(mask[:, None], codes, 0), "codes_mask": mask, "text": text,
+            "text_mask": text_mask, "speaker": np.array([0, 7, -1], np.int32)}
+
+
+def test_pattern_batch_pads_with_end_and_learns_one_end_frame():
+    config = _config()
+    tokenizer = data_lib.make_tokenizer(config.data)
+    out = tts_pattern.pattern_batch(_speech_batch(tokenizer), config, tokenizer)
+    end = tts_pattern.end_code(config)
+    assert end == 32  # the tiny codec's codebook_size: END is one past its codes
+    assert out["codes"].shape == (3, 2, 7) and out["codes"].dtype == np.int32
+    np.testing.assert_array_equal(out["codes"][0, :, :5], np.arange(12).reshape(2, 6)[:, :5])
+    assert (out["codes"][0, :, 5:] == end).all() and (out["codes"][1, :, 3:] == end).all()
+    assert (out["codes"][2] == end).all()
+    # real frames + the first END frame; nothing of a padding row
+    np.testing.assert_array_equal(out["target_mask"].sum(axis=1), [6, 4, 0])
+    assert out["target_mask"][1, 3] and not out["target_mask"][1, 4]
+    text, mask = out["cond.text"], out["cond.text.mask"]
+    assert text.shape == (3, 62)
+    assert bytes((text[1][mask[1]] - 1).astype(np.uint8).tolist()) == b"a dog ran"
+    assert not mask[2].any()
+    np.testing.assert_array_equal(out["cond.speaker"], [1, 8, 0])  # row 0 = unknown speaker
+
+
+def test_cut_at_end():
+    codes = np.array([[3, 4, 5, 32, 32], [1, 2, 32, 32, 32]])
+    np.testing.assert_array_equal(tts_pattern.cut_at_end(codes, 32), [[3, 4], [1, 2]])
+    assert tts_pattern.cut_at_end(codes[:, :2], 32).shape == (2, 2)  # no END: every frame
+    assert tts_pattern.cut_at_end(np.full((2, 3), 32), 32).shape == (2, 0)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    pytest.importorskip("espeakng_loader")
+    config = _config(tmp_path_factory.mktemp("tts_pattern_cache"))
+    config_lib.validate(config)
+    module = lm.build(config.model)
+    params = lm.init_params(config.model, jax.random.PRNGKey(0))
+    return config, module, params, tts.make_batches(config, lm, "train")
+
+
+def test_learns_real_codes_with_cfg_dropout(tiny_run):
+    """A few Adam steps on one batch of the random tiny codec's codes of the espeak set (cut to
+    the first 40 frames of each row for speed): the pattern CE falls by half."""
+    config, module, params, batches = tiny_run
+    batch = next(batches)
+    assert batch["codes"].shape[:2] == (4, 2) and batch["target_mask"].any()
+    assert batch["cond.text.mask"].sum() > 20 and batch["cond.speaker"].max() >= 1
+    state = batches.get_state()
+    after = next(batches)
+    batches.set_state(state)
+    np.testing.assert_array_equal(next(batches)["codes"], after["codes"])  # resumable
+    batch = {k: (v[:, :, :40] if k == "codes" else v[:, :40] if k == "target_mask" else v)
+             for k, v in batch.items()}
+    assert config.model.conditioning.cfg_dropout > 0
+    tx = optax.adam(1e-2)
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, opt, rng):
+        (loss, m), grads = jax.value_and_grad(
+            lambda p: tts.loss_fn(module, p, batch, rng, config, True), has_aux=True)(params)
+        updates, opt = tx.update(grads, opt)
+        return optax.apply_updates(params, updates), opt, m
+
+    history = []
+    for i in range(25):
+        params, opt, m = step(params, opt, jax.random.PRNGKey(i))
+        history.append(float(m["ce_q0"]) + float(m["ce_q1"]))
+    assert np.isfinite(history).all()
+    assert history[-1] < 0.5 * history[0], history
+
+
+def test_generate_codes_shapes_and_range(tiny_run):
+    config, module, params, _ = tiny_run
+    texts = ["the cat sat", "a dog ran home", "hi"]
+    codes = tts_pattern.generate_codes(module, params, config, texts, [0, 3, -1],
+                                       jax.random.PRNGKey(0))
+    frames = int(config.sample.max_new_tokens)
+    assert len(codes) == 3
+    for c in codes:
+        assert c.dtype == np.int32 and c.shape[0] == 2 and c.shape[1] <= frames
+        assert ((c >= 0) & (c < 32)).all()  # END cut away: codec codes only
+    again = tts_pattern.generate_codes(module, params, config, texts, [0, 3, -1],
+                                       jax.random.PRNGKey(0))
+    for a, b in zip(codes, again):
+        np.testing.assert_array_equal(a, b)  # same key, same speech
+    with pytest.raises(ValueError, match="3 texts but 2 speakers"):
+        tts_pattern.generate_codes(module, params, config, texts, [0, 1], jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("model.conditioning.global_ids", (), r"model.conditioning.global_ids=\(\): must list "
+                                          r"'speaker'"),
+    ("model.conditioning.cross_attention_ids", ("speaker",),
+     r"cross_attention_ids=\('speaker',\): must list 'text'"),
+    ("model.pretransform.codebook_size", 32, r"model.pretransform.codebook_size=32: must be the "
+                                             r"codec's codebook_size \+ 1 = 33"),
+    ("model.pretransform.n_q", 1, r"model.pretransform.n_q=1: must equal "
+                                  r"task.codec.num_codebooks=2"),
+    ("model.conditioning.conditioners.text.max_length", 20,
+     r"conditioners.text.max_length=20: must be >= data.max_text_len - 2 = 62"),
+    ("model.conditioning.conditioners.speaker.num_classes", 8,
+     r"speaker.num_classes=8: must be >= data.num_speakers \+ 1 = 9"),
+    ("model.pattern.kwargs", {"empty_initial": -1}, r"model.pattern.kind='delay'.*leading "
+                                                    r"special step"),
+])
+def test_rules_name_the_field(path, value, message):
+    config = _config()
+    section, key = path.rsplit(".", 1)
+    config_lib.get_path(config, section)[key] = value
+    with pytest.raises(ConfigError, match=message):
+        config_lib.validate(config)
+
+
+def test_rules_need_exactly_text_and_speaker():
+    config = _config()
+    conds = config.model.conditioning.conditioners
+    conds["accent"] = conds.speaker.copy_and_resolve_references()
+    with pytest.raises(ConfigError, match=r"conditioners=\['accent', 'speaker', 'text'\]: the "
+                                          r"tts batches feed exactly \['speaker', 'text'\]"):
+        config_lib.validate(config)
