@@ -19,7 +19,9 @@ stage n_residual_layers blocks, ELU, conv / transposed conv; ELU, last conv):
   quantizer.rvq_{first,rest}.{input,output}_proj.weight [out, in, 1] -> {semantic,acoustic}/
       input_proj [D, d], output_proj [d, D]
   quantizer.rvq_*.vq.layers.{l}._codebook.{embedding_sum, cluster_usage, _initialized}
-      -> codebooks[l] = embedding_sum / max(cluster_usage, 1e-5) (the codebook Mimi uses)
+      -> quantizer update "ema" (Mimi's): the buffers embedding_sum[l], cluster_usage[l] and
+      initialized (1 when every level's flag is set or absent, so k-means never reruns);
+      update "loss": codebooks[l] = embedding_sum / max(cluster_usage, 1e-5) (Mimi's codebook)
 Conv weights [out, in, k] become kernels [k, in, out]; transposed conv weights [in, out, k]
 become [k, in, out] (the depthwise upsampler's [D, 1, k] becomes [k, 1, D]).
 """
@@ -32,10 +34,10 @@ import numpy as np
 
 from audiolm.config import spec_to_section
 from audiolm.importers.mapping import CheckpointError, Reader, TensorStore
+from audiolm.models.codec import CODEBOOK_EPS
 from audiolm.presets import codec as presets
 from audiolm.presets.codec import CodecSpec
 
-CODEBOOK_EPS = 1e-5  # Mimi's EuclideanCodebook epsilon on cluster_usage
 
 
 def _conv(r: Reader, name: str, c_in: int, c_out: int, k: int, bias: bool = True) -> dict:
@@ -123,17 +125,22 @@ def _transformer(r: Reader, side: str, spec: CodecSpec) -> dict:
 
 def _rvq(r: Reader, prefix: str, levels: int, spec: CodecSpec) -> dict:
     q, d = spec.quantizer, spec.seanet.dimension
-    books = []
+    sums, usages, flags = [], [], []
     for level in range(levels):
         p = f"{prefix}.vq.layers.{level}._codebook"
-        total = r(f"{p}.embedding_sum", (q.codebook_size, q.dimension))
-        usage = r.vector(f"{p}.cluster_usage", q.codebook_size)
+        sums.append(r(f"{p}.embedding_sum", (q.codebook_size, q.dimension)))
+        usages.append(r.vector(f"{p}.cluster_usage", q.codebook_size))
         if r.has(f"{p}._initialized"):
-            r(f"{p}._initialized")  # training-time flag: nothing to map
-        books.append(total / np.maximum(usage, CODEBOOK_EPS)[:, None])
-    return {"input_proj": r(f"{prefix}.input_proj.weight", (q.dimension, d, 1))[:, :, 0].T.copy(),
-            "output_proj": r(f"{prefix}.output_proj.weight", (d, q.dimension, 1))[:, :, 0].T.copy(),
-            "codebooks": np.stack(books).astype(np.float32)}
+            flags.append(float(np.asarray(r(f"{p}._initialized")).reshape(-1)[0]))
+    out = {"input_proj": r(f"{prefix}.input_proj.weight", (q.dimension, d, 1))[:, :, 0].T.copy(),
+           "output_proj": r(f"{prefix}.output_proj.weight", (d, q.dimension, 1))[:, :, 0].T.copy()}
+    total, usage = np.stack(sums).astype(np.float32), np.stack(usages).astype(np.float32)
+    if q.update == "ema":
+        out.update(embedding_sum=total, cluster_usage=usage,
+                   initialized=np.float32(min(flags, default=1.0) > 0))
+    else:
+        out["codebooks"] = total / np.maximum(usage, CODEBOOK_EPS)[..., None]
+    return out
 
 
 def params_from_state(get_tensor: Callable[[str], np.ndarray], keys: Iterable[str],

@@ -19,14 +19,18 @@ decodes.
 Training (`Codec.__call__`): straight-through estimator over the whole quantizer output
 (z + stop_gradient(q - z)), with per-level commitment ||r_l - sg(e_l)||^2 and codebook
 ||sg(r_l) - e_l||^2 errors returned for the task's loss (VQ-VAE); `active` codebooks (quantizer
-dropout) mask the later levels out of the decoded latent. The codebooks are plain trained params
-(no EMA statistics: the train loop keeps no mutable model state).
+dropout) mask the later levels out of the decoded latent. Codebook learning
+(`model.quantizer.update`): "loss": the codebooks are trained params (the codebook error moves
+them); "ema": Mimi's EMA statistics, buffers in the params tree that the optimizer never moves
+(zero gradient) and that `learn_quantizer` rewrites after each step (through the codec task's
+`update_buffers` hook): k-means init on the first batch, EMA updates, dead-code restarts.
 
 Config: `audiolm.presets.codec.CodecSpec` (every field with its comment), presets `TINY`,
 `SPEECH_16K`, `MIMI`, `TINY_MIMI` there. Param tree: `encoder` (`conv_in`, `res_{i}_{j}`
 {`conv1`, `conv2`}, `down_{i}`, `conv_out`), `encoder_transformer` / `decoder_transformer`
 (`layers_{i}`), `downsample` (`conv`), `upsample` (`conv`), `quantizer` (`semantic`,
-`acoustic` or `rvq`: `input_proj` [D, d], `output_proj` [d, D], `codebooks` [L, K, d]),
+`acoustic` or `rvq`: `input_proj` [D, d], `output_proj` [d, D], `codebooks` [L, K, d] or the
+buffers `embedding_sum` [L, K, d], `cluster_usage` [L, K], `initialized` []),
 `decoder` (`conv_in`, `up_{i}`, `res_{i}_{j}`, `conv_out`).
 """
 
@@ -51,7 +55,8 @@ from audiolm.presets.codec import (CodecSpec, CodecTransformerSpec, QuantizerSpe
 
 FAMILY = "codec"
 __all__ = ["Codec", "CodecSpec", "bitrate", "frame_rate", "hop_length", "build", "init_params",
-           "describe_params", "rules", "example_batch", "spec_of", "encode", "decode"]
+           "describe_params", "rules", "example_batch", "spec_of", "encode", "decode",
+           "learn_quantizer"]
 
 
 def spec_of(model_config: Any) -> CodecSpec:
@@ -195,13 +200,17 @@ def nearest(residual: jax.Array, codebook: jax.Array, normalized: bool = False) 
 class ResidualVQ(nn.Module):
     """`levels` codebooks of `codebook_size` x `dimension` between projections width <-> d.
 
-    Params `input_proj` [width, d], `output_proj` [d, width], `codebooks` [L, K, d].
+    Params `input_proj` [width, d], `output_proj` [d, width], and the codebooks: update "loss":
+    `codebooks` [L, K, d] (trained); update "ema": the buffers `embedding_sum`
+    [L, K, d], `cluster_usage` [L, K] and `initialized` [] (k-means done), learnt by
+    `learn_codebooks`; the codebooks are embedding_sum / max(cluster_usage, CODEBOOK_EPS).
     """
     width: int
     dimension: int
     codebook_size: int
     levels: int
     normalized: bool = False  # cosine lookup (QuantizerSpec.normalized_lookup)
+    update: str = "loss"  # QuantizerSpec.update
     param_dtype: Any = jnp.float32
 
     def setup(self):
@@ -211,9 +220,24 @@ class ResidualVQ(nn.Module):
         self.output_proj = self.param(
             "output_proj", partitioned(default_kernel_init, (None, "embed")),
             (self.dimension, self.width), self.param_dtype)
-        self.codebooks = self.param(
-            "codebooks", partitioned(nn.initializers.normal(1.0), ("codebooks", None, None)),
-            (self.levels, self.codebook_size, self.dimension), self.param_dtype)
+        shape = (self.levels, self.codebook_size, self.dimension)
+        normal = partitioned(nn.initializers.normal(1.0), ("codebooks", None, None))
+        if self.update == "ema":
+            # Usage 1 everywhere: the initial codebooks are the random embedding_sum rows.
+            self.embedding_sum = self.param("embedding_sum", normal, shape, jnp.float32)
+            self.cluster_usage = self.param(
+                "cluster_usage", partitioned(nn.initializers.ones, ("codebooks", None)),
+                shape[:2], jnp.float32)
+            self.initialized = self.param(
+                "initialized", partitioned(nn.initializers.zeros, ()), (), jnp.float32)
+        else:
+            self.codebooks = self.param("codebooks", normal, shape, self.param_dtype)
+
+    def books(self) -> jax.Array:
+        """The codebooks [L, K, d] float32 (EMA ones carry no gradient: buffers)."""
+        if self.update == "ema":
+            return jax.lax.stop_gradient(ema_codebooks(self.embedding_sum, self.cluster_usage))
+        return self.codebooks.astype(jnp.float32)
 
     def _project_in(self, x):
         return jnp.einsum("btc,cd->btd", x.astype(jnp.float32),
@@ -225,18 +249,20 @@ class ResidualVQ(nn.Module):
     def encode(self, x: jax.Array, levels: int) -> jax.Array:
         """x [B, T, width] -> codes [B, levels, T] (int32)."""
         r = self._project_in(x)
+        books = self.books()
         codes = []
         for level in range(levels):
-            idx = nearest(r, self.codebooks[level], self.normalized)
-            r = r - jnp.take(self.codebooks[level].astype(jnp.float32), idx, axis=0)
+            idx = nearest(r, books[level], self.normalized)
+            r = r - jnp.take(books[level], idx, axis=0)
             codes.append(idx)
         return jnp.stack(codes, axis=1)
 
     def decode(self, codes: jax.Array) -> jax.Array:
         """codes [B, n, T] (n <= levels) -> [B, T, width]."""
+        books = self.books()
         q = 0.0
         for level in range(codes.shape[1]):
-            q = q + jnp.take(self.codebooks[level].astype(jnp.float32), codes[:, level], axis=0)
+            q = q + jnp.take(books[level], codes[:, level], axis=0)
         return self._project_out(q)
 
     def __call__(self, x: jax.Array, active: jax.Array) -> dict[str, jax.Array]:
@@ -249,8 +275,9 @@ class ResidualVQ(nn.Module):
         r = z
         q = jnp.zeros_like(z)
         codes, commit, codebook = [], [], []
+        books = self.books()
         for level in range(self.levels):
-            book = self.codebooks[level].astype(jnp.float32)
+            book = books[level]
             idx = nearest(jax.lax.stop_gradient(r), book, self.normalized)
             e = jnp.take(book, idx, axis=0)
             on = (level < active).astype(jnp.float32)
@@ -273,7 +300,7 @@ class Quantizer(nn.Module):
     def setup(self):
         q = self.spec
         kw = dict(width=self.width, dimension=q.dimension, codebook_size=q.codebook_size,
-                  normalized=q.normalized_lookup, param_dtype=self.param_dtype)
+                  normalized=q.normalized_lookup, update=q.update, param_dtype=self.param_dtype)
         if q.num_semantic:
             self.semantic = ResidualVQ(levels=q.num_semantic, **kw)
             self.acoustic = ResidualVQ(levels=q.num_codebooks - q.num_semantic, **kw)
@@ -308,6 +335,139 @@ class Quantizer(nn.Module):
                 "codes": jnp.concatenate([first["codes"], rest["codes"]], axis=1),
                 "commit": jnp.concatenate([first["commit"], rest["commit"]], axis=-1),
                 "codebook": jnp.concatenate([first["codebook"], rest["codebook"]], axis=-1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Codebook learning of update "ema" (buffers, written by the train step's buffer hook)
+
+CODEBOOK_EPS = 1e-5  # floor on cluster_usage (Mimi's EuclideanCodebook epsilon)
+
+
+def ema_codebooks(embedding_sum: jax.Array, cluster_usage: jax.Array) -> jax.Array:
+    """Codebooks from the EMA statistics: [..., K, d] / max([..., K], eps) -> [..., K, d]."""
+    return (embedding_sum.astype(jnp.float32)
+            / jnp.maximum(cluster_usage.astype(jnp.float32), CODEBOOK_EPS)[..., None])
+
+
+def _sample_rows(key: jax.Array, x: jax.Array, weight: jax.Array, n: int) -> jax.Array:
+    """n rows of x [N, d] drawn uniformly with replacement among the rows of weight > 0."""
+    idx = jax.random.categorical(key, jnp.where(weight > 0, 0.0, -jnp.inf), shape=(n,))
+    return jnp.take(x, idx, axis=0)
+
+
+def _assign(r: jax.Array, book: jax.Array, weight: jax.Array, normalized: bool):
+    """Nearest entries of r [N, d] in book [K, d] -> (idx [N], counts [K], sums [K, d]), rows
+    weighted by `weight` [N] (0 for padding frames)."""
+    idx = nearest(r, book, normalized)
+    onehot = jax.nn.one_hot(idx, book.shape[0], dtype=jnp.float32) * weight[:, None]
+    sums = jnp.einsum("nk,nd->kd", onehot, r, precision=jax.lax.Precision.HIGHEST)
+    return idx, jnp.sum(onehot, axis=0), sums
+
+
+def kmeans(r: jax.Array, weight: jax.Array, k: int, iters: int, key: jax.Array,
+           normalized: bool = False) -> tuple[jax.Array, jax.Array]:
+    """Lloyd's k-means of the rows of r [N, d] with weight > 0: k means drawn from the rows, then
+    `iters` iterations (an empty cluster takes a fresh random row, as moshi's `_run_kmeans`).
+    Returns EMA statistics (embedding_sum [k, d], cluster_usage [k]): usage = the final
+    cluster sizes floored at 1, embedding_sum = means * usage (so the codebook is the means)."""
+    means = _sample_rows(jax.random.fold_in(key, 0), r, weight, k)
+
+    def step(i, means):
+        _, counts, sums = _assign(r, means, weight, normalized)
+        fresh = _sample_rows(jax.random.fold_in(key, i + 1), r, weight, k)
+        return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], fresh)
+
+    means = jax.lax.fori_loop(0, iters, step, means)
+    _, counts, _ = _assign(r, means, weight, normalized)
+    usage = jnp.maximum(counts, 1.0)
+    return means * usage[:, None], usage
+
+
+def learn_codebooks(spec: QuantizerSpec, rvq: Any, z: jax.Array, weight: jax.Array,
+                    rng: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
+    """One training step of a ResidualVQ's EMA buffers (`rvq`: its params) on z [N, d] (the
+    projected latent of the batch's frames, weight [N] 1 for valid frames, 0 for padding).
+
+    1. k-means init (`kmeans_init`, while `initialized` is 0): level by level, `kmeans` on the
+       residual left by the levels before (already initialised).
+    2. Per level l, on the residual r_l of the batch under the current codebooks (as in the
+       forward): cluster_usage <- decay * usage + (1 - decay) * counts, embedding_sum <- decay *
+       sum + (1 - decay) * (sum of the rows assigned to each entry).
+    3. Dead codes (`dead_code_threshold` > 0): entries whose new usage is below threshold x
+       mean usage take a random row of r_l as codebook vector, with the mean usage.
+    All levels learn every step, whatever quantizer dropout decoded. A batch without valid frames
+    leaves everything unchanged. Returns ({embedding_sum, cluster_usage, initialized}, number of
+    dead codes restarted).
+    """
+    k, decay = spec.codebook_size, float(spec.ema_decay)
+    emb = rvq["embedding_sum"].astype(jnp.float32)
+    usage = rvq["cluster_usage"].astype(jnp.float32)
+    z = jax.lax.stop_gradient(z.astype(jnp.float32))
+    weight = weight.astype(jnp.float32)
+    has_data = jnp.sum(weight) > 0
+    init_key, dead_key = jax.random.split(rng)
+    levels = usage.shape[0]
+    if spec.kmeans_init:
+        def initialise(_):
+            r, sums, uses = z, [], []
+            for level in range(levels):
+                s, u = kmeans(r, weight, k, int(spec.kmeans_iters),
+                              jax.random.fold_in(init_key, level), spec.normalized_lookup)
+                book = s / u[:, None]
+                r = r - jnp.take(book, nearest(r, book, spec.normalized_lookup), axis=0)
+                sums.append(s)
+                uses.append(u)
+            return jnp.stack(sums), jnp.stack(uses)
+
+        done = (rvq["initialized"] > 0) | ~has_data
+        emb, usage = jax.lax.cond(done, lambda _: (emb, usage), initialise, None)
+    r = z
+    new_emb, new_usage, dead_total = [], [], jnp.zeros((), jnp.int32)
+    for level in range(levels):
+        book = ema_codebooks(emb[level], usage[level])
+        idx, counts, sums = _assign(r, book, weight, spec.normalized_lookup)
+        u = decay * usage[level] + (1.0 - decay) * counts
+        e = decay * emb[level] + (1.0 - decay) * sums
+        if spec.dead_code_threshold > 0:
+            mean = jnp.sum(u) / k
+            dead = u < float(spec.dead_code_threshold) * mean
+            fresh = _sample_rows(jax.random.fold_in(dead_key, level), r, weight, k)
+            e = jnp.where(dead[:, None], mean * fresh, e)
+            u = jnp.where(dead, mean, u)
+            dead_total = dead_total + jnp.sum(dead.astype(jnp.int32))
+        r = r - jnp.take(book, idx, axis=0)
+        new_emb.append(e)
+        new_usage.append(u)
+    keep = lambda new, old: jnp.where(has_data, new, old).astype(old.dtype)
+    out = {"embedding_sum": keep(jnp.stack(new_emb), rvq["embedding_sum"]),
+           "cluster_usage": keep(jnp.stack(new_usage), rvq["cluster_usage"]),
+           "initialized": keep(jnp.ones((), jnp.float32), rvq["initialized"])}
+    return out, jnp.where(has_data, dead_total, 0)
+
+
+def learn_quantizer(spec: CodecSpec, params: Any, latent: jax.Array, frame_mask: jax.Array,
+                    rng: jax.Array) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+    """The quantizer's new EMA buffers after one training batch (update "ema").
+
+    params: the codec params the batch was encoded with; latent [B, T, D]: the unquantized
+    latent (`Codec.__call__`'s "latent"); frame_mask [B, T]: valid frames. Returns
+    ({"quantizer": {group: {embedding_sum, cluster_usage, initialized}}} (only the buffer leaves,
+    group "rvq" or "semantic" / "acoustic"), {"dead_codes": entries restarted, all levels}).
+    """
+    q = spec.quantizer
+    if q.update != "ema":
+        raise ValueError(f"learn_quantizer: model.quantizer.update={q.update!r} has no buffers "
+                         f"(only 'ema' does)")
+    x = latent.astype(jnp.float32).reshape(-1, latent.shape[-1])
+    weight = frame_mask.astype(jnp.float32).reshape(-1)
+    groups = ("semantic", "acoustic") if q.num_semantic else ("rvq",)
+    out, dead = {}, jnp.zeros((), jnp.int32)
+    for i, group in enumerate(groups):
+        rvq = params["quantizer"][group]
+        z = jnp.einsum("nc,cd->nd", x, rvq["input_proj"].astype(jnp.float32))
+        out[group], n = learn_codebooks(q, rvq, z, weight, jax.random.fold_in(rng, i))
+        dead = dead + n
+    return {"quantizer": out}, {"dead_codes": dead.astype(jnp.float32)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,7 +637,9 @@ def init_params(model_config: Any, rng: jax.Array) -> Any:
 
 def describe_params(model_config: Any) -> dict[str, dict[str, int]]:
     """{"encoder", "quantizer", "decoder"} parameter counts via eval_shape (nothing allocated);
-    the codebooks count as the quantizer's embedding."""
+    the codebooks (`codebooks`, or the EMA `embedding_sum` that stands for them) count as the
+    quantizer's embedding; the other EMA buffers (usage, init flag) are statistics, not counted
+    (as Mimi's parameter count)."""
     spec = spec_of(model_config)
     shapes = jax.eval_shape(
         lambda r: flax.core.meta.unbox(Codec(spec).init(r, _init_wav(spec))["params"]),
@@ -485,9 +647,16 @@ def describe_params(model_config: Any) -> dict[str, dict[str, int]]:
     side = {"encoder": ("encoder", "encoder_transformer", "downsample"),
             "quantizer": ("quantizer",),
             "decoder": ("upsample", "decoder_transformer", "decoder")}
-    is_emb = lambda path: path[-1] == "codebooks"
-    return {k: config_lib.count_params({n: shapes[n] for n in names if n in shapes},
+    counted = _drop_leaves(shapes, ("cluster_usage", "initialized"))
+    is_emb = lambda path: path[-1] in ("codebooks", "embedding_sum")
+    return {k: config_lib.count_params({n: counted[n] for n in names if n in counted},
                                        embedding=is_emb) for k, names in side.items()}
+
+
+def _drop_leaves(tree: Any, names: tuple[str, ...]) -> Any:
+    if not hasattr(tree, "keys"):
+        return tree
+    return {k: _drop_leaves(v, names) for k, v in tree.items() if k not in names}
 
 
 def example_batch(model_config: Any, batch_size: int, rng: np.random.Generator,
@@ -549,6 +718,14 @@ def rules(config: Any) -> None:
     check_int(config, f"{q}.codebook_size", lo=2)
     n = check_int(config, f"{q}.num_codebooks", lo=1, hi=MAX_CODEBOOKS)
     check_int(config, f"{q}.num_semantic", lo=0, hi=n - 1)
+    update = config_lib.check_choice(config, f"{q}.update", ("loss", "ema"))
+    check_float(config, f"{q}.ema_decay", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    kmeans_on = config_lib.check_bool(config, f"{q}.kmeans_init")
+    check_int(config, f"{q}.kmeans_iters", lo=1)
+    threshold = check_float(config, f"{q}.dead_code_threshold", lo=0.0, hi=1.0, hi_open=True)
+    for key, on in (("kmeans_init", kmeans_on), ("dead_code_threshold", threshold > 0)):
+        require(update == "ema" or not on, f"{q}.{key}", get_path(config, f"{q}.{key}"),
+                f"needs {q}.update='ema' (it acts on the EMA statistics; update={update!r})")
 
 
 config_lib.register_rules(FAMILY, rules)

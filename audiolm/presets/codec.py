@@ -11,7 +11,9 @@ Presets (the one place these sizes are written; `PRESETS` maps the names to `con
     residual kernel 3, last kernel 3, compress 2, one residual layer per stage, dimension 512;
     an 8-layer causal transformer (d 512, 8 heads, FFN 2048 GELU, LayerNorm, RoPE 1e4,
     LayerScale 0.01, context 250) on each side of the quantizer; a stride-2 conv from 25 Hz to
-    12.5 Hz; split RVQ: 1 semantic + 31 acoustic codebooks of 2048 entries, dimension 256.
+    12.5 Hz; split RVQ: 1 semantic + 31 acoustic codebooks of 2048 entries, dimension 256,
+    learnt as Mimi's (moshi `EuclideanCodebook`): EMA decay 0.99, k-means init (50 iterations),
+    dead codes below 0.1 x the mean usage restarted.
   * `TINY_MIMI` ("tiny_mimi"): Mimi's layout shrunk for the parity tests (SEANet dimension 32,
     n_filters 4, ratios [4, 4, 5, 6], quantizer 16-dim x 64 bins, transformer 32 wide / 2 heads /
     1 layer, context 10), with the stride-2 resampler kept (25 Hz) and 4 codebooks.
@@ -71,6 +73,20 @@ class QuantizerSpec:
     # lookup only; the decoded vector is the raw row), as DAC's factorised codes: keeps many
     # entries in use without k-means or restarts. False: Euclidean nearest (Mimi).
     normalized_lookup: bool = False
+    # How the codebooks learn. "loss": they are params moved by the codebook loss (VQ-VAE).
+    # "ema": Mimi's / EnCodec's EMA statistics, buffers `embedding_sum` [L, K, d] and
+    # `cluster_usage` [L, K] (codebook = embedding_sum / max(cluster_usage, 1e-5)) updated by the
+    # train step's buffer hook, not by the optimizer.
+    update: str = "loss"
+    ema_decay: float = 0.99  # EMA decay of the statistics per step ("ema")
+    # "ema" only: at the first training step (buffer `initialized` 0) each level's codebook is
+    # set by kmeans_iters Lloyd iterations on that batch's residuals at that level.
+    kmeans_init: bool = False
+    kmeans_iters: int = 10
+    # "ema" only: an entry whose cluster_usage falls below dead_code_threshold x the mean usage
+    # (sum / codebook_size; batch-size free, as moshi's threshold_usage_ratio) is restarted
+    # from a random residual of the batch with the mean usage. 0 = never.
+    dead_code_threshold: float = 0.0
 
 
 @_spec
@@ -109,7 +125,8 @@ MIMI = CodecSpec(
                                      rope_theta=10000.0, layer_scale=0.01),
     downsample_stride=2,
     quantizer=QuantizerSpec(dimension=256, codebook_size=2048, num_codebooks=32,
-                            num_semantic=1),
+                            num_semantic=1, update="ema", ema_decay=0.99, kmeans_init=True,
+                            kmeans_iters=50, dead_code_threshold=0.1),
 )
 
 TINY_MIMI = CodecSpec(
@@ -117,7 +134,8 @@ TINY_MIMI = CodecSpec(
     seanet=SEANetSpec(dimension=32, n_filters=4, ratios=(4, 4, 5, 6)),
     transformer=CodecTransformerSpec(num_layers=1, num_heads=2, ffn_hidden=64, context=10),
     downsample_stride=2,
-    quantizer=QuantizerSpec(dimension=16, codebook_size=64, num_codebooks=4, num_semantic=1),
+    quantizer=QuantizerSpec(dimension=16, codebook_size=64, num_codebooks=4, num_semantic=1,
+                            update="ema", kmeans_init=True, dead_code_threshold=0.1),
 )
 
 SPEECH_16K = CodecSpec(

@@ -53,6 +53,11 @@ class EvalContext:
     step: int = 0
 
 
+# Reserved key of a training loss_fn's metrics: a pytree of arrays with a leading batch axis
+# (e.g. the latent of each row) that the train step removes from the metrics, concatenates over
+# micro-batches and hands to the task's optional `update_buffers` hook.
+BUFFER_INPUTS = "buffer_inputs"
+
 # An evaluator: (context, params, split) -> {metric: float}; registered by name in
 # `audiolm.tasks.evaluators` and chosen by config.task.evaluators / final_evaluators.
 Evaluator = Callable[[EvalContext, Any, str], dict[str, float]]
@@ -78,3 +83,13 @@ class Task(Protocol):
 
     def write_samples(self, module: Any, params: Any, config: Any, workdir: str) -> dict:
         """`--mode=sample`: writes samples under workdir/samples; returns a summary dict."""
+
+    # Optional (a task without it has no buffers): a training step's new values of the params
+    # leaves that are *buffers* (statistics such as EMA codebooks, not moved by the optimizer).
+    #   update_buffers(module, params, inputs, rng, config) -> (buffers, metrics)
+    # params: the params the batch was computed with (before the optimizer step); inputs: the
+    # loss_fn's metrics[BUFFER_INPUTS] over the whole batch (None when it gave none); rng: the
+    # step's key. buffers: a nested dict holding only the buffer leaves, at their params paths;
+    # the train step (jitted, after the optimizer update) overwrites those leaves with it, so any
+    # optimizer drift on them is discarded (their gradients must be zero: stop_gradient in the
+    # forward). metrics: scalars added to the step's metrics.

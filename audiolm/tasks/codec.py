@@ -12,8 +12,9 @@ Loss (`train.loss` weights):
   + stft_weight * multi-resolution STFT loss (spectral convergence + log-magnitude L1 at the
       same n_fft values)
   + commit_weight * commitment ||r - sg(e)||^2 + codebook_weight * ||sg(r) - e||^2
-      (straight-through RVQ; the codebooks are learnt by the codebook term, not by EMA: the
-      train loop carries no mutable model state)
+      (straight-through RVQ; with model.quantizer.update "loss" the codebook term moves the
+      codebooks; with "ema" they are buffers without gradient and `update_buffers` learns them:
+      k-means init, EMA, dead-code restarts, `audiolm.models.codec.learn_quantizer`)
   Padding samples are zeros in both signals (they add nothing to the spectral losses); the VQ
   terms average over valid frames and active levels. With probability `quantizer_dropout` a
   training batch decodes a random prefix of n codebooks (n uniform in [max(num_semantic, 1),
@@ -21,6 +22,7 @@ Loss (`train.loss` weights):
 Metrics: the terms, `active_codebooks`, and per codebook q `perplexity_q{q}` (exp of the
 entropy of its code histogram over the batch's valid frames) and `usage_q{q}` (fraction of its
 entries used in the batch).
+With update "ema", training also reports `dead_codes` (entries restarted this step).
 
 Evaluators: "loss" and "codec" (`mel_distance`: mean |log-mel difference| at n_fft 1024 /
 hop 256 / 80 mels per utterance; `si_snr` in dB; `bitrate` in bits/s; over `train.eval_steps`
@@ -47,7 +49,7 @@ from audiolm.audio.io import write_audio
 from audiolm.config import check_float, check_int, check_schema, require
 from audiolm.models import codec as codec_lib
 from audiolm.tasks import evaluators, synthetic
-from audiolm.tasks.base import EvalContext
+from audiolm.tasks.base import BUFFER_INPUTS, EvalContext
 
 NAME = "codec"
 EVALUATORS = ("loss", "codec", "judge")
@@ -224,7 +226,21 @@ def loss_fn(module: Any, params: Any, batch: Mapping[str, Any], rng: jax.Array, 
                "codebook_loss": codebook, "active_codebooks": active.astype(jnp.float32)}
     metrics.update(code_statistics(out["codes"], frame_mask, q.codebook_size, active))
     metrics["loss"] = loss
+    if train and q.update == "ema":  # what update_buffers learns the codebooks from
+        metrics[BUFFER_INPUTS] = {"latent": jax.lax.stop_gradient(out["latent"]),
+                                  "frame_mask": frame_mask}
     return loss, metrics
+
+
+def update_buffers(module: Any, params: Any, inputs: Any, rng: jax.Array,
+                   config: Any) -> tuple[dict, dict[str, jax.Array]]:
+    """The train step's buffer hook (`audiolm.tasks.base.Task`): with model.quantizer.update
+    "ema", the quantizer's EMA buffers after this batch (`codec.learn_quantizer` on the latent
+    [B, T, D] and frame mask [B, T] that loss_fn handed over) and `dead_codes`; else none."""
+    if module.spec.quantizer.update != "ema":
+        return {}, {}
+    return codec_lib.learn_quantizer(module.spec, params, inputs["latent"],
+                                     inputs["frame_mask"], rng)
 
 
 # ---------------------------------------------------------------------------------------------

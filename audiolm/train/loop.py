@@ -211,7 +211,8 @@ def train(config: Any, workdir: str, callbacks: Iterable[Callback] = ()) -> Trai
             if train_step is None:
                 train_step = step_lib.jit_train_step(
                     step_lib.make_train_step(exp.module, exp.task.loss_fn, exp.tx, config,
-                                             exp.lr_schedule),
+                                             exp.lr_schedule,
+                                             getattr(exp.task, "update_buffers", None)),
                     exp.state_shardings, {k: v.sharding for k, v in sharded.items()},
                     parallel.replicated(exp.mesh))
             state, metrics = train_step(state, sharded)

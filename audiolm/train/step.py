@@ -4,6 +4,11 @@ The task's `loss_fn(module, params, batch, rng, config, train)` already contains
 (text / codebook CE, code predictor CE, MoE load-balance and z losses weighted from
 `config.train`); the step only differentiates it, accumulates gradients over
 `train.grad_accum_steps` micro-batches with `lax.scan`, and applies the optimizer.
+
+Buffers: a task with an `update_buffers` hook (`audiolm.tasks.base.Task`) keeps statistics in
+the params tree (e.g. the codec's EMA codebooks). The loss_fn hands what the hook needs under
+`metrics[BUFFER_INPUTS]` (rows of each micro-batch, concatenated here over micro-batches); after
+the optimizer update the hook's values overwrite those leaves, so the optimizer never moves them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from audiolm.tasks.base import BUFFER_INPUTS
 from audiolm.train.state import TrainState
 
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
@@ -36,12 +42,29 @@ def split_micro_batches(batch: dict[str, jax.Array], accum: int) -> dict[str, ja
     return jax.tree_util.tree_map(split, batch)
 
 
+def overwrite_leaves(tree: Any, values: Any) -> Any:
+    """`tree` (nested dicts) with the leaves at the paths of `values` (a nested dict of some of
+    its paths) replaced by those values, cast to the replaced leaves' dtypes."""
+    if not hasattr(values, "keys"):
+        return jnp.asarray(values, tree.dtype)
+    missing = [k for k in values if k not in tree]
+    if missing:
+        raise KeyError(f"update_buffers: buffer paths {missing} are not in the params tree "
+                       f"(keys {sorted(tree)})")
+    out = dict(tree)
+    for key, value in values.items():
+        out[key] = overwrite_leaves(tree[key], value)
+    return out
+
+
 def make_train_step(module: Any, loss_fn: LossFn, tx: optax.GradientTransformation,
-                    config: Any, lr_schedule: Callable[[Any], Any] | None = None):
+                    config: Any, lr_schedule: Callable[[Any], Any] | None = None,
+                    update_buffers: Callable[..., Any] | None = None):
     """Returns `train_step(state, batch) -> (state, metrics)` (not yet jitted).
 
     metrics: the task's metrics averaged over micro-batches, plus `loss`, `grad_norm`,
-    `param_norm` and `learning_rate` (float32 scalars).
+    `param_norm`, `learning_rate` and those of `update_buffers` (float32 scalars).
+    update_buffers: the task's optional hook (see the module docstring).
     """
     accum = int(config.train.grad_accum_steps)
 
@@ -52,18 +75,19 @@ def make_train_step(module: Any, loss_fn: LossFn, tx: optax.GradientTransformati
 
         (loss, metrics), grads = jax.value_and_grad(f, has_aux=True)(params)
         metrics = dict(metrics)
+        buffer_inputs = metrics.pop(BUFFER_INPUTS, None)
         metrics["loss"] = loss
-        return grads, metrics
+        return grads, metrics, buffer_inputs
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
         step_rng = jax.random.fold_in(state.rng, state.step)
         if accum == 1:
-            grads, metrics = loss_and_grad(state.params, batch, step_rng)
+            grads, metrics, buffer_inputs = loss_and_grad(state.params, batch, step_rng)
         else:
             micro = split_micro_batches(batch, accum)
             rngs = jax.random.split(step_rng, accum)
             zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-            _, metrics_shape = jax.eval_shape(
+            _, metrics_shape, _ = jax.eval_shape(
                 loss_and_grad, state.params, jax.tree_util.tree_map(lambda x: x[0], micro),
                 rngs[0])
             metric_zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, jnp.float32),
@@ -72,16 +96,24 @@ def make_train_step(module: Any, loss_fn: LossFn, tx: optax.GradientTransformati
             def body(carry, xs):
                 g_sum, m_sum = carry
                 mb, r = xs
-                g, m = loss_and_grad(state.params, mb, r)
+                g, m, b = loss_and_grad(state.params, mb, r)
                 g_sum = jax.tree_util.tree_map(jnp.add, g_sum, g)
                 m_sum = jax.tree_util.tree_map(lambda a, b: a + b.astype(jnp.float32), m_sum, m)
-                return (g_sum, m_sum), None
+                return (g_sum, m_sum), b
 
-            (g_sum, m_sum), _ = jax.lax.scan(body, (zeros, metric_zeros), (micro, rngs))
+            (g_sum, m_sum), stacked = jax.lax.scan(body, (zeros, metric_zeros), (micro, rngs))
             grads = jax.tree_util.tree_map(lambda g: g / accum, g_sum)
             metrics = jax.tree_util.tree_map(lambda m: m / accum, m_sum)
+            # [accum, B / accum, ...] -> [B, ...] (rows in micro-batch order)
+            buffer_inputs = jax.tree_util.tree_map(
+                lambda x: x.reshape((-1,) + x.shape[2:]), stacked)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if update_buffers is not None:
+            buffers, buffer_metrics = update_buffers(
+                module, state.params, buffer_inputs, jax.random.fold_in(step_rng, accum), config)
+            params = overwrite_leaves(params, buffers)
+            metrics.update(buffer_metrics)
         metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["param_norm"] = optax.tree.norm(params)
         if lr_schedule is not None:
@@ -99,6 +131,7 @@ def make_eval_step(module: Any, loss_fn: LossFn, config: Any):
     def eval_step(params, batch, rng):
         loss, metrics = loss_fn(module, params, batch, rng, config, False)
         metrics = dict(metrics)
+        metrics.pop(BUFFER_INPUTS, None)
         metrics["loss"] = loss
         return {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
