@@ -11,8 +11,13 @@ Describe Kyutai's Mimi (parameters; nothing is allocated):
   python -m audiolm.main --config=configs/codec.py:variant=mimi --mode=describe
 
 arg: variant=<preset of audiolm.presets.codec> (tiny | speech | mimi | tiny_mimi), steps=<n>
-(0 = the variant's default). `audiolm.presets.codec` documents every field of `config.model`;
+(0 = the variant's default), adversarial=<bool> (default False: no discriminator).
+`audiolm.presets.codec` documents every field of `config.model`;
 the task is "codec" (`audiolm.tasks.codec`: the loss weights below).
+Adversarial training (multi-scale STFT discriminator, hinge + feature matching, its own Adam):
+  python -m audiolm.main --config=configs/codec.py:variant=speech,adversarial=True \
+      --workdir=runs/codec_speech_gan
+
 """
 
 from __future__ import annotations
@@ -36,11 +41,13 @@ def train_loss(min_n_fft=256, n_mels=64, segment_seconds=1.0):
         min_n_fft=min_n_fft,  # smallest STFT size of both spectral losses (hop n_fft / 4)
         num_scales=3,  # STFT sizes min_n_fft * 2**k, k < num_scales
         n_mels=n_mels,  # mel bands per scale
+        adv_weight=0.0,  # hinge generator loss against model.discriminator (adversarial=True)
+        feat_weight=0.0,  # relative feature-matching L1 on the discriminator's feature maps
     ))
 
 
 def get_config(arg=None):
-    arg = experiment.parse_arg(arg, variant="tiny", steps=0)
+    arg = experiment.parse_arg(arg, variant="tiny", steps=0, adversarial=False)
     if arg.variant not in presets.PRESETS:
         raise ValueError(f"config arg variant={arg.variant!r}: expected one of "
                          f"{sorted(presets.PRESETS)}")
@@ -93,7 +100,22 @@ def sweep_lr():
     """Peak learning rate, e.g.
     python experiments/sweep.py --config=configs/codec.py:tiny --sweep=lr --workdir=runs/codec_lr"""
     for lr in (3e-4, 1e-3, 3e-3):
+    if arg.adversarial:
+        add_discriminator(config)
         yield {"train.learning_rate": lr}
+
+
+def add_discriminator(config):
+    """EnCodec-style adversarial training: three STFT scales around the loss's middle size,
+    hinge + feature matching (EnCodec's 1:3 ratio of the two), the discriminator on its own Adam
+    (EnCodec's lr 3e-4, betas 0.5 / 0.9)."""
+    mid = 2 * int(config.train.loss.min_n_fft)
+    config.model.discriminator.n_ffts = (2 * mid, mid, mid // 2)
+    config.model.discriminator.filters = 32 if config.data.name != "synthetic" else 8
+    config.train.loss.adv_weight = 1.0
+    config.train.loss.feat_weight = 3.0
+    config.train.param_groups.discriminator = ml_collections.ConfigDict(
+        dict(learning_rate=3e-4, b1=0.5, b2=0.9))
 
 
 def sweep_commitment():

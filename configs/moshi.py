@@ -9,18 +9,35 @@ Slices of the streaming v0.1 model are an arg:
 An official Kyutai config file (Python JSON or Rust/server TOML):
   python -m audiolm.main --config=configs/moshi.py:file=/path/to/moshi_7b_202409.json --mode=describe
 
-arg: variant=<preset of audiolm.presets.moshi>, slices=<n> (v0_1_streaming), fusion=<add |
-concat | cross_attention | interleave> (tiny only), file=<official Kyutai JSON/TOML config>.
-`audiolm.presets.moshi` documents every field of `config.model`; the task is "codes".
+Speech tasks on the codes of the speech codec (train the codec first:
+`python -m audiolm.main --config=configs/codec.py:variant=speech --workdir=runs/codec_speech`):
+  text-to-speech, text leading (`audiolm.tasks.tts_moshi`; judged by the "speech" evaluator):
+    python -m audiolm.main --config=configs/moshi.py:variant=tts --workdir=runs/moshi_tts
+  speech-to-text, audio leading (`audiolm.tasks.stt`; test CER and streaming delay):
+    python -m audiolm.main --config=configs/moshi.py:variant=stt --workdir=runs/moshi_stt
+  `tts_tiny` / `stt_tiny`: the same on a random tiny codec and a tiny speech set (tests).
+
+arg: variant=<preset of audiolm.presets.moshi | tts | stt | tts_tiny | stt_tiny>,
+slices=<n> (v0_1_streaming), fusion=<add | concat | cross_attention | interleave> (tiny only),
+file=<official Kyutai JSON/TOML config>, codec=<the speech codec's workdir> (tts / stt),
+steps=<n> (tts / stt; 0 = the variant's).
+`audiolm.presets.moshi` documents every field of `config.model`; the task is "codes" (tts / stt
+for the speech variants).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from audiolm import data as data_lib
+from audiolm.config import spec_to_section
 from audiolm.importers import moshi as kyutai_files
 from audiolm.presets import experiment
 from audiolm.presets import moshi as presets
+from audiolm.presets.moshi_specs import DepformerSpec, MoshiSpec, TemporalSpec
+from audiolm.tasks import speech_codes
+
+SPEECH = ("tts", "stt", "tts_tiny", "stt_tiny")  # variants on codec codes of the speech set
 
 
 def train_loss() -> ml_collections.ConfigDict:
@@ -31,16 +48,94 @@ def train_loss() -> ml_collections.ConfigDict:
     ))
 
 
+def speech_model(task: str, tiny: bool, num_codebooks: int, card: int, vocab: int,
+                 num_speakers: int) -> ml_collections.ConfigDict:
+    """`config.model` of a speech variant. Text ids: the tokenizer's `vocab` ids, then PAD,
+    EPAD (predicted), then the initial id. tts: text leading (audio codebooks delayed 1, the
+    acoustic ones 2, at 125 Hz tiny / 25 Hz speech), a depformer over every codebook, the speaker
+    profile as a lut; stt: the text 3 (tiny) / 10 (speech, 0.4 s) frames behind the audio,
+    no depformer."""
+    tts = task == "tts"
+    if tiny:
+        temporal = TemporalSpec(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=4,
+                                ffn_hidden=64, context=64, rope_theta=10000.0)
+        depformer = DepformerSpec(num_slices=num_codebooks, hidden_size=16, num_layers=1,
+                                  num_heads=2, ffn_hidden=32)
+    else:
+        temporal = TemporalSpec(hidden_size=256, num_layers=6, num_heads=8, num_kv_heads=8,
+                                ffn_hidden=704, context=150, rope_theta=10000.0)
+        depformer = DepformerSpec(num_slices=num_codebooks, hidden_size=128, num_layers=2,
+                                  num_heads=4, ffn_hidden=256)
+    if tts:
+        delays = (0,) + tuple(1 if q == 0 else 2 for q in range(num_codebooks))
+        conditioners = {"speaker": presets.lut(num_speakers, 16 if tiny else 64)}
+    else:
+        delays = (3 if tiny else 10,) + (0,) * num_codebooks
+        depformer, conditioners = presets.NO_DEPFORMER, {}
+    return spec_to_section(MoshiSpec(
+        text_in_vocab_size=vocab + 3, text_out_vocab_size=vocab + 2, audio_vocab_size=card + 1,
+        audio_codebooks=num_codebooks, delays=delays, temporal=temporal, depformer=depformer,
+        text_padding_id=vocab, text_end_padding_id=vocab + 1, conditioners=conditioners))
+
+
+def speech_config(config: ml_collections.ConfigDict, variant: str, codec_workdir: str,
+                  steps: int) -> ml_collections.ConfigDict:
+    """tts / stt on the codec codes of the espeak set (module docstring)."""
+    task, tiny = variant.split("_")[0], variant.endswith("_tiny")
+    data = config.data
+    data.name = "speech_synth"
+    data.max_audio_seconds = 6.0
+    data.bucket_seconds = (2.0, 3.0, 4.0)  # padded lengths 2, 3, 4, 6 s: four compiles
+    if tiny:
+        data.update(num_train=16, num_validation=4, num_test=4, num_speakers=4, batch_size=4)
+        config.task.codec = speech_codes.codec_section("configs/codec.py:variant=tiny", 2)
+    else:
+        data.batch_size = 16
+        config.task.codec = speech_codes.codec_section(
+            "configs/codec.py:variant=speech", 4 if task == "tts" else 8, workdir=codec_workdir)
+    config.model = speech_model(task, tiny, config.task.codec.num_codebooks,
+                                speech_codes.codec_spec(config).quantizer.codebook_size,
+                                data_lib.make_tokenizer(data).vocab_size, data.num_speakers)
+    config.task.name = task
+    config.train.loss = train_loss()
+    if task == "tts":
+        config.task.evaluators = ("loss",)
+        config.task.final_evaluators = () if tiny else ("speech",)
+        config.sample.temperature = 0.8
+        config.sample.top_k = 50
+        config.sample.extra.text_temperature = 0.7
+        config.sample.extra.text_top_k = 3  # PAD, EPAD or a word token: the timing decision
+        config.sample.max_new_tokens = 24 if tiny else 200  # steps (frames + delay) per sentence
+        config.sample.num_samples = 4
+    else:
+        config.train.loss.audio_weight = 0.0  # no depformer: text only
+        config.task.evaluators = ("loss",)
+        config.task.final_evaluators = ("stt_cer",)
+    config.train.learning_rate = 1e-3 if not tiny else 3e-3
+    config.train.warmup_steps = 5 if tiny else 100
+    config.train.steps = steps or (30 if tiny else 2000)
+    config.train.log_every = 5 if tiny else 25
+    config.train.eval_every = 15 if tiny else 250
+    config.train.eval_steps = 1 if tiny else 8
+    config.train.checkpoint_every = 15 if tiny else 250
+    return config
+
+
 def get_config(arg=None):
-    arg = experiment.parse_arg(arg, variant="tiny", slices=8, fusion="add", file="")
+    arg = experiment.parse_arg(arg, variant="tiny", slices=8, fusion="add", file="",
+                               codec="runs/codec_speech", steps=0)
     config = experiment.base_config()
+    if arg.variant in SPEECH and not arg.file:
+        config.sample.extra.text_temperature = 0.7
+        config.sample.extra.text_top_k = 25
+        return speech_config(config, arg.variant, arg.codec, arg.steps)
     if arg.file:
         loaded = kyutai_files.load_config_file(arg.file)
         config.model = loaded.model
         config.sample.extra = loaded.sample_extra
     elif arg.variant not in presets.PRESETS:
         raise ValueError(f"config arg variant={arg.variant!r}: expected one of "
-                         f"{sorted(presets.PRESETS)}")
+                         f"{sorted(presets.PRESETS) + list(SPEECH)}")
     elif arg.variant == "v0_1_streaming":
         config.model = presets.v0_1_streaming(arg.slices)
     elif arg.variant == "tiny":

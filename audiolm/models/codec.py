@@ -31,7 +31,9 @@ Config: `audiolm.presets.codec.CodecSpec` (every field with its comment), preset
 (`layers_{i}`), `downsample` (`conv`), `upsample` (`conv`), `quantizer` (`semantic`,
 `acoustic` or `rvq`: `input_proj` [D, d], `output_proj` [d, D], `codebooks` [L, K, d] or the
 buffers `embedding_sum` [L, K, d], `cluster_usage` [L, K], `initialized` []),
-`decoder` (`conv_in`, `up_{i}`, `res_{i}_{j}`, `conv_out`).
+`decoder` (`conv_in`, `up_{i}`, `res_{i}_{j}`, `conv_out`); with `model.discriminator.n_ffts`
+set, `discriminator` (`scale_{k}`: `audiolm.models.discriminator`), used by adversarial training
+only (`Codec.discriminate`).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def num_frames(spec: CodecSpec, samples: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # SEANet
+from audiolm.models.discriminator import MultiScaleSTFTDiscriminator
 
 
 class ResidualBlock(nn.Module):
@@ -609,6 +612,8 @@ def decode(module: Codec, params: Any, codes: Any, fast_compile: bool = False) -
     """Jitted `Codec.decode`: codes [B, n, T] -> wav [B, T * hop] (codes checked on the host)."""
     check_codes(codes, module.spec)
     fn = _decode_fast if fast_compile else _decode_jit
+        if c.discriminator.n_ffts:  # adversarial training only: no params otherwise
+            self.discriminator = MultiScaleSTFTDiscriminator(c.discriminator, **kw)
     return fn(module, params, jnp.asarray(codes, jnp.int32))
 
 
@@ -628,7 +633,7 @@ def _init_wav(spec: CodecSpec) -> jax.Array:
 def init_params(model_config: Any, rng: jax.Array) -> Any:
     """Plain random params (use under jax.eval_shape for shapes)."""
     spec = spec_of(model_config)
-    init = lambda r: flax.core.meta.unbox(Codec(spec).init(r, _init_wav(spec))["params"])
+    init = lambda r: flax.core.meta.unbox(_init_variables(spec, r)["params"])
     if isinstance(rng, jax.core.Tracer):  # traced by the caller (sharded init under jit)
         return init(rng)
     # A run-once graph: compiled without backend optimisation (~10x faster to compile here).
@@ -636,17 +641,19 @@ def init_params(model_config: Any, rng: jax.Array) -> Any:
 
 
 def describe_params(model_config: Any) -> dict[str, dict[str, int]]:
-    """{"encoder", "quantizer", "decoder"} parameter counts via eval_shape (nothing allocated);
-    the codebooks (`codebooks`, or the EMA `embedding_sum` that stands for them) count as the
-    quantizer's embedding; the other EMA buffers (usage, init flag) are statistics, not counted
-    (as Mimi's parameter count)."""
+    """{"encoder", "quantizer", "decoder"} parameter counts via eval_shape (nothing allocated),
+    plus "discriminator" when `model.discriminator` has scales; the codebooks (`codebooks`, or
+    the EMA `embedding_sum` that stands for them) count as the quantizer's embedding; the other
+    EMA buffers (usage, init flag) are statistics, not counted (as Mimi's parameter count)."""
     spec = spec_of(model_config)
     shapes = jax.eval_shape(
-        lambda r: flax.core.meta.unbox(Codec(spec).init(r, _init_wav(spec))["params"]),
+        lambda r: flax.core.meta.unbox(_init_variables(spec, r)["params"]),
         jax.random.PRNGKey(0))
     side = {"encoder": ("encoder", "encoder_transformer", "downsample"),
             "quantizer": ("quantizer",),
             "decoder": ("upsample", "decoder_transformer", "decoder")}
+    if spec.discriminator.n_ffts:
+        side["discriminator"] = ("discriminator",)
     counted = _drop_leaves(shapes, ("cluster_usage", "initialized"))
     is_emb = lambda path: path[-1] in ("codebooks", "embedding_sum")
     return {k: config_lib.count_params({n: counted[n] for n in names if n in counted},
@@ -706,6 +713,15 @@ def rules(config: Any) -> None:
     layers = check_int(config, f"{t}.num_layers", lo=0)
     heads = check_int(config, f"{t}.num_heads", lo=1)
     if layers:
+    def discriminate(self, wav: jax.Array) -> list[tuple[jax.Array, tuple[jax.Array, ...]]]:
+        """Multi-scale STFT discriminator (`model.discriminator`): wav [B, S] -> per scale
+        (logits [B, T_k, F_k], feature maps [B, T_k, F_ki, filters])."""
+        if not self.spec.discriminator.n_ffts:
+            raise ValueError("Codec.discriminate: model.discriminator.n_ffts is empty (no "
+                             "discriminator); set it to train adversarially")
+        self._check_wav(wav)
+        return self.discriminator(wav)
+
         require(dim % heads == 0 and (dim // heads) % 2 == 0, f"{t}.num_heads", heads,
                 f"must divide model.seanet.dimension={dim} into even head widths (RoPE pairs)")
     check_int(config, f"{t}.ffn_hidden", lo=1)
@@ -729,3 +745,34 @@ def rules(config: Any) -> None:
 
 
 config_lib.register_rules(FAMILY, rules)
+def _init_all(module: Codec, wav: jax.Array) -> None:
+    module(wav)
+    if module.spec.discriminator.n_ffts:
+        module.discriminate(wav)
+
+
+def _init_variables(spec: CodecSpec, rng: jax.Array) -> Any:
+    """Boxed variables of one `init` call covering the codec and (when enabled) the
+    discriminator, so the logical axis names of both are read from one tree."""
+    return Codec(spec).init(rng, _init_wav(spec), method=_init_all)
+
+
+    d = "model.discriminator"
+    n_ffts = get_path(config, f"{d}.n_ffts")
+    require(isinstance(n_ffts, (list, tuple)), f"{d}.n_ffts", n_ffts,
+            "must be a list of STFT sizes (empty = no discriminator)")
+    for i, n_fft in enumerate(n_ffts):
+        require(isinstance(n_fft, int) and not isinstance(n_fft, bool) and n_fft >= 16
+                and n_fft % 4 == 0, f"{d}.n_ffts[{i}]", n_fft,
+                "must be an int >= 16 divisible by 4 (hop n_fft / 4)")
+    check_int(config, f"{d}.filters", lo=1)
+    dilations = get_path(config, f"{d}.dilations")
+    require(isinstance(dilations, (list, tuple)), f"{d}.dilations", dilations,
+            "must be a list of positive ints (may be empty)")
+    for i, dilation in enumerate(dilations):
+        require(isinstance(dilation, int) and not isinstance(dilation, bool) and dilation >= 1,
+                f"{d}.dilations[{i}]", dilation, "must be a positive int")
+    for key in ("time_kernel", "freq_kernel"):
+        kernel = check_int(config, f"{d}.{key}", lo=1)
+        require(kernel % 2 == 1, f"{d}.{key}", kernel, "must be odd (centred 'same' padding)")
+    check_float(config, f"{d}.negative_slope", lo=0.0, hi=1.0)

@@ -1,9 +1,10 @@
 """Neural audio codec: typed specs of `config.model` (family "codec") and the published sizes.
 
 `CodecSpec` holds `model.sample_rate`, `model.seanet` (`SEANetSpec`), `model.transformer`
-(`CodecTransformerSpec`), `model.downsample_stride` and `model.quantizer` (`QuantizerSpec`); the
-family (`audiolm.models.codec`) derives the section schema from them and builds its module from
-the spec. Frame rate = sample_rate / prod(seanet.ratios) / downsample_stride.
+(`CodecTransformerSpec`), `model.downsample_stride`, `model.quantizer` (`QuantizerSpec`) and
+`model.discriminator` (`DiscriminatorSpec`, adversarial training only); the family
+(`audiolm.models.codec`) derives the section schema from them and builds its module from the spec.
+Frame rate = sample_rate / prod(seanet.ratios) / downsample_stride.
 
 Presets (the one place these sizes are written; `PRESETS` maps the names to `config.model`):
   * `MIMI` ("mimi"): Kyutai's Mimi (moshi 0.2.13 `loaders._mimi_config`): 24 kHz mono, SEANet with
@@ -90,6 +91,20 @@ class QuantizerSpec:
 
 
 @_spec
+@_spec
+class DiscriminatorSpec:
+    """`model.discriminator`: multi-scale STFT discriminator for adversarial training (EnCodec's
+    MS-STFTD layout): per scale, a 2-D conv stack over the complex STFT (real / imaginary as two
+    channels) along (time, frequency). Only training uses it; n_ffts () = no discriminator (no
+    params are created)."""
+    n_ffts: tuple[int, ...] = ()  # one scale per STFT size (window n_fft, hop n_fft / 4)
+    filters: int = 32  # channels of every conv but the last (1 logit channel)
+    dilations: tuple[int, ...] = (1, 2, 4)  # time dilations of the stride-(1, 2) conv layers
+    time_kernel: int = 3  # conv kernel along time frames
+    freq_kernel: int = 9  # conv kernel along frequency bins (the last two convs use 3 x 3)
+    negative_slope: float = 0.2  # LeakyReLU slope after every conv but the last
+
+
 class CodecSpec:
     """`config.model` of the codec family."""
     family: str = "codec"
@@ -99,6 +114,8 @@ class CodecSpec:
     downsample_stride: int = 1  # learnt conv from the encoder rate to the frame rate (1 = none)
     quantizer: QuantizerSpec
 
+    # adversarial training only (off by default; every preset leaves it off)
+    discriminator: DiscriminatorSpec = DiscriminatorSpec()
 
 def hop_length(spec: CodecSpec) -> int:
     """Samples per code frame: prod(seanet.ratios) * downsample_stride."""

@@ -132,6 +132,8 @@ def base_config() -> ml_collections.ConfigDict:
     train.compilation_cache_dir = "~/.cache/audiolm/jax_cache"
     train.profile_steps = ""  # "start,stop": jax.profiler trace of those steps into tensorboard/
     train.loss = ml_collections.ConfigDict()  # family-specific loss weights
+    # top-level params subtree -> its own optimizer settings, e.g. discriminator.learning_rate
+    train.param_groups = ml_collections.ConfigDict()
 
     config.sample = sample = ml_collections.ConfigDict()
     sample.temperature = 0.8  # 0 means greedy

@@ -15,13 +15,18 @@ Loss (`train.loss` weights):
       (straight-through RVQ; with model.quantizer.update "loss" the codebook term moves the
       codebooks; with "ema" they are buffers without gradient and `update_buffers` learns them:
       k-means init, EMA, dead-code restarts, `audiolm.models.codec.learn_quantizer`)
+  + with `model.discriminator.n_ffts` set (adversarial training, `adversarial_terms`):
+    adv_weight * hinge generator loss + feat_weight * relative feature-matching L1
+    + the discriminator's hinge loss (weight 1: only the `discriminator` params receive its
+    gradient; its pace is `train.param_groups.discriminator`, its own Adam)
   Padding samples are zeros in both signals (they add nothing to the spectral losses); the VQ
   terms average over valid frames and active levels. With probability `quantizer_dropout` a
   training batch decodes a random prefix of n codebooks (n uniform in [max(num_semantic, 1),
   N]), else all N.
-Metrics: the terms, `active_codebooks`, and per codebook q `perplexity_q{q}` (exp of the
-entropy of its code histogram over the batch's valid frames) and `usage_q{q}` (fraction of its
-entries used in the batch).
+Metrics: the terms (with a discriminator also `adv_loss`, `feat_loss`, `disc_loss`,
+`disc_acc_real`, `disc_acc_fake`), `active_codebooks`, and per codebook q `perplexity_q{q}`
+(exp of the entropy of its code histogram over the batch's valid frames) and `usage_q{q}`
+(fraction of its entries used in the batch).
 With update "ema", training also reports `dead_codes` (entries restarted this step).
 
 Evaluators: "loss" and "codec" (`mel_distance`: mean |log-mel difference| at n_fft 1024 /
@@ -55,6 +60,7 @@ NAME = "codec"
 EVALUATORS = ("loss", "codec", "judge")
 # train.loss: the shared rule makes every entry a non-negative number.
 LOSS_SCHEMA = dict(mel_weight=0.0, stft_weight=0.0, commit_weight=0.0, codebook_weight=0.0,
+                   adv_weight=0.0, feat_weight=0.0,
                    quantizer_dropout=0.0, segment_seconds=0.0, min_n_fft=0, num_scales=0,
                    n_mels=0)
 LOG_EPS = 1e-5  # floor inside the spectral logs
@@ -66,6 +72,11 @@ def rules(config: Any) -> None:
     check_schema(config, "train.loss", LOSS_SCHEMA)
     for key in ("mel_weight", "stft_weight", "commit_weight", "codebook_weight"):
         check_float(config, f"train.loss.{key}", lo=0.0)
+    scales = config_lib.get_path(config, "model.discriminator.n_ffts")
+    for key in ("adv_weight", "feat_weight"):
+        weight = check_float(config, f"train.loss.{key}", lo=0.0)
+        require(weight == 0 or len(scales) > 0, f"train.loss.{key}", weight,
+                "needs a discriminator: set model.discriminator.n_ffts (e.g. [256, 512, 1024])")
     check_float(config, "train.loss.quantizer_dropout", lo=0.0, hi=1.0)
     check_float(config, "train.loss.segment_seconds", lo=0.0)
     check_int(config, "train.loss.n_mels", lo=1)
@@ -188,6 +199,42 @@ def random_segments(audio: jax.Array, mask: jax.Array, length: int, rng: jax.Arr
     return cut(audio, start), cut(mask, start)
 
 
+def adversarial_terms(module: Any, params: Any, real: jax.Array,
+                      fake: jax.Array) -> dict[str, jax.Array]:
+    """Hinge GAN terms of the multi-scale STFT discriminator (EnCodec's), real / fake [B, S].
+
+    One differentiation trains both players: the generator terms see the discriminator through
+    stop_gradient on its params, the discriminator term sees stop_gradient(fake), so the
+    gradient of their sum reaches each side from its own terms only.
+      adv_loss  = mean_k mean relu(1 - D_k(fake))                  (generator)
+      feat_loss = mean_{k,l} mean |f_kl(real) - f_kl(fake)| / mean |f_kl(real)|   (generator)
+      disc_loss = mean_k [mean relu(1 - D_k(real)) + mean relu(1 + D_k(sg(fake)))]
+    plus `disc_acc_real` / `disc_acc_fake`: the fraction of logits on the right side of 0.
+    """
+    def discriminate(p, wav):
+        return module.apply({"params": p}, wav, method=codec_lib.Codec.discriminate)
+
+    frozen = dict(params)
+    frozen["discriminator"] = jax.lax.stop_gradient(params["discriminator"])
+    real_out = discriminate(params, real)
+    fake_out = discriminate(params, jax.lax.stop_gradient(fake))
+    gen_out = discriminate(frozen, fake)
+    scales = len(real_out)
+    adv = sum(jnp.mean(jax.nn.relu(1.0 - logits)) for logits, _ in gen_out) / scales
+    feat_terms = []
+    for (_, real_maps), (_, fake_maps) in zip(real_out, gen_out):
+        for r, f in zip(real_maps, fake_maps):
+            r = jax.lax.stop_gradient(r.astype(jnp.float32))
+            feat_terms.append(jnp.mean(jnp.abs(r - f.astype(jnp.float32)))
+                              / jnp.maximum(jnp.mean(jnp.abs(r)), 1e-8))
+    disc = sum(jnp.mean(jax.nn.relu(1.0 - r)) + jnp.mean(jax.nn.relu(1.0 + f))
+               for (r, _), (f, _) in zip(real_out, fake_out)) / scales
+    acc_real = sum(jnp.mean((r > 0).astype(jnp.float32)) for r, _ in real_out) / scales
+    acc_fake = sum(jnp.mean((f < 0).astype(jnp.float32)) for f, _ in fake_out) / scales
+    return {"adv_loss": adv, "feat_loss": sum(feat_terms) / len(feat_terms), "disc_loss": disc,
+            "disc_acc_real": acc_real, "disc_acc_fake": acc_fake}
+
+
 def loss_fn(module: Any, params: Any, batch: Mapping[str, Any], rng: jax.Array, config: Any,
             train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Spectral reconstruction + VQ losses (see the module docstring). audio, audio_mask [B, S]."""
@@ -224,6 +271,11 @@ def loss_fn(module: Any, params: Any, batch: Mapping[str, Any], rng: jax.Array, 
             + w.codebook_weight * codebook)
     metrics = {"mel_loss": mel, "stft_loss": stft, "commit_loss": commit,
                "codebook_loss": codebook, "active_codebooks": active.astype(jnp.float32)}
+    if spec.discriminator.n_ffts:
+        gan = adversarial_terms(module, params, audio, recon)
+        loss = (loss + w.adv_weight * gan["adv_loss"] + w.feat_weight * gan["feat_loss"]
+                + gan["disc_loss"])
+        metrics.update(gan)
     metrics.update(code_statistics(out["codes"], frame_mask, q.codebook_size, active))
     metrics["loss"] = loss
     if train and q.update == "ema":  # what update_buffers learns the codebooks from
