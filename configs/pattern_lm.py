@@ -69,7 +69,7 @@ def tts_config(config, variant, codec_workdir):
                                  cond_dim=16, text_layers=1)
         config.train.update(steps=20, warmup_steps=2, eval_every=10, eval_steps=1,
                             checkpoint_every=10, log_every=5, learning_rate=3e-3)
-        config.sample.update(max_new_tokens=12, num_samples=2, cfg_scale=2.0)
+        config.sample.update(max_new_tokens=12, num_samples=4, cfg_scale=2.0)  # one batch
         return config
     config.task.codec = speech_codes.codec_section("configs/codec.py:variant=speech", 4,
                                                    workdir=codec_workdir)

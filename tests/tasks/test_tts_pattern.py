@@ -65,7 +65,9 @@ def test_cut_at_end():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     pytest.importorskip("espeakng_loader")
-    config = _config(tmp_path_factory.mktemp("tts_pattern_cache"))
+    cache = tmp_path_factory.getbasetemp() / "tts_tiny_cache"  # shared with test_tts.py
+    cache.mkdir(exist_ok=True)
+    config = _config(cache)
     config_lib.validate(config)
     module = lm.build(config.model)
     params = lm.init_params(config.model, jax.random.PRNGKey(0))
