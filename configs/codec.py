@@ -10,14 +10,14 @@ Original / reconstructed WAV pairs of test utterances from a trained run:
 Describe Kyutai's Mimi (parameters; nothing is allocated):
   python -m audiolm.main --config=configs/codec.py:variant=mimi --mode=describe
 
-arg: variant=<preset of audiolm.presets.codec> (tiny | speech | mimi | tiny_mimi), steps=<n>
-(0 = the variant's default), adversarial=<bool> (default False: no discriminator).
-`audiolm.presets.codec` documents every field of `config.model`;
-the task is "codec" (`audiolm.tasks.codec`: the loss weights below).
 Adversarial training (multi-scale STFT discriminator, hinge + feature matching, its own Adam):
   python -m audiolm.main --config=configs/codec.py:variant=speech,adversarial=True \
       --workdir=runs/codec_speech_gan
 
+arg: variant=<preset of audiolm.presets.codec> (tiny | speech | mimi | tiny_mimi), steps=<n>
+(0 = the variant's default), adversarial=<bool> (default False: no discriminator).
+`audiolm.presets.codec` documents every field of `config.model`;
+the task is "codec" (`audiolm.tasks.codec`: the loss weights below).
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ def train_loss(min_n_fft=256, n_mels=64, segment_seconds=1.0):
         stft_weight=1.0,  # multi-resolution STFT (spectral convergence + log magnitude)
         commit_weight=0.25,  # ||r - sg(e)||^2: keeps the encoder near its codes (VQ-VAE beta)
         codebook_weight=1.0,  # ||sg(r) - e||^2: moves the codebooks to the residuals
+        adv_weight=0.0,  # hinge generator loss against model.discriminator (adversarial=True)
+        feat_weight=0.0,  # relative feature-matching L1 on the discriminator's feature maps
         quantizer_dropout=0.5,  # P(a batch decodes a random prefix of codebooks): prefixes decode
         segment_seconds=segment_seconds,  # random training crop per utterance (0 = whole)
         min_n_fft=min_n_fft,  # smallest STFT size of both spectral losses (hop n_fft / 4)
         num_scales=3,  # STFT sizes min_n_fft * 2**k, k < num_scales
         n_mels=n_mels,  # mel bands per scale
-        adv_weight=0.0,  # hinge generator loss against model.discriminator (adversarial=True)
-        feat_weight=0.0,  # relative feature-matching L1 on the discriminator's feature maps
     ))
 
 
@@ -90,19 +90,9 @@ def get_config(arg=None):
         config.train.checkpoint_every = 250
     if arg.steps:
         config.train.steps = arg.steps
-    return config
-
-
-# Sweeps (experiments/sweep.py --sweep=NAME): plain functions yielding config overrides.
-
-
-def sweep_lr():
-    """Peak learning rate, e.g.
-    python experiments/sweep.py --config=configs/codec.py:tiny --sweep=lr --workdir=runs/codec_lr"""
-    for lr in (3e-4, 1e-3, 3e-3):
     if arg.adversarial:
         add_discriminator(config)
-        yield {"train.learning_rate": lr}
+    return config
 
 
 def add_discriminator(config):
@@ -116,6 +106,16 @@ def add_discriminator(config):
     config.train.loss.feat_weight = 3.0
     config.train.param_groups.discriminator = ml_collections.ConfigDict(
         dict(learning_rate=3e-4, b1=0.5, b2=0.9))
+
+
+# Sweeps (experiments/sweep.py --sweep=NAME): plain functions yielding config overrides.
+
+
+def sweep_lr():
+    """Peak learning rate, e.g.
+    python experiments/sweep.py --config=configs/codec.py:tiny --sweep=lr --workdir=runs/codec_lr"""
+    for lr in (3e-4, 1e-3, 3e-3):
+        yield {"train.learning_rate": lr}
 
 
 def sweep_commitment():

@@ -51,6 +51,7 @@ from audiolm import config as config_lib
 from audiolm.config import (MAX_CODEBOOKS, check_float, check_int, check_schema, get_path,
                             require)
 from audiolm.nn.compile import fast_jit
+from audiolm.models.discriminator import MultiScaleSTFTDiscriminator
 from audiolm.nn.params import default_kernel_init, partitioned
 from audiolm.presets.codec import (CodecSpec, CodecTransformerSpec, QuantizerSpec, SEANetSpec,
                                    bitrate, frame_rate, hop_length)
@@ -75,7 +76,6 @@ def num_frames(spec: CodecSpec, samples: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # SEANet
-from audiolm.models.discriminator import MultiScaleSTFTDiscriminator
 
 
 class ResidualBlock(nn.Module):
@@ -506,6 +506,8 @@ class Codec(nn.Module):
             self.upsample = anl.CausalConvTranspose1d(width, 2 * s, s, groups=width,
                                                       use_bias=False, **kw)
         self.quantizer = Quantizer(c.quantizer, width, param_dtype=self.param_dtype)
+        if c.discriminator.n_ffts:  # adversarial training only: no params otherwise
+            self.discriminator = MultiScaleSTFTDiscriminator(c.discriminator, **kw)
 
     def _check_wav(self, wav: Any) -> None:
         if np.ndim(wav) != 2 or np.shape(wav)[1] < 1:
@@ -554,6 +556,15 @@ class Codec(nn.Module):
         audio = self.synthesize(out["quantized"])[:, :wav.shape[1]]
         return {"audio": audio.astype(jnp.float32), "codes": out["codes"],
                 "commit": out["commit"], "codebook": out["codebook"], "latent": z}
+
+    def discriminate(self, wav: jax.Array) -> list[tuple[jax.Array, tuple[jax.Array, ...]]]:
+        """Multi-scale STFT discriminator (`model.discriminator`): wav [B, S] -> per scale
+        (logits [B, T_k, F_k], feature maps [B, T_k, F_ki, filters])."""
+        if not self.spec.discriminator.n_ffts:
+            raise ValueError("Codec.discriminate: model.discriminator.n_ffts is empty (no "
+                             "discriminator); set it to train adversarially")
+        self._check_wav(wav)
+        return self.discriminator(wav)
 
 
 def check_codes(codes: Any, spec: CodecSpec) -> None:
@@ -612,8 +623,6 @@ def decode(module: Codec, params: Any, codes: Any, fast_compile: bool = False) -
     """Jitted `Codec.decode`: codes [B, n, T] -> wav [B, T * hop] (codes checked on the host)."""
     check_codes(codes, module.spec)
     fn = _decode_fast if fast_compile else _decode_jit
-        if c.discriminator.n_ffts:  # adversarial training only: no params otherwise
-            self.discriminator = MultiScaleSTFTDiscriminator(c.discriminator, **kw)
     return fn(module, params, jnp.asarray(codes, jnp.int32))
 
 
@@ -628,6 +637,18 @@ def build(model_config: Any, dtype: Any = jnp.float32) -> Codec:
 
 def _init_wav(spec: CodecSpec) -> jax.Array:
     return jnp.zeros((1, 2 * hop_length(spec)), jnp.float32)
+
+
+def _init_all(module: Codec, wav: jax.Array) -> None:
+    module(wav)
+    if module.spec.discriminator.n_ffts:
+        module.discriminate(wav)
+
+
+def _init_variables(spec: CodecSpec, rng: jax.Array) -> Any:
+    """Boxed variables of one `init` call covering the codec and (when enabled) the
+    discriminator, so the logical axis names of both are read from one tree."""
+    return Codec(spec).init(rng, _init_wav(spec), method=_init_all)
 
 
 def init_params(model_config: Any, rng: jax.Array) -> Any:
@@ -713,15 +734,6 @@ def rules(config: Any) -> None:
     layers = check_int(config, f"{t}.num_layers", lo=0)
     heads = check_int(config, f"{t}.num_heads", lo=1)
     if layers:
-    def discriminate(self, wav: jax.Array) -> list[tuple[jax.Array, tuple[jax.Array, ...]]]:
-        """Multi-scale STFT discriminator (`model.discriminator`): wav [B, S] -> per scale
-        (logits [B, T_k, F_k], feature maps [B, T_k, F_ki, filters])."""
-        if not self.spec.discriminator.n_ffts:
-            raise ValueError("Codec.discriminate: model.discriminator.n_ffts is empty (no "
-                             "discriminator); set it to train adversarially")
-        self._check_wav(wav)
-        return self.discriminator(wav)
-
         require(dim % heads == 0 and (dim // heads) % 2 == 0, f"{t}.num_heads", heads,
                 f"must divide model.seanet.dimension={dim} into even head widths (RoPE pairs)")
     check_int(config, f"{t}.ffn_hidden", lo=1)
@@ -742,21 +754,6 @@ def rules(config: Any) -> None:
     for key, on in (("kmeans_init", kmeans_on), ("dead_code_threshold", threshold > 0)):
         require(update == "ema" or not on, f"{q}.{key}", get_path(config, f"{q}.{key}"),
                 f"needs {q}.update='ema' (it acts on the EMA statistics; update={update!r})")
-
-
-config_lib.register_rules(FAMILY, rules)
-def _init_all(module: Codec, wav: jax.Array) -> None:
-    module(wav)
-    if module.spec.discriminator.n_ffts:
-        module.discriminate(wav)
-
-
-def _init_variables(spec: CodecSpec, rng: jax.Array) -> Any:
-    """Boxed variables of one `init` call covering the codec and (when enabled) the
-    discriminator, so the logical axis names of both are read from one tree."""
-    return Codec(spec).init(rng, _init_wav(spec), method=_init_all)
-
-
     d = "model.discriminator"
     n_ffts = get_path(config, f"{d}.n_ffts")
     require(isinstance(n_ffts, (list, tuple)), f"{d}.n_ffts", n_ffts,
@@ -776,3 +773,6 @@ def _init_variables(spec: CodecSpec, rng: jax.Array) -> Any:
         kernel = check_int(config, f"{d}.{key}", lo=1)
         require(kernel % 2 == 1, f"{d}.{key}", kernel, "must be odd (centred 'same' padding)")
     check_float(config, f"{d}.negative_slope", lo=0.0, hi=1.0)
+
+
+config_lib.register_rules(FAMILY, rules)

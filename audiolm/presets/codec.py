@@ -91,7 +91,6 @@ class QuantizerSpec:
 
 
 @_spec
-@_spec
 class DiscriminatorSpec:
     """`model.discriminator`: multi-scale STFT discriminator for adversarial training (EnCodec's
     MS-STFTD layout): per scale, a 2-D conv stack over the complex STFT (real / imaginary as two
@@ -105,6 +104,7 @@ class DiscriminatorSpec:
     negative_slope: float = 0.2  # LeakyReLU slope after every conv but the last
 
 
+@_spec
 class CodecSpec:
     """`config.model` of the codec family."""
     family: str = "codec"
@@ -113,9 +113,9 @@ class CodecSpec:
     transformer: CodecTransformerSpec
     downsample_stride: int = 1  # learnt conv from the encoder rate to the frame rate (1 = none)
     quantizer: QuantizerSpec
-
     # adversarial training only (off by default; every preset leaves it off)
     discriminator: DiscriminatorSpec = DiscriminatorSpec()
+
 
 def hop_length(spec: CodecSpec) -> int:
     """Samples per code frame: prod(seanet.ratios) * downsample_stride."""
