@@ -2,6 +2,7 @@
 task trained through the generic loop."""
 
 import ast
+import importlib
 import inspect
 import os
 
@@ -15,6 +16,7 @@ from audiolm.config import ConfigError
 from audiolm.models.family import Family
 from audiolm.presets.experiment import load_experiment_config
 from audiolm.tasks import codes as codes_task
+from audiolm.tasks import tts as tts_task
 from audiolm.tasks.base import Task
 from audiolm.train import loop, metrics as metrics_lib
 
@@ -45,6 +47,20 @@ def test_every_task_module_satisfies_the_task_contract(name):
                        ("rules", ["config"])]:
         assert list(inspect.signature(getattr(module, fn)).parameters) == params, (name, fn)
     assert set(config_lib.PAIRS[name]) <= set(config_lib.FAMILIES)
+
+
+@pytest.mark.parametrize("family", sorted(tts_task.FAMILY_MODULES))
+def test_every_tts_family_module_has_the_tts_functions(family):
+    """The modules `audiolm.tasks.tts` dispatches to, one per family it trains."""
+    assert family in config_lib.PAIRS["tts"]
+    module = importlib.import_module(tts_task.FAMILY_MODULES[family])
+    for fn, params in [("rules", ["config"]),
+                       ("make_batches", ["config", "family", "split", "finite"]),
+                       ("loss_fn", ["module", "params", "batch", "rng", "config", "train"]),
+                       ("generate_codes", ["module", "params", "config", "texts", "speakers",
+                                           "rng"])]:
+        assert list(inspect.signature(getattr(module, fn)).parameters) == params, (family, fn)
+    assert not hasattr(module, "write_samples"), "the tts task writes samples for every family"
 
 
 def _config(family="thinker_talker", variant="tiny"):
