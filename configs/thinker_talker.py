@@ -22,10 +22,16 @@ spec_freq_width (SpecAugment); the MoE aux weights are train.moe_aux_weight / tr
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
+from audiolm.config import spec_from_section, spec_to_section
+from audiolm.presets import codec as codec_presets
 from audiolm.presets import experiment
 from audiolm.presets import thinker_talker as presets
+from audiolm.presets.thinker_talker_specs import TalkerSpec
+from audiolm.tasks import speech_codes
 
 
 def loss_section(text_weight=1.0, text_input_noise=0.0, ctc_weight=0.0, spec_time_masks=0,
@@ -47,11 +53,95 @@ def loss_section(text_weight=1.0, text_input_noise=0.0, ctc_weight=0.0, spec_tim
     ))
 
 
+def tts_loss_section(codebook0_weight=1.0, predictor_weight=1.0, text_weight=0.0,
+                     train_thinker=1.0):
+    return ml_collections.ConfigDict(dict(
+        codebook0_weight=codebook0_weight,  # Talker codec_head CE (codebook 0 and codec_eos)
+        predictor_weight=predictor_weight,  # code predictor CE (codebooks 1..K-1)
+        text_weight=text_weight,  # Thinker next-token CE on the transcript (0 = none)
+        # 1: the Thinker trains with the Talker; 0: frozen (no gradient; needs no weight decay)
+        train_thinker=train_thinker,
+    ))
+
+
+def _tts_talker(talker, codebook_size, num_codebooks, num_voices, **sizes):
+    """`talker` resized to the task codec's codes: special ids right above the codes, then
+    one codec id per voice. Returns (talker, speaker_ids)."""
+    first = codebook_size
+    ids = dict(codec_pad_id=first, codec_bos_id=first + 1, codec_eos_id=first + 2,
+               codec_nothink_id=first + 3, codec_think_bos_id=first + 4,
+               codec_think_eos_id=first + 5)
+    voices = tuple(range(first + 6, first + 6 + num_voices))
+    vocab = -(-(voices[-1] + 1) // 8) * 8
+    talker = dataclasses.replace(talker, codebook_size=codebook_size,
+                                 num_codebooks=num_codebooks, vocab_size=vocab, **ids, **sizes)
+    return talker, voices
+
+
+def tts_config(variant: str, codec_workdir: str) -> ml_collections.ConfigDict:
+    """Text-to-speech on the speech set's codec codes (task "tts", module
+    `audiolm.tasks.tts_thinker_talker`): tiny_tts (tests: a random tiny codec, 8 voices, tiny
+    sizes) or speech_tts (the 30-minute CPU recipe on the trained speech codec's codes)."""
+    config = experiment.base_config()
+    config.task.name = "tts"
+    config.task.evaluators = ("loss",)
+    config.task.final_evaluators = ()
+    config.data.name = "speech_synth"
+    config.train.loss = tts_loss_section()
+    config.train.weight_decay = 0.0  # a frozen Thinker (train_thinker=0) must not decay
+    if variant == "tiny_tts":
+        codec, k, voices = "configs/codec.py:variant=tiny", 2, 8
+        spec = codec_presets.TINY
+        base = presets.tiny()
+        talker_sizes = {}
+        config.data.update(num_train=16, num_validation=8, num_test=8, num_speakers=voices,
+                           batch_size=4, max_audio_seconds=3.0, bucket_seconds=(3.0,))
+        config.train.update(steps=20, learning_rate=3e-3, warmup_steps=2, log_every=5,
+                            eval_every=10, eval_steps=1, checkpoint_every=10)
+        config.sample.update(num_samples=2, max_new_tokens=16)
+    else:  # speech_tts
+        codec, k, voices = "configs/codec.py:variant=speech", 8, 64
+        spec = codec_presets.SPEECH_16K
+        base = presets.tiny_asr()  # the main job's AuT + Thinker sizes
+        base.enable_audio_output = True
+        talker_sizes = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
+                            head_dim=32, num_experts=4, num_experts_per_tok=2, moe_hidden=128,
+                            shared_expert_hidden=256, projection_hidden=128,
+                            code_predictor=dataclasses.replace(
+                                presets.TINY_TALKER.code_predictor, hidden_size=128,
+                                num_layers=2, head_dim=32, ffn_hidden=256))
+        config.data.update(num_speakers=voices, batch_size=16, max_audio_seconds=8.0)
+        config.train.update(steps=2000, learning_rate=1e-3, warmup_steps=100, eval_every=500,
+                            checkpoint_every=250, eval_steps=4)
+        config.task.evaluators = ("loss", "speech")
+        config.task.final_evaluators = ("speech",)
+        config.sample.update(num_samples=4, max_new_tokens=250)  # 10 s at 25 frames/s
+    talker_spec = spec_from_section(TalkerSpec, {"model": {"talker": base.talker}},
+                                    "model.talker")
+    talker, speaker_ids = _tts_talker(talker_spec, spec.quantizer.codebook_size, k, voices,
+                                      **talker_sizes)
+    base.talker = spec_to_section(talker)
+    base.code2wav.update(codebook_size=spec.quantizer.codebook_size, num_codebooks=k)
+    config.model = base
+    config.task.codec = speech_codes.codec_section(codec, k, workdir=codec_workdir)
+    config.sample.temperature = 0.8
+    config.sample.top_k = 50
+    config.sample.extra.update(presets.speech_prompt("tiny"))
+    config.sample.extra.update(speaker_ids=speaker_ids, speaker_id=speaker_ids[0],
+                               prompt_projection="hidden")
+    return config
+
+
+TTS_VARIANTS = ("tiny_tts", "speech_tts")
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = experiment.parse_arg(arg, variant="tiny", data="")
+    args = experiment.parse_arg(arg, variant="tiny", data="", codec_workdir="runs/codec_speech")
+    if args.variant in TTS_VARIANTS:
+        return tts_config(args.variant, "" if args.variant == "tiny_tts" else args.codec_workdir)
     if args.variant not in presets.PRESETS:
         raise ValueError(f"config arg variant={args.variant!r}: expected one of "
-                         f"{sorted(presets.PRESETS)}")
+                         f"{sorted(presets.PRESETS) + list(TTS_VARIANTS)}")
     config = experiment.base_config()
     config.model = presets.PRESETS[args.variant]()
     config.data.name = args.data or ("speech_synth" if args.variant.startswith("tiny")
