@@ -73,8 +73,9 @@ def tts_config(config, variant, codec_workdir):
         return config
     config.task.codec = speech_codes.codec_section("configs/codec.py:variant=speech", 4,
                                                    workdir=codec_workdir)
-    # 25 Hz codes: the longest sentence of the set (< 5 s) fits in 128 frames with its END.
-    config.model = tts_model(4, 1024, 25.0, 128, int(config.data.num_speakers), text_length,
+    # 25 Hz codes: the longest sentence of the set (3.3 s, 83 frames) fits in 100 frames with
+    # its END.
+    config.model = tts_model(4, 1024, 25.0, 100, int(config.data.num_speakers), text_length,
                              presets.TransformerSpec(hidden_size=192, num_layers=4, num_heads=4,
                                                      ffn_hidden=768),
                              cond_dim=128, text_layers=2)
@@ -82,7 +83,7 @@ def tts_config(config, variant, codec_workdir):
     config.task.final_evaluators = ("speech",)
     config.train.update(steps=3000, warmup_steps=200, learning_rate=1e-3, eval_every=500,
                         eval_steps=2, checkpoint_every=500, log_every=50)
-    config.sample.update(max_new_tokens=128, num_samples=4, temperature=0.7, top_k=50,
+    config.sample.update(max_new_tokens=100, num_samples=4, temperature=0.7, top_k=50,
                          cfg_scale=2.0)
     return config
 

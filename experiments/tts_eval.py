@@ -12,7 +12,8 @@ under `--name` (default: the family) in `--out` (default runs/tts_eval), which k
 evaluated so far:
   results.json   {name: scores, workdir, config}
   results.md     one row per run: sentences, judged WER / CER of the generated speech, the
-                 judge's WER on the originals, the gap, duration ratio, RTF
+                 judge's WER on the originals, the gap, duration ratio, RTF (generation and
+                 codec decoding, after one warm-up batch that compiles them)
   tts_eval.png   judged WER against training wall time per run (the "speech" evaluations in
                  each run's metrics.jsonl; the last point is this evaluation), the judge on the
                  originals dashed
@@ -119,6 +120,9 @@ def main(argv):
     out_dir = os.path.join(_OUT.value, name)
     module, params, source = sampling.load_params(config, _WORKDIR.value)
     print(f"speaking {_SPLIT.value} sentences with {config.model.family} params from {source}")
+    # Compile the generation of one batch first, so that the RTF measures speaking only.
+    rows, _ = tts.sentences(config, _SPLIT.value, int(config.data.batch_size))
+    tts.speak(module, params, config, rows)
     scores = tts.speak_and_judge(config, module, params, _SPLIT.value, out_dir, _LIMIT.value)
     path = os.path.join(_OUT.value, "results.json")
     results = {}

@@ -27,6 +27,7 @@ the judge on the original espeak audio of the same sentences:
   wer_gap                  wer - judge_wer_original (the issue's goal: <= 0.15)
   duration_ratio           generated seconds / original seconds (all sentences)
   rtf                      (generation + codec decoding wall time) / generated seconds
+                           (a first call in a process includes compiling them)
   empty                    fraction of sentences that ended before their first frame
 
 Files (`workdir/speech_<split>/`): `speech.jsonl` (one row per sentence: index, speaker, text,
