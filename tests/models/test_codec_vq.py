@@ -72,6 +72,89 @@ def test_ema_update_equals_numpy_reference():
     assert float(same["initialized"]) == 0.0
 
 
+def test_ema_step_matches_moshi_euclidean_codebook():
+    """One training forward of moshi's EuclideanCodebook (initialised, decay 0.99; its first
+    dead-code check comes at the 5th call) moves the buffers as one `learn_codebooks` level."""
+    torch = pytest.importorskip("torch")
+    core_vq = pytest.importorskip("moshi.quantization.core_vq")
+    rng = np.random.default_rng(4)
+    ref = core_vq.EuclideanCodebook(dim=4, codebook_size=16, decay=0.99)
+    usage = rng.uniform(0.5, 3.0, 16).astype(np.float32)
+    emb = (rng.normal(size=(16, 4)) * usage[:, None]).astype(np.float32)
+    x = rng.normal(size=(2, 30, 4)).astype(np.float32)
+    with torch.no_grad():
+        ref.cluster_usage.copy_(torch.from_numpy(usage))
+        ref.embedding_sum.copy_(torch.from_numpy(emb))
+        ref._initialized.fill_(1.0)
+        ref.train()
+        ref(torch.from_numpy(x))
+    spec = _qspec(dimension=4, codebook_size=16, num_codebooks=1, ema_decay=0.99)
+    out, _ = learn(spec, _buffers(emb[None], usage[None]), jnp.asarray(x.reshape(-1, 4)),
+                   jnp.ones(60), jax.random.PRNGKey(0))
+    np.testing.assert_allclose(np.asarray(out["cluster_usage"])[0], ref.cluster_usage.numpy(),
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(out["embedding_sum"])[0], ref.embedding_sum.numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_split_quantizer_learns_both_groups_and_only_buffers():
+    """TINY_MIMI (semantic + acoustic RVQs): the hook returns the buffers of both groups, from
+    each group's own projection of the latent; nothing else."""
+    spec = presets.TINY_MIMI
+    params = codec.init_params(spec, jax.random.PRNGKey(0))
+    latent = jax.random.normal(jax.random.PRNGKey(1), (2, 5, spec.seanet.dimension))
+    mask = jnp.asarray([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], bool)
+    buffers, metrics = jax.jit(codec.learn_quantizer, static_argnums=0)(
+        spec, params, latent, mask, jax.random.PRNGKey(2))
+    assert set(buffers) == {"quantizer"} and set(buffers["quantizer"]) == {"semantic",
+                                                                            "acoustic"}
+    for group, levels in (("semantic", 1), ("acoustic", 3)):
+        new = buffers["quantizer"][group]
+        assert set(new) == {"embedding_sum", "cluster_usage", "initialized"}
+        assert new["embedding_sum"].shape == (levels, 64, 16)
+        assert float(new["initialized"]) == 1.0  # k-means ran (TINY_MIMI: kmeans_init)
+        # k-means on 7 valid frames: the used entries sum to the 7 frames (usage floored at 1)
+        z = np.einsum("nc,cd->nd", np.asarray(latent).reshape(10, -1)[np.asarray(mask).ravel()],
+                      np.asarray(params["quantizer"][group]["input_proj"]))
+        books = np.asarray(codec.ema_codebooks(new["embedding_sum"], new["cluster_usage"]))[0]
+        nearest = np.min(((z[:, None] - books[None]) ** 2).sum(-1), axis=1)
+        assert np.all(nearest < 1e-3 * (z ** 2).sum(-1).mean())  # each frame is a centroid
+    assert float(metrics["dead_codes"]) >= 0
+    with pytest.raises(ValueError, match="update='loss'"):
+        codec.learn_quantizer(presets.TINY, codec.init_params(presets.TINY, jax.random.PRNGKey(0)),
+                              latent, mask, jax.random.PRNGKey(0))
+
+
+def test_mimi_import_keeps_the_ema_buffers():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("moshi")
+    from audiolm.importers import mimi as mimi_import
+    from tests.models.test_codec import reference_mimi
+
+    spec = presets.TINY_MIMI
+    state = {k: v.detach().numpy() for k, v in reference_mimi(spec).state_dict().items()}
+    name = "quantizer.rvq_rest.vq.layers.1._codebook"
+    params = mimi_import.params_from_state(state.__getitem__, state.keys(), spec)
+    acoustic = params["quantizer"]["acoustic"]
+    np.testing.assert_array_equal(acoustic["embedding_sum"][1], state[f"{name}.embedding_sum"])
+    np.testing.assert_array_equal(acoustic["cluster_usage"][1], state[f"{name}.cluster_usage"])
+    assert float(acoustic["initialized"]) == 0.0  # moshi's fresh model: k-means still to run
+    for key in state:
+        if key.endswith("_initialized"):
+            state[key] = np.ones_like(state[key])
+    params = mimi_import.params_from_state(state.__getitem__, state.keys(), spec)
+    assert float(params["quantizer"]["semantic"]["initialized"]) == 1.0
+    # update "loss": the same checkpoint as plain codebooks, Mimi's embedding
+    loss_spec = dataclasses.replace(spec, quantizer=dataclasses.replace(
+        spec.quantizer, update="loss", kmeans_init=False, dead_code_threshold=0.0))
+    plain = mimi_import.params_from_state(state.__getitem__, state.keys(), loss_spec)
+    np.testing.assert_allclose(plain["quantizer"]["acoustic"]["codebooks"][1],
+                               state[f"{name}.embedding_sum"]
+                               / np.maximum(state[f"{name}.cluster_usage"], 1e-5)[:, None],
+                               rtol=1e-6)
+    assert "embedding_sum" not in plain["quantizer"]["acoustic"]
+
+
 def _quant_error(z, books):
     """Mean squared residual of the RVQ of z [N, d] by books [L, K, d]."""
     r = z
