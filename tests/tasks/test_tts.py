@@ -41,6 +41,19 @@ def test_tts_needs_the_codec_section():
         config_lib.validate(config)
 
 
+def test_speech_evaluator_needs_the_judge_installed(monkeypatch):
+    import importlib.util
+
+    config = load_experiment_config("configs/pattern_lm.py", "tts_tiny")
+    config.task.final_evaluators = ("speech",)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "faster_whisper" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"task.final_evaluators=\('speech',\): the 'speech' "
+                                          r"evaluator.*\['faster_whisper'\].*audiolm\[judge\]"):
+        config_lib.validate(config)
+
+
 def test_decode_codes_rows_of_their_own_length():
     config = load_experiment_config("configs/pattern_lm.py", "tts_tiny")
     codec = speech_codes.load_codec(config)
