@@ -8,8 +8,17 @@ Other variants:
   python -m audiolm.main --config=configs/thinker_talker.py:variant=qwen3_omni_30b_a3b --mode=describe
   python -m audiolm.main --config=configs/thinker_talker.py:variant=design_reference --mode=describe
 
+Text-to-speech (task "tts", `audiolm.tasks.tts_thinker_talker`: the Talker speaks a transcript
+fed from the Thinker, on the codes of the trained speech codec of configs/codec.py:speech):
+  python -m audiolm.main --config=configs/thinker_talker.py:variant=tts_speech --workdir=runs/tts_tt
+  python -m audiolm.main --config=configs/thinker_talker.py:variant=tts_speech --workdir=runs/tts_tt \
+      --mode=sample
+  python experiments/tts_stream.py   # streamed chain: first-chunk latency and RTF on CPU
+
 arg: variant=<preset of audiolm.presets.thinker_talker> (tiny | tiny_asr | design_reference |
-qwen3_omni_30b_a3b), data=<speech_synth | manifest | synthetic>; without data=, the tiny
+qwen3_omni_30b_a3b) or a tts variant (`TTS_VARIANTS`: tts_tiny | tts_speech),
+codec_workdir=<the trained codec run of tts_speech> (default runs/codec_speech),
+data=<speech_synth | manifest | synthetic>; without data=, the tiny
 variants read the embedded speech set and the published presets (Qwen's text vocabulary, which
 no shipped dataset is tokenized with) train on synthetic batches.
 
@@ -80,8 +89,8 @@ def _tts_talker(talker, codebook_size, num_codebooks, num_voices, **sizes):
 
 def tts_config(variant: str, codec_workdir: str) -> ml_collections.ConfigDict:
     """Text-to-speech on the speech set's codec codes (task "tts", module
-    `audiolm.tasks.tts_thinker_talker`): tiny_tts (tests: a random tiny codec, 8 voices, tiny
-    sizes) or speech_tts (the 30-minute CPU recipe on the trained speech codec's codes)."""
+    `audiolm.tasks.tts_thinker_talker`): tts_tiny (tests: a random tiny codec, 8 voices, tiny
+    sizes) or tts_speech (the 30-minute CPU recipe on the trained speech codec's codes)."""
     config = experiment.base_config()
     config.task.name = "tts"
     config.task.evaluators = ("loss",)
@@ -89,7 +98,7 @@ def tts_config(variant: str, codec_workdir: str) -> ml_collections.ConfigDict:
     config.data.name = "speech_synth"
     config.train.loss = tts_loss_section()
     config.train.weight_decay = 0.0  # a frozen Thinker (train_thinker=0) must not decay
-    if variant == "tiny_tts":
+    if variant == "tts_tiny":
         codec, k, voices = "configs/codec.py:variant=tiny", 2, 8
         spec = codec_presets.TINY
         base = presets.tiny()
@@ -99,7 +108,7 @@ def tts_config(variant: str, codec_workdir: str) -> ml_collections.ConfigDict:
         config.train.update(steps=20, learning_rate=3e-3, warmup_steps=2, log_every=5,
                             eval_every=10, eval_steps=1, checkpoint_every=10)
         config.sample.update(num_samples=2, max_new_tokens=16)
-    else:  # speech_tts
+    else:  # tts_speech
         codec, k, voices = "configs/codec.py:variant=speech", 8, 64
         spec = codec_presets.SPEECH_16K
         base = presets.tiny_asr()  # the main job's AuT + Thinker sizes
@@ -132,13 +141,13 @@ def tts_config(variant: str, codec_workdir: str) -> ml_collections.ConfigDict:
     return config
 
 
-TTS_VARIANTS = ("tiny_tts", "speech_tts")
+TTS_VARIANTS = ("tts_tiny", "tts_speech")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = experiment.parse_arg(arg, variant="tiny", data="", codec_workdir="runs/codec_speech")
     if args.variant in TTS_VARIANTS:
-        return tts_config(args.variant, "" if args.variant == "tiny_tts" else args.codec_workdir)
+        return tts_config(args.variant, "" if args.variant == "tts_tiny" else args.codec_workdir)
     if args.variant not in presets.PRESETS:
         raise ValueError(f"config arg variant={args.variant!r}: expected one of "
                          f"{sorted(presets.PRESETS) + list(TTS_VARIANTS)}")

@@ -26,7 +26,7 @@ TEXTS = ["hello there", "a cat sat"]
 
 
 def tiny_config(**loss):
-    config = load_experiment_config("configs/thinker_talker.py", "variant=tiny_tts")
+    config = load_experiment_config("configs/thinker_talker.py", "variant=tts_tiny")
     config.unlock()
     config.train.loss.update(loss)
     config.sample.temperature = 0.0
