@@ -79,20 +79,48 @@ def test_exact_resume_mid_epoch(corpus):
         data_lib.make_iterator({**config, "loader": "memory"}, "train").set_state(state)
 
 
-def test_exact_resume_with_worker_processes(corpus):
-    config = grain_config(corpus, loader_workers=2)
+KILLED_RUN = """
+import json, os, signal, sys
+from audiolm import data as data_lib
+
+
+def main():
+    config, state_path = json.loads(sys.argv[1]), sys.argv[2]
     it = data_lib.make_iterator(config, "train")
-    take(it, 3)
-    state = it.get_state()
-    expected = take(it, 4)
-    it.close()
+    for step in range(1, 5):
+        next(it)
+        if step == 3:  # the checkpoint of step 3
+            with open(state_path, "w") as f:
+                json.dump(it.get_state(), f)
+    os.kill(os.getpid(), signal.SIGKILL)  # in the middle of step 4, workers running
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_resume_after_sigkill_with_worker_processes(corpus, tmp_path):
+    """A process reading through a grain worker is SIGKILLed after saving the state of step 3;
+    a new iterator set to that state yields what an uninterrupted one yields from step 4 on.
+    The worker dies with the process: an orphan would keep the pipes open and time out here."""
+    import subprocess
+    import sys
+
+    config = grain_config(corpus, loader_workers=1)
+    script, state_path = tmp_path / "run.py", tmp_path / "state.json"
+    script.write_text(KILLED_RUN)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, str(script), json.dumps(config), str(state_path)],
+                          cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert proc.returncode == -9, proc.stderr[-3000:]
     resumed = data_lib.make_iterator(config, "train")
-    resumed.set_state(state)
+    resumed.set_state(json.loads(state_path.read_text()))
     got = take(resumed, 4)
     resumed.close()
-    assert_same_batches(got, expected)
-    reference = data_lib.make_iterator(grain_config(corpus), "train")
-    assert_same_batches(take(reference, 7)[3:], expected)  # workers change nothing
+    reference = data_lib.make_iterator(grain_config(corpus), "train")  # in-process decoding
+    assert_same_batches(got, take(reference, 7)[3:])
 
 
 def test_two_hosts_read_disjoint_shards_covering_the_set(corpus):
