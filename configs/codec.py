@@ -118,6 +118,19 @@ def sweep_lr():
         yield {"train.learning_rate": lr}
 
 
+def sweep_quantizer():
+    """Codebook learning (`audiolm.presets.codec.QuantizerSpec`): straight-through with the
+    codebook loss, against Mimi's EMA codebooks with k-means init and dead-code restarts, with
+    the cosine and the Euclidean lookup, e.g.
+    python experiments/sweep.py --config=configs/codec.py:speech --sweep=quantizer \
+        --workdir=runs/codec_quantizer"""
+    for update, lookup in (("loss", True), ("ema", True), ("ema", False)):
+        ema = update == "ema"
+        yield {"model.quantizer.update": update, "model.quantizer.normalized_lookup": lookup,
+               "model.quantizer.kmeans_init": ema,
+               "model.quantizer.dead_code_threshold": 0.1 if ema else 0.0}
+
+
 def sweep_commitment():
     """Commitment weight of the straight-through RVQ (VQ-VAE beta)."""
     for weight in (0.1, 0.25, 1.0):
