@@ -59,6 +59,7 @@ TASKS = {
     "asr": "audiolm.tasks.asr",
     "codes": "audiolm.tasks.codes",
     "codec": "audiolm.tasks.codec",
+    "stt": "audiolm.tasks.stt",
     "tts": "audiolm.tasks.tts",
 }
 
@@ -67,6 +68,7 @@ PAIRS = {
     "asr": ("thinker_talker",),  # speech -> transcript: AuT + Thinker
     "codes": ("thinker_talker", "moshi", "pattern_lm"),  # next-code LM over codebook tokens
     "codec": ("codec",),  # waveform -> codes -> waveform: the codec learns to reconstruct
+    "stt": ("moshi",),  # codec codes of speech -> time-aligned transcript (delayed streams)
     "tts": ("thinker_talker", "moshi", "pattern_lm"),  # transcript -> codec codes -> speech
 }
 

@@ -87,7 +87,7 @@ def speech_config(config: ml_collections.ConfigDict, variant: str, codec_workdir
     data.max_audio_seconds = 6.0
     data.bucket_seconds = (2.0, 3.0, 4.0)  # padded lengths 2, 3, 4, 6 s: four compiles
     if tiny:
-        data.update(num_train=16, num_validation=4, num_test=4, num_speakers=4, batch_size=4)
+        data.update(num_train=16, num_validation=4, num_test=4, num_speakers=4, batch_size=8)
         config.task.codec = speech_codes.codec_section("configs/codec.py:variant=tiny", 2)
     else:
         data.batch_size = 16

@@ -40,14 +40,14 @@ def test_stream_batches_hold_the_transcript_on_the_codes(config):
     raw_state = it.get_state()
     batch = next(it)
     codes = batch["codes"]
-    assert codes.shape[:2] == (4, 3) and codes.dtype == np.int32
-    assert batch["conditions"]["speaker"].shape == (4,)
+    assert codes.shape[:2] == (8, 3) and codes.dtype == np.int32
+    assert batch["conditions"]["speaker"].shape == (8,)
     tokenizer = data_lib.make_tokenizer(config.data)
     inner = tts_moshi.speech_codes.make_batches(config, "train")
     inner.set_state(raw_state)
     raw = next(inner)
     dataset = data_lib.make_dataset(config.data, "train")
-    for row in range(4):
+    for row in range(8):
         n = int(raw["codes_mask"][row].sum())
         text = codes[row, 0]
         assert (text[n:] == -1).all() and (codes[row, 1:, n:] == -1).all()

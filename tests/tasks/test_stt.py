@@ -1,0 +1,140 @@
+"""Moshi stt through the training loop: the loss decreases, the stt_cer evaluator writes its
+transcripts and the streaming delay, a SIGKILLed run resumes exactly; the streaming decoder
+equals the offline forward; the config rules name their field."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytest.importorskip("espeakng_loader")
+
+from audiolm import config as config_lib  # noqa: E402
+from audiolm import data as data_lib  # noqa: E402
+from audiolm.models import moshi as moshi_lib  # noqa: E402
+from audiolm.presets import experiment  # noqa: E402
+from audiolm.tasks import speech_codes, stt  # noqa: E402
+from audiolm.train import checkpoint as ckpt_lib  # noqa: E402
+from audiolm.train import loop, metrics as metrics_lib  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def tiny_config(cache_dir):
+    cfg = experiment.load_experiment_config("configs/moshi.py", "stt_tiny")
+    cfg.data.update(num_workers=1, cache_dir=cache_dir)
+    cfg.train.update(steps=6, checkpoint_every=2, eval_every=6, log_every=1,
+                     compilation_cache_dir="")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    cache = str(tmp_path_factory.mktemp("speech"))
+    workdir = str(tmp_path_factory.mktemp("stt_reference"))
+    config = tiny_config(cache)
+    loop.run(config, workdir)
+    return config, workdir
+
+
+def _losses(workdir):
+    return [(r["step"], r["loss"]) for r in metrics_lib.read_metrics(workdir, "train")]
+
+
+def _params(config, workdir):
+    exp = loop.build(config)
+    ckpt = ckpt_lib.Checkpointer(workdir, config.train)
+    try:
+        state, _, _ = ckpt.restore(exp.abstract_state)
+    finally:
+        ckpt.close()
+    return jax.device_get(state["params"])
+
+
+def test_loss_decreases_and_the_cer_evaluator_reports_the_delay(reference_run):
+    config, workdir = reference_run
+    losses = [loss for _, loss in _losses(workdir)]
+    assert len(losses) == 6 and losses[-1] < 0.8 * losses[0]
+    with open(os.path.join(workdir, "stt_test.json")) as f:
+        scores = json.load(f)
+    assert scores["delay_frames"] == 3 and scores["delay_seconds"] == pytest.approx(3 / 125)
+    assert scores["utterances"] == 4 and scores["cer"] > 0
+    dataset = data_lib.make_dataset(config.data, "test")
+    with open(os.path.join(workdir, "stt_test.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    assert [r["reference"] for r in rows] == [dataset.text(i) for i in range(4)]
+
+
+def test_resume_after_sigkill_is_exact(reference_run, tmp_path):
+    config, ref_dir = reference_run
+    workdir = str(tmp_path)
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path[:0] = [{ROOT!r}, {os.path.dirname(__file__)!r}]
+        from test_stt import tiny_config
+        from audiolm.train import loop
+
+        def kill(step, state, metrics):
+            if step == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        loop.run(tiny_config({config.data.cache_dir!r}), {workdir!r}, callbacks=[kill])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    loop.run(config, workdir)
+    assert _losses(workdir) == _losses(ref_dir)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, _params(config, workdir),
+                           _params(config, ref_dir))
+
+
+def test_streaming_decoder_equals_the_offline_forward(reference_run):
+    config, workdir = reference_run
+    module = moshi_lib.build(config.model)
+    params = _params(config, workdir)
+    batch = next(speech_codes.make_batches(config, "validation", finite=True))
+    audio = np.where(batch["codes_mask"][:, None], batch["codes"], -1).astype(np.int32)
+    pad = int(config.model.text_padding_id)
+    stream = np.asarray(stt.compiled_transcriber(module, pad)(params, jnp.asarray(audio)))
+    # Teacher-forced on its own output, the full forward predicts the same tokens.
+    b, k, t = audio.shape
+    d = stt.delay_frames(config)
+    codes = np.concatenate([np.concatenate([stream[:, None], audio], axis=1),
+                            np.full((b, 1 + k, d), -1, np.int32)], axis=2)
+    inputs, _, _ = moshi_lib.delayed_inputs(module.spec, jnp.asarray(codes))
+    logits = module.apply({"params": params}, inputs)["text_logits"]
+    offline = np.asarray(jnp.argmax(logits, axis=-1))[:, d:d + t]
+    np.testing.assert_array_equal(stream, offline)
+
+
+def test_stream_text_reads_words_between_pads():
+    tokenizer = data_lib.make_tokenizer({"tokenizer": "bytes"})
+    p, e = 259, 260
+    ids = [p, e] + tokenizer.encode("the") + [p, p, e] + tokenizer.encode("dog") + [e, p]
+    assert stt.stream_text(ids, tokenizer, p, e) == "the dog"
+
+
+@pytest.mark.parametrize("fields,match", [
+    ({"model.delays": (0, 0, 0)}, "model.delays=.*audio leading"),
+    ({"model.delays": (2, 1, 0)}, "model.delays=.*audio leading"),
+    ({"model.audio_codebooks": 1, "model.delays": (3, 0)},
+     "model.audio_codebooks=1: must equal task.codec.num_codebooks"),
+    ({"model.text_end_padding_id": 7}, "model.text_end_padding_id=7: must be in \\[259, "),
+    ({"task.final_evaluators": ("cer",)}, "task 'stt' has no evaluator 'cer'"),
+    ({"task.codec.num_codebooks": 5}, "task.codec.num_codebooks=5: must be <= 2"),
+])
+def test_bad_fields_are_named(reference_run, fields, match):
+    bad = reference_run[0].copy_and_resolve_references()
+    for field, value in fields.items():
+        section, key = field.rsplit(".", 1)
+        config_lib.get_path(bad, section)[key] = value
+    with pytest.raises(config_lib.ConfigError, match=match):
+        config_lib.validate(bad)
