@@ -253,8 +253,8 @@ def make_iterator(data_config: Any, split: str, *, train: bool | None = None,
     `train` (default: split == "train"); otherwise one ordered pass with the last batches padded.
 
     `data.loader="memory"` (or a `dataset` given): a `BatchIterator` over the clips in RAM;
-    `"grain"`: a `streaming.StreamIterator` reading this host's rows (`shard`, a
-    grain ShardOptions; default jax.process_index() of jax.process_count())."""
+    `"grain"`: a `streaming.StreamIterator`; `shard` (a grain ShardOptions) makes it read only
+    this host's rows of each global batch (default: the whole batch)."""
     from audiolm.data.batching import BatchIterator, bucket_lengths
 
     data = resolve_config(data_config)

@@ -15,8 +15,10 @@ a batch always comes from one source.
 Hosts: the plan is global (every host computes the same one), and host p of P reads rows
 [p B/P, (p+1) B/P) of every global batch of B = `data.batch_size` rows: the hosts read disjoint
 utterances that together cover the set, and all hosts pad a step's batch to the same bucket. The
-host's slice is described by a `grain.sharding.ShardOptions` (default: `jax.process_index()` of
-`jax.process_count()`).
+host's slice is described by a `grain.sharding.ShardOptions` (`shard=`). The default is the
+whole global batch on every host, which is what `parallel.shard_batch` (and so the training loop)
+takes today; host shards need the loop to assemble global arrays from host-local rows
+(`jax.make_array_from_process_local_data`).
 
 Bad files: the index drops what the headers show (missing, unreadable, truncated, another rate
 with `data.resample=False`) and reports it like the in-memory loader; a file found bad only when
@@ -311,16 +313,6 @@ class ReadBatch:
         return batching.collate(rows, self.rows, length, self.max_text_len)
 
 
-def import_grain() -> Any:
-    """The grain module, or ImportError naming the pip extra that installs it."""
-    try:
-        import grain
-    except ImportError as e:
-        raise ImportError("data.loader='grain' needs the grain package: pip install "
-                          "'audiolm[data]' (or pip install grain)") from e
-    return grain
-
-
 def die_with_parent(worker_index: int = 0, worker_count: int = 0) -> None:
     """grain worker start-up: the worker gets SIGKILL when the training process dies, so a run
     killed with SIGKILL leaves no orphan decoding processes behind (Linux; elsewhere nothing)."""
@@ -418,15 +410,22 @@ def make_stream_iterator(data: Any, split: str, *, train: bool,
       data: the resolved `config.data`.
       split: "train" | "validation" | "test".
       train: endless, shuffled (per `data.shuffle`), full batches; else one ordered pass.
-      shard: `grain.sharding.ShardOptions` of this host; None = jax.process_index() of
-        jax.process_count().
+      shard: `grain.sharding.ShardOptions`: this host reads rows [i B/n, (i+1) B/n) of every
+        global batch; None = the whole batch (module docstring).
     Raises ConfigError when `data.batch_size` does not split evenly over the hosts.
     """
-    grain = import_grain()
+    from audiolm import extras
+
+    grain = extras.require("grain", "data", "data.loader='grain'")
     if shard is None:
         import jax
 
-        shard = grain.sharding.ShardOptions(jax.process_index(), jax.process_count())
+        if jax.process_count() > 1:
+            log.warning("data.loader='grain' on %d hosts: every host decodes the whole global "
+                        "batch, because the training loop (parallel.shard_batch) takes the same "
+                        "global batch on every host; pass shard= to read host shards",
+                        jax.process_count())
+        shard = grain.sharding.ShardOptions(0, 1)
     if int(data.batch_size) % shard.shard_count:
         raise _config_error(f"data.batch_size={data.batch_size}: must be a multiple of the "
                             f"{shard.shard_count} hosts (each reads batch_size / hosts rows)")

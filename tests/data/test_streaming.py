@@ -223,3 +223,11 @@ def test_streamed_peak_memory_does_not_grow_with_the_corpus(tmp_path):
         corpus = write_corpus(str(tmp_path / str(n)), n, min_s=0.5, max_s=1.5)
         peaks[n] = peak_rss(grain_config(corpus, batch_size=16), 10)["peak_mb"]
     assert abs(peaks[4000] - peaks[200]) < 50, peaks
+
+
+def test_missing_grain_names_the_extra(monkeypatch, corpus):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "grain", None)
+    with pytest.raises(ImportError, match=r"data.loader='grain' needs 'grain'.*audiolm\[data\]"):
+        data_lib.make_iterator(grain_config(corpus), "train")
