@@ -7,6 +7,9 @@ Train the 2 kbps speech codec on the embedded 16 kHz speech set (generated on fi
 Original / reconstructed WAV pairs of test utterances from a trained run:
   python -m audiolm.main --config=configs/codec.py:variant=speech --workdir=runs/codec_speech \
       --mode=sample
+Decoded by a Code2Wav (Qwen3-Omni's decoder) instead of the SEANet mirror (tiny | speech):
+  python -m audiolm.main --config=configs/codec.py:variant=tiny,decoder=code2wav \
+      --workdir=/tmp/codec_tiny_c2w
 Describe Kyutai's Mimi (parameters; nothing is allocated):
   python -m audiolm.main --config=configs/codec.py:variant=mimi --mode=describe
 
@@ -17,13 +20,15 @@ Adversarial training (multi-scale STFT discriminator, hinge + feature matching, 
 arg: variant=<preset of audiolm.presets.codec> (tiny | speech | mimi | tiny_mimi), steps=<n>
 (0 = the variant's default), adversarial=<bool> (default False: no discriminator).
 `audiolm.presets.codec` documents every field of `config.model`;
-the task is "codec" (`audiolm.tasks.codec`: the loss weights below).
+the task is "codec" (`audiolm.tasks.codec`: the loss weights below). decoder=seanet (default) |
+code2wav (tiny, speech: the Code2Wav of `audiolm.presets.codec.CODE2WAV_DECODERS`).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from audiolm.config import spec_to_section
 from audiolm.presets import codec as presets
 from audiolm.presets import experiment
 
@@ -47,12 +52,17 @@ def train_loss(min_n_fft=256, n_mels=64, segment_seconds=1.0):
 
 
 def get_config(arg=None):
-    arg = experiment.parse_arg(arg, variant="tiny", steps=0, adversarial=False)
+    arg = experiment.parse_arg(arg, variant="tiny", steps=0, adversarial=False, decoder="seanet")
     if arg.variant not in presets.PRESETS:
         raise ValueError(f"config arg variant={arg.variant!r}: expected one of "
                          f"{sorted(presets.PRESETS)}")
     config = experiment.base_config()
     config.model = presets.PRESETS[arg.variant]()
+    if arg.decoder == "code2wav":  # the preset's Code2Wav (tiny, speech) replaces SEANet's
+        config.model = spec_to_section(presets.with_code2wav(presets.SPECS[arg.variant],
+                                                             arg.variant))
+    elif arg.decoder != "seanet":
+        raise ValueError(f"config arg decoder={arg.decoder!r}: expected 'seanet' or 'code2wav'")
     rate = int(config.model.sample_rate)
     config.task.name = "codec"
     config.task.evaluators = ("loss", "codec")

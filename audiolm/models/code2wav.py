@@ -199,6 +199,10 @@ class DecoderBlock(nn.Module):
 class Code2Wav(nn.Module):
     """codes [B, G, T] -> waveform [B, output_length(T)] in [-1, 1]. See the module docstring.
 
+    `embeddings` [B, T, hidden_size] instead of codes skips the code embedding (an encoder that
+    embeds its own codes feeds its latent: `audiolm.models.codec`, decoder "code2wav"); the
+    module then has no `code_embedding` param.
+
     Params: `code_embedding` [G*codebook_size, D], `pre_transformer` (`layers_{i}`, `norm`),
     `upsample_{s}` (`conv`, `convnext`), `decoder_in`, `decoder_block_{b}`, `decoder_snake`,
     `decoder_out`.
@@ -208,14 +212,25 @@ class Code2Wav(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, codes: jax.Array) -> jax.Array:
+    def __call__(self, codes: jax.Array | None = None, *,
+                 embeddings: jax.Array | None = None) -> jax.Array:
         c = self.config
-        check_codes(codes, c)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        g, card = c.num_codebooks, c.codebook_size
-        offsets = (jnp.arange(g, dtype=codes.dtype) * card)[None, :, None]
-        x = anl.Embed(g * card, c.hidden_size, name="code_embedding", **kw)(codes + offsets)
-        x = jnp.mean(x, axis=1)  # [B, T, D]: the mean (not the sum) over codebooks
+        if (codes is None) == (embeddings is None):
+            raise ValueError("Code2Wav: pass either codes [B, G, T] or embeddings [B, T, "
+                             "hidden_size], not both or neither")
+        if codes is not None:
+            check_codes(codes, c)
+            g, card = c.num_codebooks, c.codebook_size
+            offsets = (jnp.arange(g, dtype=codes.dtype) * card)[None, :, None]
+            x = anl.Embed(g * card, c.hidden_size, name="code_embedding", **kw)(codes + offsets)
+            x = jnp.mean(x, axis=1)  # [B, T, D]: the mean (not the sum) over codebooks
+        else:
+            shape = tuple(np.shape(embeddings))
+            if len(shape) != 3 or shape[1] < 1 or shape[2] != c.hidden_size:
+                raise ValueError(f"Code2Wav: embeddings shape {shape} must be [B, T>=1, "
+                                 f"hidden_size={c.hidden_size}]")
+            x = embeddings.astype(self.dtype)
         x = PreTransformer(c, name="pre_transformer", **kw)(x)
         for s, ratio in enumerate(c.upsampling_ratios):
             x = UpsampleStage(c, ratio, name=f"upsample_{s}", **kw)(x)

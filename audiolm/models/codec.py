@@ -1,4 +1,5 @@
-"""Neural audio codec (family "codec"): causal SEANet encoder, residual VQ, mirror decoder.
+"""Neural audio codec (family "codec"): causal SEANet encoder, residual VQ, mirror decoder (or
+Code2Wav), offline and streaming.
 
 waveform [B, S] -> pad right to a multiple of hop_length -> SEANet encoder (causal conv,
 per stage: residual blocks then ELU + strided conv of kernel 2r, channels doubled; ELU + last
@@ -25,6 +26,27 @@ them); "ema": Mimi's EMA statistics, buffers in the params tree that the optimiz
 (zero gradient) and that `learn_quantizer` rewrites after each step (through the codec task's
 `update_buffers` hook): k-means init on the first batch, EMA updates, dead-code restarts.
 
+Decoder (`model.decoder`): "seanet", the mirror above, or "code2wav": Qwen3-Omni's Code2Wav
+(`audiolm.models.code2wav`, param subtree `code2wav`) replaces the upsampler, the decoder
+transformer and the SEANet decoder, fed the quantized latent [B, T, D] in place of its own code
+embedding (`Code2Wav(embeddings=...)`; D = its hidden_size, hop = its total upsampling). Why the
+latent and not the codes: Code2Wav's embedding is a mean of one table row per codebook, the same
+form as the RVQ decode (a sum of codebook rows, projected), so the RVQ decode takes its place
+without loss of generality; and integer codes pass no gradient, so a Code2Wav embedding its own
+codes would leave the encoder learning from the VQ losses alone, never from the reconstruction,
+while the straight-through latent trains the encoder end to end. Code2Wav's trimmed transposed
+convs never produce the first start_trim samples of the frame grid: `decode` returns them as
+zeros, so both decoders give [B, T * hop_length] on the same grid.
+
+Streaming (`init_stream`, `encode_step`, `decode_step`; names as `code2wav.init_stream` /
+`stream_step`): audio in whole frames and codes a few frames at a time, equal to offline. Every
+causal conv keeps its last (kernel - 1) * dilation + 1 - stride input frames (`Stream`), each
+transposed conv its last input frame, each transformer layer its ring KV cache of `context`
+slots, the downsampler its last `stride` encoder frames (the first frame repeated at the start,
+as offline); the state is a fixed-shape pytree. The Code2Wav decoder streams as
+`code2wav.stream_step` does: the last receptive_field frames of latent are decoded again beside
+the new ones.
+
 Config: `audiolm.presets.codec.CodecSpec` (every field with its comment), presets `TINY`,
 `SPEECH_16K`, `MIMI`, `TINY_MIMI` there. Param tree: `encoder` (`conv_in`, `res_{i}_{j}`
 {`conv1`, `conv2`}, `down_{i}`, `conv_out`), `encoder_transformer` / `decoder_transformer`
@@ -38,6 +60,7 @@ only (`Codec.discriminate`).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax
@@ -48,6 +71,7 @@ import numpy as np
 
 import audiolm.nn as anl
 from audiolm import config as config_lib
+from audiolm.models import code2wav as code2wav_lib
 from audiolm.config import (MAX_CODEBOOKS, check_float, check_int, check_schema, get_path,
                             require)
 from audiolm.nn.compile import fast_jit
@@ -66,7 +90,10 @@ def spec_of(model_config: Any) -> CodecSpec:
     """The `CodecSpec` of `config.model` (schema-checked; a spec passes through)."""
     if isinstance(model_config, CodecSpec):
         return model_config
-    return config_lib.spec_from_section(CodecSpec, {"model": model_config}, "model")
+    section = model_config.get("code2wav") if hasattr(model_config, "get") else None
+    return config_lib.spec_from_section(
+        CodecSpec, {"model": model_config}, "model",
+        code2wav=None if section is None else code2wav_lib.spec_of(section))
 
 
 def num_frames(spec: CodecSpec, samples: int) -> int:
@@ -78,8 +105,50 @@ def num_frames(spec: CodecSpec, samples: int) -> int:
 # SEANet
 
 
+class Stream:
+    """The frame buffers of one module's causal layers while streaming.
+
+    `state` None: offline, every layer runs on its input as is. A dict: each layer's last
+    `context` input frames from the previous call (zeros when missing: the causal zero padding
+    at the start of a stream) are prepended to its input and the `drop` outputs they give are
+    removed, so chunk after chunk gives the offline outputs; `new` collects the next call's
+    state. `context` frames are all a layer's outputs depend on beyond the current ones: a conv
+    of kernel k, dilation d, stride s keeps (k - 1) * d + 1 - s and drops context / s; a
+    transposed conv of kernel 2s, stride s (causal trim) keeps 1 and drops s.
+    """
+
+    def __init__(self, state: dict | None):
+        self.state = state
+        self.new = None if state is None else {}
+
+    def layer(self, layer: Any, x: jax.Array, name: str, context: int,
+              drop: int) -> jax.Array:
+        """layer(x [B, T, C]) continuing the stream (buffer state[name])."""
+        if self.state is None or not context:
+            return layer(x)
+        buf = self.state.get(name)
+        if buf is None:
+            buf = jnp.zeros((x.shape[0], context, x.shape[-1]), x.dtype)
+        joined = jnp.concatenate([buf.astype(x.dtype), x], axis=1)
+        self.new[name] = joined[:, joined.shape[1] - context:]
+        return layer(joined)[:, drop:]
+
+    def conv(self, conv: Any, x: jax.Array, name: str, kernel: int, dilation: int = 1,
+             stride: int = 1) -> jax.Array:
+        context = (kernel - 1) * dilation + 1 - stride
+        return self.layer(conv, x, name, context, context // stride)
+
+    def module(self, module: Any, x: jax.Array, name: str) -> jax.Array:
+        """A sub-module `(x, state) -> (y, state)` streaming its own state[name]."""
+        y, sub = module(x, None if self.state is None else self.state.get(name, {}))
+        if self.new is not None:
+            self.new[name] = sub
+        return y
+
+
 class ResidualBlock(nn.Module):
-    """x + conv2(ELU(conv1(ELU(x)))): conv1 [kernel, dilation] to `hidden`, conv2 1x1 back."""
+    """x + conv2(ELU(conv1(ELU(x)))): conv1 [kernel, dilation] to `hidden`, conv2 1x1 back.
+    `(x [B, T, C], state=None) -> (y, state)`: `Stream`."""
     channels: int
     hidden: int
     kernel: int
@@ -88,92 +157,121 @@ class ResidualBlock(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, state: dict | None = None):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = anl.CausalConv1d(self.hidden, self.kernel, dilation=self.dilation, name="conv1",
-                             **kw)(jax.nn.elu(x))
+        st = Stream(state)
+        h = st.conv(anl.CausalConv1d(self.hidden, self.kernel, dilation=self.dilation,
+                                     name="conv1", **kw),
+                    jax.nn.elu(x), "conv1", self.kernel, self.dilation)
         h = anl.CausalConv1d(self.channels, 1, name="conv2", **kw)(jax.nn.elu(h))
-        return x + h
+        return x + h, st.new
 
 
 class SEANetEncoder(nn.Module):
-    """wav [B, S] (S a multiple of prod(ratios)) -> [B, S / prod(ratios), dimension]."""
+    """wav [B, S] (S a multiple of prod(ratios)) -> [B, S / prod(ratios), dimension].
+    `(wav, state=None) -> (latent, state)`: `Stream`."""
     spec: SEANetSpec
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, wav: jax.Array) -> jax.Array:
+    def __call__(self, wav: jax.Array, state: dict | None = None):
         c = self.spec
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = anl.CausalConv1d(c.n_filters, c.kernel_size, name="conv_in", **kw)(wav[..., None])
+        st = Stream(state)
+        x = st.conv(anl.CausalConv1d(c.n_filters, c.kernel_size, name="conv_in", **kw),
+                    wav[..., None], "conv_in", c.kernel_size)
         ch = c.n_filters
         for i, ratio in enumerate(reversed(c.ratios)):
             for j in range(c.n_residual_layers):
-                x = ResidualBlock(ch, ch // c.compress, c.residual_kernel_size,
-                                  c.dilation_base ** j, name=f"res_{i}_{j}", **kw)(x)
-            x = anl.CausalConv1d(2 * ch, 2 * ratio, stride=ratio, name=f"down_{i}",
-                                 **kw)(jax.nn.elu(x))
+                x = st.module(ResidualBlock(ch, ch // c.compress, c.residual_kernel_size,
+                                            c.dilation_base ** j, name=f"res_{i}_{j}", **kw),
+                              x, f"res_{i}_{j}")
+            x = st.conv(anl.CausalConv1d(2 * ch, 2 * ratio, stride=ratio, name=f"down_{i}",
+                                         **kw),
+                        jax.nn.elu(x), f"down_{i}", 2 * ratio, stride=ratio)
             ch *= 2
-        return anl.CausalConv1d(c.dimension, c.last_kernel_size, name="conv_out",
-                                **kw)(jax.nn.elu(x))
+        x = st.conv(anl.CausalConv1d(c.dimension, c.last_kernel_size, name="conv_out", **kw),
+                    jax.nn.elu(x), "conv_out", c.last_kernel_size)
+        return x, st.new
 
 
 class SEANetDecoder(nn.Module):
-    """latent [B, T, dimension] -> wav [B, T * prod(ratios)] (the encoder's mirror)."""
+    """latent [B, T, dimension] -> wav [B, T * prod(ratios)] (the encoder's mirror).
+    `(latent, state=None) -> (wav, state)`: `Stream`."""
     spec: SEANetSpec
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, state: dict | None = None):
         c = self.spec
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        st = Stream(state)
         ch = c.n_filters * 2 ** len(c.ratios)
-        x = anl.CausalConv1d(ch, c.kernel_size, name="conv_in", **kw)(z)
+        x = st.conv(anl.CausalConv1d(ch, c.kernel_size, name="conv_in", **kw), z, "conv_in",
+                    c.kernel_size)
         for i, ratio in enumerate(c.ratios):
             # Causal: the k - stride extra samples of the transposed conv are trimmed on the right.
-            x = anl.CausalConvTranspose1d(ch // 2, 2 * ratio, ratio, name=f"up_{i}",
-                                          **kw)(jax.nn.elu(x))
+            x = st.layer(anl.CausalConvTranspose1d(ch // 2, 2 * ratio, ratio, name=f"up_{i}",
+                                                   **kw),
+                         jax.nn.elu(x), f"up_{i}", 1, ratio)
             ch //= 2
             for j in range(c.n_residual_layers):
-                x = ResidualBlock(ch, ch // c.compress, c.residual_kernel_size,
-                                  c.dilation_base ** j, name=f"res_{i}_{j}", **kw)(x)
-        x = anl.CausalConv1d(1, c.last_kernel_size, name="conv_out", **kw)(jax.nn.elu(x))
-        return x[..., 0]
+                x = st.module(ResidualBlock(ch, ch // c.compress, c.residual_kernel_size,
+                                            c.dilation_base ** j, name=f"res_{i}_{j}", **kw),
+                              x, f"res_{i}_{j}")
+        x = st.conv(anl.CausalConv1d(1, c.last_kernel_size, name="conv_out", **kw),
+                    jax.nn.elu(x), "conv_out", c.last_kernel_size)
+        return x[..., 0], st.new
 
 
 class CodecTransformer(nn.Module):
     """Causal transformer x [B, T, D] -> [B, T, D]: LayerNorm (eps 1e-5), interleaved RoPE,
-    attention window `context`, GELU MLP without biases, LayerScale (Mimi's)."""
+    attention window `context`, GELU MLP without biases, LayerScale (Mimi's).
+    `(x, state=None) -> (y, state)`: state a dict streams, holding each layer's ring KV cache
+    of `context` slots (`layers_{i}`; empty when missing), positions continuing the stream's."""
     spec: CodecTransformerSpec
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, state: dict | None = None):
         t = self.spec
+        new = None if state is None else {}
         for i in range(t.num_layers):
-            x, _, _ = anl.TransformerBlock(
+            block = anl.TransformerBlock(
                 num_heads=t.num_heads, norm="layer", norm_eps=1e-5, rope_style="interleaved",
                 rope_theta=t.rope_theta, causal=True, window=t.context, ffn="plain",
                 ffn_hidden=t.ffn_hidden, activation="gelu", ffn_bias=False,
                 layer_scale=t.layer_scale or None, dtype=self.dtype,
-                param_dtype=self.param_dtype, name=f"layers_{i}")(x)
-        return x
+                param_dtype=self.param_dtype, name=f"layers_{i}")
+            cache = None
+            if state is not None:
+                cache = state.get(f"layers_{i}")
+                if cache is None:
+                    cache = anl.TransformerBlock(num_heads=t.num_heads, parent=None).init_cache(
+                        x.shape[0], t.context, x.shape[-1], self.dtype)
+            x, cache, _ = block(x, cache=cache)
+            if new is not None:
+                new[f"layers_{i}"] = cache
+        return x, new
 
 
 class Downsample(nn.Module):
     """Learnt causal conv (kernel 2s, stride s, no bias): [B, T, D] -> [B, T / s, D]. The s
-    frames of left padding repeat the first frame (Mimi's replicate padding)."""
+    frames of left padding repeat the first frame (Mimi's replicate padding), or are `left`
+    [B, s, D] (the previous frames of a stream)."""
     stride: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, left: jax.Array | None = None) -> jax.Array:
         s = self.stride
-        x = jnp.concatenate([jnp.repeat(x[:, :1], s, axis=1), x], axis=1)
+        if left is None:
+            left = jnp.repeat(x[:, :1], s, axis=1)
+        x = jnp.concatenate([left.astype(x.dtype), x], axis=1)
         return nn.Conv(x.shape[-1], (2 * s,), strides=(s,), padding="VALID", use_bias=False,
                        dtype=self.dtype, param_dtype=self.param_dtype, name="conv",
                        kernel_init=partitioned(default_kernel_init,
@@ -485,6 +583,9 @@ class Codec(nn.Module):
       __call__(wav [B, S], active=None) -> {"audio" [B, S], "codes" [B, N, T], "commit",
         "codebook" [B, T, N], "latent" [B, T, D]}: training forward, `active` codebooks
         (quantizer dropout; default all).
+      encode_step(wav [B, n * hop], state, num_codebooks) -> (codes [B, k, n], state)
+      decode_step(codes [B, k, n], state) -> (wav [B, n * hop], state)   (decoder "seanet")
+        streaming, state from `init_stream` (module level: the jitted entry points).
     """
     spec: CodecSpec
     dtype: Any = jnp.float32
@@ -495,16 +596,21 @@ class Codec(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         width = c.seanet.dimension
         self.encoder = SEANetEncoder(c.seanet, **kw)
-        self.decoder = SEANetDecoder(c.seanet, **kw)
         if c.transformer.num_layers:
             self.encoder_transformer = CodecTransformer(c.transformer, **kw)
-            self.decoder_transformer = CodecTransformer(c.transformer, **kw)
         if c.downsample_stride > 1:
-            s = c.downsample_stride
-            self.downsample = Downsample(s, **kw)
-            # depthwise, as Mimi's (its `upsample_channel_wise_bug`)
-            self.upsample = anl.CausalConvTranspose1d(width, 2 * s, s, groups=width,
-                                                      use_bias=False, **kw)
+            self.downsample = Downsample(c.downsample_stride, **kw)
+        if c.decoder == "code2wav":  # Code2Wav replaces upsampler, transformer and SEANet
+            self.code2wav = code2wav_lib.Code2Wav(c.code2wav, **kw)
+        else:
+            self.decoder = SEANetDecoder(c.seanet, **kw)
+            if c.transformer.num_layers:
+                self.decoder_transformer = CodecTransformer(c.transformer, **kw)
+            if c.downsample_stride > 1:
+                s = c.downsample_stride
+                # depthwise, as Mimi's (its `upsample_channel_wise_bug`)
+                self.upsample = anl.CausalConvTranspose1d(width, 2 * s, s, groups=width,
+                                                          use_bias=False, **kw)
         self.quantizer = Quantizer(c.quantizer, width, param_dtype=self.param_dtype)
         if c.discriminator.n_ffts:  # adversarial training only: no params otherwise
             self.discriminator = MultiScaleSTFTDiscriminator(c.discriminator, **kw)
@@ -520,21 +626,26 @@ class Codec(nn.Module):
         hop = hop_length(self.spec)
         pad = -wav.shape[1] % hop
         x = jnp.pad(wav.astype(self.dtype), ((0, 0), (0, pad)))
-        x = self.encoder(x)
+        x, _ = self.encoder(x)
         if self.spec.transformer.num_layers:
-            x = self.encoder_transformer(x)
+            x, _ = self.encoder_transformer(x)
         if self.spec.downsample_stride > 1:
             x = self.downsample(x)
         return x
 
     def synthesize(self, latent: jax.Array) -> jax.Array:
-        """Decoder from a (quantized) latent [B, T, D] -> wav [B, T * hop]."""
+        """Decoder from a (quantized) latent [B, T, D] -> wav [B, T * hop]. Code2Wav's trimmed
+        transposed convs never produce the first start_trim samples of the frame grid: they
+        are zeros (its sample n is sample n + start_trim of the grid)."""
         x = latent.astype(self.dtype)
+        if self.spec.decoder == "code2wav":
+            wav = self.code2wav(embeddings=x)
+            return jnp.pad(wav, ((0, 0), (code2wav_lib.start_trim(self.spec.code2wav), 0)))
         if self.spec.downsample_stride > 1:
             x = self.upsample(x)
         if self.spec.transformer.num_layers:
-            x = self.decoder_transformer(x)
-        return self.decoder(x)
+            x, _ = self.decoder_transformer(x)
+        return self.decoder(x)[0]
 
     def encode(self, wav: jax.Array, num_codebooks: int | None = None) -> jax.Array:
         q = self.spec.quantizer
@@ -547,6 +658,49 @@ class Codec(nn.Module):
     def decode(self, codes: jax.Array) -> jax.Array:
         check_codes(codes, self.spec)
         return self.synthesize(self.quantizer.decode(jnp.asarray(codes, jnp.int32)))
+
+    def encode_step(self, wav: jax.Array, state: dict, num_codebooks: int):
+        """The next whole frames of a stream: wav [B, n * hop], state (`init_stream`'s
+        "encode": {"frames", "encoder", "encoder_transformer", "downsample"}) -> (codes
+        [B, num_codebooks, n], state). The causal convs continue from their kept input frames,
+        the transformer from its KV window, the downsampler from its last `stride` frames (the
+        first frame repeated at the start, as offline)."""
+        hop = hop_length(self.spec)
+        if np.ndim(wav) != 2 or np.shape(wav)[1] < hop or np.shape(wav)[1] % hop:
+            raise ValueError(f"Codec.encode_step: wav shape {np.shape(wav)} must be [B, n * "
+                             f"{hop}] (whole frames of hop_length={hop}, n >= 1)")
+        frames = jnp.asarray(state.get("frames", 0), jnp.int32)
+        new = {"frames": frames + wav.shape[1] // hop}
+        x, new["encoder"] = self.encoder(wav.astype(self.dtype), state.get("encoder", {}))
+        if self.spec.transformer.num_layers:
+            x, new["encoder_transformer"] = self.encoder_transformer(
+                x, state.get("encoder_transformer", {}))
+        if self.spec.downsample_stride > 1:
+            s = self.spec.downsample_stride
+            first = jnp.repeat(x[:, :1], s, axis=1)
+            left = jnp.where(frames == 0, first, state.get("downsample", first))
+            new["downsample"] = x[:, -s:]  # chunks are whole frames: >= s encoder frames
+            x = self.downsample(x, left)
+        return self.quantizer.encode(x, num_codebooks), new
+
+    def decode_step(self, codes: jax.Array, state: dict):
+        """The next frames of a stream (decoder "seanet"): codes [B, k, n], state
+        (`init_stream`'s "decode": {"frames", "upsample", "decoder_transformer", "decoder"})
+        -> (wav [B, n * hop], state)."""
+        if self.spec.decoder != "seanet":
+            raise ValueError(f"Codec.decode_step: model.decoder={self.spec.decoder!r}; this "
+                             "method streams the SEANet decoder (module-level `decode_step` "
+                             "streams both)")
+        check_codes(codes, self.spec)
+        st = Stream(state)
+        x = self.quantizer.decode(jnp.asarray(codes, jnp.int32)).astype(self.dtype)
+        if self.spec.downsample_stride > 1:
+            x = st.layer(self.upsample, x, "upsample", 1, self.spec.downsample_stride)
+        if self.spec.transformer.num_layers:
+            x = st.module(self.decoder_transformer, x, "decoder_transformer")
+        wav = st.module(self.decoder, x, "decoder")
+        st.new["frames"] = jnp.asarray(state.get("frames", 0), jnp.int32) + codes.shape[2]
+        return wav, st.new
 
     def __call__(self, wav: jax.Array, active: Any = None) -> dict[str, jax.Array]:
         q = self.spec.quantizer
@@ -627,6 +781,124 @@ def decode(module: Codec, params: Any, codes: Any, fast_compile: bool = False) -
 
 
 # ---------------------------------------------------------------------------------------------
+# Streaming: encode audio and decode codes a few frames at a time, equal to offline
+
+
+def _encode_step_impl(module: Codec, params: Any, state: dict, wav: jax.Array, n: int):
+    codes, state = module.apply({"params": params}, wav, state, n, method=Codec.encode_step)
+    return state, codes
+
+
+def _decode_step_impl(module: Codec, params: Any, state: dict, codes: jax.Array):
+    wav, state = module.apply({"params": params}, codes, state, method=Codec.decode_step)
+    return state, wav
+
+
+def _synthesize_impl(module: Codec, params: Any, codes: jax.Array, context: jax.Array):
+    latent = module.apply({"params": params}, codes, method=lambda m, c: m.quantizer.decode(c))
+    latent = jnp.concatenate([context, latent], axis=1)
+    return latent, module.apply({"params": params}, latent, method=Codec.synthesize)
+
+
+_encode_step_jit = jax.jit(_encode_step_impl, static_argnums=(0, 4))
+_decode_step_jit = jax.jit(_decode_step_impl, static_argnums=0)
+_synthesize_jit = jax.jit(_synthesize_impl, static_argnums=0)
+# Short streams (tests): compile time dominates.
+_encode_step_fast = fast_jit(_encode_step_impl, static_argnums=(0, 4))
+_decode_step_fast = fast_jit(_decode_step_impl, static_argnums=0)
+_synthesize_fast = fast_jit(_synthesize_impl, static_argnums=0)
+
+
+def _fresh(shapes: Any) -> Any:
+    """A stream's initial state of the shapes `shapes`: zeros (frame counters, the causal
+    convs' zero padding, empty KV caches), except the caches' slot positions: -1 (empty, as
+    `Attention.init_cache`)."""
+    def leaf(path, x):
+        fill = -1 if getattr(path[-1], "key", None) == "pos" else 0
+        return jnp.full(x.shape, fill, x.dtype)
+    return jax.tree_util.tree_map_with_path(leaf, shapes)
+
+
+def init_stream(module: Codec, batch: int) -> dict[str, Any]:
+    """Empty streaming state of `batch` streams: {"encode": ..., "decode": ...}, the state of
+    `encode_step` and of `decode_step` (each reads and returns its own part).
+
+    Seanet decoder: both parts are fixed-shape pytrees (one compile per chunk size).
+    Code2Wav decoder ("decode" {"frames", "context"}): its decode step re-decodes the last
+    `code2wav.receptive_field` frames of quantized latent beside the new ones, as
+    `code2wav.stream_step` does with codes; shapes vary while that context fills.
+    """
+    spec = module.spec
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"init_stream: batch={batch!r} must be a positive int")
+    params = jax.eval_shape(lambda r: init_params(spec, r), jax.random.PRNGKey(0))
+    hop, n = hop_length(spec), spec.quantizer.num_codebooks
+    wav = jax.ShapeDtypeStruct((batch, hop), jnp.float32)
+    encode = _fresh(jax.eval_shape(
+        lambda p, w: _encode_step_impl(module, p, {}, w, n)[0], params, wav))
+    if spec.decoder == "code2wav":
+        decode = {"frames": 0, "context": jnp.zeros((batch, 0, spec.seanet.dimension),
+                                                    module.dtype)}
+    else:
+        codes = jax.ShapeDtypeStruct((batch, n, 1), jnp.int32)
+        decode = _fresh(jax.eval_shape(
+            lambda p, c: _decode_step_impl(module, p, {}, c)[0], params, codes))
+    return {"encode": encode, "decode": decode}
+
+
+def _stream_batch(state: dict, part: str) -> int:
+    """B of a stream: every buffer of the state's `part` is [B, ...]."""
+    return int(next(x for x in jax.tree_util.tree_leaves(state[part]) if np.ndim(x)).shape[0])
+
+
+def encode_step(module: Codec, params: Any, state: dict, wav: Any,
+                num_codebooks: int | None = None,
+                fast_compile: bool = False) -> tuple[dict, jax.Array]:
+    """Encodes the next audio of a stream: wav [B, n * hop] (whole frames: pad the last chunk
+    with zeros, as `encode` pads) -> (state, codes [B, num_codebooks, n]). The codes of the
+    chunks, concatenated, equal `encode` of the whole audio."""
+    q = module.spec.quantizer
+    k = q.num_codebooks if num_codebooks is None else int(num_codebooks)
+    if not max(q.num_semantic, 1) <= k <= q.num_codebooks:
+        raise ValueError(f"encode_step: num_codebooks={k} must be in "
+                         f"[{max(q.num_semantic, 1)}, {q.num_codebooks}]")
+    hop = hop_length(module.spec)
+    batch = _stream_batch(state, "encode")
+    if np.ndim(wav) != 2 or np.shape(wav)[0] != batch or np.shape(wav)[1] < hop \
+            or np.shape(wav)[1] % hop:
+        raise ValueError(f"encode_step: wav shape {np.shape(wav)} must be [B={batch}, n * "
+                         f"{hop}] (whole frames of hop_length={hop}, n >= 1)")
+    fn = _encode_step_fast if fast_compile else _encode_step_jit
+    encode, codes = fn(module, params, state["encode"], jnp.asarray(wav, jnp.float32), k)
+    return {**state, "encode": encode}, codes
+
+
+def decode_step(module: Codec, params: Any, state: dict, codes: Any,
+                fast_compile: bool = False) -> tuple[dict, jax.Array]:
+    """Decodes the next frames of a stream: codes [B, k, n] (any valid k per call) -> (state,
+    wav [B, n * hop]). The chunks, concatenated, equal `decode` of all the codes (within
+    float rounding; Code2Wav: exactly its receptive field of context, as `chunked_decode`)."""
+    spec = module.spec
+    check_codes(codes, spec)
+    batch = _stream_batch(state, "decode")
+    if np.shape(codes)[0] != batch:
+        raise ValueError(f"decode_step: codes shape {tuple(np.shape(codes))} must have "
+                         f"B={batch} (the stream's batch)")
+    codes = jnp.asarray(codes, jnp.int32)
+    if spec.decoder == "code2wav":
+        part = state["decode"]
+        context = part["context"]
+        fn = _synthesize_fast if fast_compile else _synthesize_jit
+        latent, wav = fn(module, params, codes, context)
+        keep = code2wav_lib.receptive_field(spec.code2wav)
+        decode = {"frames": part["frames"] + codes.shape[2], "context": latent[:, -keep:]}
+        return {**state, "decode": decode}, wav[:, context.shape[1] * hop_length(spec):]
+    fn = _decode_step_fast if fast_compile else _decode_step_jit
+    decode, wav = fn(module, params, state["decode"], codes)
+    return {**state, "decode": decode}, wav
+
+
+# ---------------------------------------------------------------------------------------------
 # The family contract
 
 
@@ -672,7 +944,7 @@ def describe_params(model_config: Any) -> dict[str, dict[str, int]]:
         jax.random.PRNGKey(0))
     side = {"encoder": ("encoder", "encoder_transformer", "downsample"),
             "quantizer": ("quantizer",),
-            "decoder": ("upsample", "decoder_transformer", "decoder")}
+            "decoder": ("upsample", "decoder_transformer", "decoder", "code2wav")}
     if spec.discriminator.n_ffts:
         side["discriminator"] = ("discriminator",)
     counted = _drop_leaves(shapes, ("cluster_usage", "initialized"))
@@ -715,6 +987,38 @@ def _check_ints(config: Any, path: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+DECODERS = ("seanet", "code2wav")
+
+
+def decoder_rules(config: Any) -> None:
+    """model.decoder and, for "code2wav", the `model.code2wav` section: a valid Code2Wav whose
+    hidden_size is the latent width, whose total upsampling is the codec's hop and whose
+    codebooks and sample rate are the codec's."""
+    decoder = config_lib.check_choice(config, "model.decoder", DECODERS)
+    section = get_path(config, "model.code2wav")
+    if decoder != "code2wav":
+        return
+    c = "model.code2wav"
+    require(hasattr(section, "keys"), c, section,
+            "must be a Code2Wav section (audiolm.presets.codec.CODE2WAV_DECODERS) when "
+            "model.decoder='code2wav'")
+    code2wav_lib.validate_code2wav(config, c)
+    m = config.model
+    hop = math.prod(m.seanet.ratios) * m.downsample_stride
+    up = code2wav_lib.total_upsampling(m.code2wav)
+    require(up == hop, f"{c}.upsample_rates", tuple(m.code2wav.upsample_rates),
+            f"total upsampling prod({c}.upsampling_ratios={tuple(m.code2wav.upsampling_ratios)})"
+            f" * prod(upsample_rates) = {up} must equal the codec hop prod(model.seanet.ratios) "
+            f"* model.downsample_stride = {hop}")
+    for key, path in (("hidden_size", "model.seanet.dimension"),
+                      ("num_codebooks", "model.quantizer.num_codebooks"),
+                      ("codebook_size", "model.quantizer.codebook_size"),
+                      ("sample_rate", "model.sample_rate")):
+        require(get_path(config, f"{c}.{key}") == get_path(config, path), f"{c}.{key}",
+                get_path(config, f"{c}.{key}"),
+                f"must equal {path}={get_path(config, path)!r}")
+
+
 def rules(config: Any) -> None:
     """Every field of config.model for family codec (ConfigError naming the dotted path)."""
     require(hasattr(config.model, "keys"), "model", config.model, "must be a section")
@@ -741,6 +1045,7 @@ def rules(config: Any) -> None:
     check_float(config, f"{t}.rope_theta", lo=1.0, lo_open=True)
     check_float(config, f"{t}.layer_scale", lo=0.0)
     check_int(config, "model.downsample_stride", lo=1)
+    decoder_rules(config)
     q = "model.quantizer"
     check_int(config, f"{q}.dimension", lo=1)
     check_int(config, f"{q}.codebook_size", lo=2)

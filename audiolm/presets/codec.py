@@ -30,6 +30,7 @@ import dataclasses
 import math
 
 from audiolm.config import spec_to_section
+from audiolm.presets.thinker_talker_specs import Code2WavSpec
 
 _spec = dataclasses.dataclass(frozen=True, kw_only=True)
 
@@ -115,6 +116,12 @@ class CodecSpec:
     quantizer: QuantizerSpec
     # adversarial training only (off by default; every preset leaves it off)
     discriminator: DiscriminatorSpec = DiscriminatorSpec()
+    # "seanet": the SEANet mirror of the encoder (with the transformer and upsampler);
+    # "code2wav": Qwen3-Omni's Code2Wav (`model.code2wav`, a `Code2WavSpec`) decodes the
+    # quantized latent: its hidden_size = seanet.dimension, its total upsampling = hop_length,
+    # its codebook count and size = the quantizer's (`audiolm.models.codec` says why).
+    decoder: str = "seanet"
+    code2wav: Code2WavSpec | None = None  # decoder "code2wav" only
 
 
 def hop_length(spec: CodecSpec) -> int:
@@ -173,6 +180,30 @@ TINY = CodecSpec(
     downsample_stride=2,
     quantizer=QuantizerSpec(dimension=8, codebook_size=32, num_codebooks=2, num_semantic=0),
 )
+
+# Code2Wav decoders (`decoder="code2wav"`) sized for the codecs above: hidden_size =
+# seanet.dimension, total upsampling = hop_length, codebooks = the quantizer's.
+# `with_code2wav(TINY)` and `with_code2wav(SPEECH_16K)` (configs/codec.py `decoder=code2wav`).
+CODE2WAV_DECODERS = {
+    "tiny": Code2WavSpec(  # 2 x 8*4*2 = 128 samples per frame; receptive field 15 frames
+        codebook_size=32, num_codebooks=2, hidden_size=16, num_layers=1, num_heads=2,
+        num_kv_heads=2, head_dim=8, ffn_hidden=32, sliding_window=8, upsampling_ratios=(2,),
+        decoder_dim=16, upsample_rates=(8, 4, 2), decoder_kernel=5, residual_dilations=(1, 3),
+        sample_rate=16000),
+    "speech": Code2WavSpec(  # 2 x 8*5*4*2 = 640 samples per frame
+        codebook_size=1024, num_codebooks=8, hidden_size=64, num_layers=1, num_heads=4,
+        num_kv_heads=4, head_dim=16, ffn_hidden=128, sliding_window=50, upsampling_ratios=(2,),
+        decoder_dim=128, upsample_rates=(8, 5, 4, 2), sample_rate=16000),
+}
+
+
+def with_code2wav(spec: CodecSpec, name: str) -> CodecSpec:
+    """`spec` decoded by the Code2Wav `CODE2WAV_DECODERS[name]` instead of its SEANet mirror."""
+    if name not in CODE2WAV_DECODERS:
+        raise ValueError(f"with_code2wav: name={name!r}: expected one of "
+                         f"{sorted(CODE2WAV_DECODERS)}")
+    return dataclasses.replace(spec, decoder="code2wav", code2wav=CODE2WAV_DECODERS[name])
+
 
 SPECS = {"tiny": TINY, "speech": SPEECH_16K, "mimi": MIMI, "tiny_mimi": TINY_MIMI}
 # name -> function returning `config.model` (the table every presets module exposes)
