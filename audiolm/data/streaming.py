@@ -94,8 +94,8 @@ class StreamIndex:
     Attributes:
       audio: absolute audio paths.
       text: transcripts.
-      lengths: int64 [U] samples at the target rate (from headers; decoding may differ by a few
-        samples, which the padding absorbs).
+      lengths: int64 [U] samples at the target rate, from the headers (rounded up; a decoded
+        clip a sample longer than its bucket after resampling loses that sample).
       speaker_ids: int32 [U] index into `speakers` (-1 = none given).
       speakers: names of every source's speakers, sources in order.
       sources: [(source, weight, start, stop)]: utterances start..stop-1 are the source's.
