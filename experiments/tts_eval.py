@@ -19,6 +19,7 @@ evaluated so far:
                  originals dashed
   <name>/        the run's speech_<split>/ folder: WAVs (`--wavs` of them, generated and
                  original), table.md and speech.jsonl (one row per sentence)
+`evaluate(config, workdir, out, ...)` is the same from Python (notebooks, tests).
 """
 
 from __future__ import annotations
@@ -34,15 +35,21 @@ if _ROOT not in sys.path:
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_ROOT, "configs", "pattern_lm.py") + ":variant=tts_speech",
-    "Experiment config file (+:arg) of the trained tts run.", lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run (its checkpoints/).")
-_OUT = flags.DEFINE_string("out", os.path.join("runs", "tts_eval"), "Results folder.")
-_NAME = flags.DEFINE_string("name", "", "Row name in the results (default: the family).")
-_SPLIT = flags.DEFINE_string("split", "test", "Split whose sentences are spoken.")
-_LIMIT = flags.DEFINE_integer("limit", 0, "Sentences spoken (the first ones; 0 = all).")
-_WAVS = flags.DEFINE_integer("wavs", 8, "WAV pairs written (generated and original).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command line (defined when run as a script, so tests can import the functions)."""
+    config_flags.DEFINE_config_file(
+        "config", os.path.join(_ROOT, "configs", "pattern_lm.py") + ":variant=tts_speech",
+        "Experiment config file (+:arg) of the trained tts run.", lock_config=False)
+    flags.DEFINE_string("workdir", None, "The trained run (its checkpoints/).")
+    flags.DEFINE_string("out", os.path.join("runs", "tts_eval"), "Results folder.")
+    flags.DEFINE_string("name", "", "Row name in the results (default: the family).")
+    flags.DEFINE_string("split", "test", "Split whose sentences are spoken.")
+    flags.DEFINE_integer("limit", 0, "Sentences spoken (the first ones; 0 = all).")
+    flags.DEFINE_integer("wavs", 8, "WAV pairs written (generated and original).")
+
 
 COLUMNS = (("utterances", "sentences", "{:.0f}"), ("wer", "judged WER", "{:.3f}"),
            ("cer", "judged CER", "{:.3f}"), ("judge_wer_original", "judge WER originals",
@@ -102,45 +109,52 @@ def plot(results: dict, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv):
-    del argv
-    if _WORKDIR.value is None:
-        raise app.UsageError("--workdir is required (the trained tts run)")
+def evaluate(config, workdir: str, out: str, name: str = "", split: str = "test",
+             limit: int = 0, wavs: int = 8) -> dict:
+    """Speaks and judges `split` with the run in `workdir`, records it under `name` in
+    `out/results.json` and rewrites results.md and tts_eval.png; returns the results."""
     from audiolm import config as config_lib
     from audiolm.tasks import tts
     from audiolm.train import sampling
 
-    config = _CONFIG.value
     config_lib.validate(config)
     if config.task.name != tts.NAME:
-        raise app.UsageError(f"--config: task.name={config.task.name!r}; tts_eval evaluates "
-                             f"task {tts.NAME!r} runs")
-    config.sample.num_samples = _WAVS.value
-    name = _NAME.value or config.model.family
-    out_dir = os.path.join(_OUT.value, name)
-    module, params, source = sampling.load_params(config, _WORKDIR.value)
-    print(f"speaking {_SPLIT.value} sentences with {config.model.family} params from {source}")
+        raise ValueError(f"config: task.name={config.task.name!r}; tts_eval evaluates task "
+                         f"{tts.NAME!r} runs")
+    config.sample.num_samples = wavs
+    name = name or config.model.family
+    module, params, source = sampling.load_params(config, workdir)
+    print(f"speaking {split} sentences with {config.model.family} params from {source}")
     # Compile the generation of one batch first, so that the RTF measures speaking only.
-    rows, _ = tts.sentences(config, _SPLIT.value, int(config.data.batch_size))
+    rows, _ = tts.sentences(config, split, int(config.data.batch_size))
     tts.speak(module, params, config, rows)
-    scores = tts.speak_and_judge(config, module, params, _SPLIT.value, out_dir, _LIMIT.value)
-    path = os.path.join(_OUT.value, "results.json")
+    scores = tts.speak_and_judge(config, module, params, split, os.path.join(out, name), limit)
+    path = os.path.join(out, "results.json")
     results = {}
     if os.path.isfile(path):
         with open(path) as f:
             results = json.load(f)
-    results[name] = {"scores": scores, "workdir": os.path.abspath(_WORKDIR.value),
-                     "params": source, "split": _SPLIT.value, "limit": _LIMIT.value,
-                     "config": config.to_json_best_effort()}
+    results[name] = {"scores": scores, "workdir": os.path.abspath(workdir), "params": source,
+                     "split": split, "limit": limit, "config": config.to_json_best_effort()}
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
     table = results_table(results)
-    with open(os.path.join(_OUT.value, "results.md"), "w") as f:
+    with open(os.path.join(out, "results.md"), "w") as f:
         f.write(table)
-    plot(results, os.path.join(_OUT.value, "tts_eval.png"))
+    plot(results, os.path.join(out, "tts_eval.png"))
     print(table)
-    print(f"written: {_OUT.value}/results.md, tts_eval.png, {out_dir}/speech_{_SPLIT.value}/")
+    print(f"written: {out}/results.md, tts_eval.png, {out}/{name}/speech_{split}/")
+    return results
+
+
+def main(argv):
+    del argv
+    if FLAGS.workdir is None:
+        raise app.UsageError("--workdir is required (the trained tts run)")
+    evaluate(FLAGS.config, FLAGS.workdir, FLAGS.out, FLAGS.name, FLAGS.split, FLAGS.limit,
+             FLAGS.wavs)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

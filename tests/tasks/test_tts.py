@@ -133,3 +133,29 @@ def test_speech_evaluator_judges_beside_the_originals(tiny, tmp_path):
     assert sorted(os.listdir(out)) == sorted(
         ["speech.jsonl", "speech.json", "table.md"] + [f"{kind}_{i}.wav" for i in range(4)
                                                          for kind in ("tts", "original")])
+
+
+def test_tts_eval_table_curve_and_plot(tmp_path):
+    from experiments import tts_eval
+
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [{"step": 1, "split": "train", "time": 100.0, "loss": 3.0},
+               {"step": 500, "split": "eval", "time": 160.0, "loss": 2.0},  # "loss" only
+               {"step": 500, "split": "eval", "time": 190.0, "wer": 0.9,
+                "judge_wer_original": 0.2},
+               {"step": 1000, "split": "test", "time": 400.0, "wer": 0.5,
+                "judge_wer_original": 0.2}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert tts_eval.training_curve(str(run)) == [(1.5, 0.9), (5.0, 0.5)]
+    scores = {"utterances": 100.0, "wer": 0.5, "cer": 0.25, "judge_wer_original": 0.2,
+              "wer_gap": 0.3, "duration_ratio": 1.1, "rtf": 0.4, "empty": 0.0}
+    results = {"pattern_lm": {"scores": scores, "workdir": str(run)},
+               "moshi": {"scores": dict(scores, wer=0.9, wer_gap=0.7),
+                         "workdir": str(tmp_path / "none")}}
+    table = tts_eval.results_table(results).splitlines()
+    assert table[0].startswith("| run | sentences | judged WER |")
+    assert table[2] == "| moshi | 100 | 0.900 | 0.250 | 0.200 | +0.700 | 1.10 | 0.40 | 0.00 |"
+    assert table[3].startswith("| pattern_lm | 100 | 0.500 |")
+    tts_eval.plot(results, str(tmp_path / "tts_eval.png"))
+    assert (tmp_path / "tts_eval.png").stat().st_size > 1000
