@@ -183,7 +183,8 @@ def stream_codes(config: Any, batch: Mapping[str, np.ndarray], tokenizer: Any) -
 
 class StreamBatches:
     """`speech_codes` batches turned into the Moshi layout: {"codes" [B, 1+K, T], and with a
-    speaker conditioner "conditions": {"speaker": [B] (-1 = absent)}}; resumable."""
+    speaker conditioner "speaker" [B] (-1 = absent)}; resumable. (Batches are flat: the loop
+    shards each top-level array.)"""
 
     def __init__(self, config: Any, split: str, finite: bool):
         self.config = config
@@ -198,7 +199,7 @@ class StreamBatches:
         batch = next(self.inner)
         out: dict[str, Any] = {"codes": stream_codes(self.config, batch, self.tokenizer)}
         if self.speaker:
-            out["conditions"] = {SPEAKER: batch["speaker"]}
+            out[SPEAKER] = batch["speaker"]
         return out
 
     def get_state(self) -> dict[str, Any]:
@@ -216,7 +217,10 @@ def make_batches(config: Any, family: Any, split: str, finite: bool = False) -> 
 def loss_fn(module: Any, params: Any, batch: Mapping[str, Any], rng: jax.Array, config: Any,
             train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The delayed-stream loss of `audiolm.tasks.codes` on the aligned streams."""
-    return codes_task.moshi_loss(module, params, batch, rng, config, train)
+    streams = {"codes": batch["codes"]}
+    if SPEAKER in batch:
+        streams["conditions"] = {SPEAKER: batch[SPEAKER]}
+    return codes_task.moshi_loss(module, params, streams, rng, config, train)
 
 
 # ---------------------------------------------------------------------------------------------

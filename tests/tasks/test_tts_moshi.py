@@ -41,7 +41,7 @@ def test_stream_batches_hold_the_transcript_on_the_codes(config):
     batch = next(it)
     codes = batch["codes"]
     assert codes.shape[:2] == (8, 3) and codes.dtype == np.int32
-    assert batch["conditions"]["speaker"].shape == (8,)
+    assert batch["speaker"].shape == (8,)
     tokenizer = data_lib.make_tokenizer(config.data)
     inner = tts_moshi.speech_codes.make_batches(config, "train")
     inner.set_state(raw_state)
@@ -64,7 +64,7 @@ def test_stream_batches_hold_the_transcript_on_the_codes(config):
         assert not cur
         assert " ".join(words) == dataset.text(int(raw["index"][row]))
         assert (text[:n] == E).sum() == len(words) + 1
-        assert raw["speaker"][row] == batch["conditions"]["speaker"][row]
+        assert raw["speaker"][row] == batch["speaker"][row]
 
 
 def _train(config, steps=12):
