@@ -17,6 +17,8 @@ Cases (`--cases`, comma-separated; one JSON line each, then a table):
   rss       peak RSS (MB, `resource.getrusage` in a fresh subprocess) of building each loader
             over manifests of `--rss_clips` short clips (0.5-1.5 s) and reading `--batches`
             batches; the streamed loader's must not grow with the corpus.
+  train_rss peak RSS of a short tiny-ASR training run (`--train_steps` steps through
+            `audiolm.main`, grain loader) on `--rss_clips` clips: the same bar for a whole run.
 """
 
 from __future__ import annotations
@@ -34,24 +36,25 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 RATE = 16000
-CASES = ("pipeline", "train", "rss")
+CASES = ("pipeline", "train", "rss", "train_rss")
 
 
 def write_corpus(root: str, n: int, *, min_s: float = 0.5, max_s: float = 3.5,
-                 seed: int = 0) -> str:
-    """n WAVs (speech-like noise bursts, `min_s`..`max_s` s, 16-bit) + `all.jsonl`; its path."""
+                 seed: int = 0, name: str = "all") -> str:
+    """n WAVs (speech-like noise bursts, `min_s`..`max_s` s, 16-bit) + `<name>.jsonl`; its
+    path."""
     import numpy as np
     import soundfile as sf
 
     os.makedirs(root, exist_ok=True)
     rng = np.random.default_rng(seed)
-    path = os.path.join(root, "all.jsonl")
+    path = os.path.join(root, f"{name}.jsonl")
     with open(path, "w") as f:
         for i in range(n):
             length = int(rng.uniform(min_s, max_s) * RATE)
             envelope = np.abs(np.sin(np.arange(length) * (np.pi * 3 / length)))
             audio = 0.2 * envelope * rng.standard_normal(length)
-            name = f"{i:06d}.wav"
+            name = f"{os.path.basename(path)[:-6]}{i:06d}.wav"
             sf.write(os.path.join(root, name), audio.astype(np.float32), RATE, subtype="PCM_16")
             f.write(json.dumps({"audio": name, "text": f"utterance {i}",
                                 "speaker": f"s{i % 8}"}) + "\n")
@@ -149,6 +152,32 @@ def peak_rss(data: dict, batches: int) -> dict:
     return {k: round(v, 1) for k, v in row.items()}
 
 
+def train_peak_rss(corpus_dir: str, steps: int, batch_size: int) -> dict:
+    """{"peak_mb", "seconds"} of a short tiny-ASR training run (`audiolm.main`, grain loader
+    decoding in the training process, no final evaluators) on `corpus_dir`'s split manifests."""
+    with tempfile.TemporaryDirectory(prefix="bench_data_run_") as workdir:
+        cmd = [sys.executable, "-m", "audiolm.main",
+               "--config=configs/thinker_talker.py:variant=tiny_asr", f"--workdir={workdir}",
+               f"--config.train.steps={steps}", "--config.train.warmup_steps=1",
+               f"--config.train.log_every={steps}", f"--config.train.checkpoint_every={steps}",
+               f"--config.train.eval_every={steps}", "--config.train.eval_steps=1",
+               "--config.task.final_evaluators=()", "--config.data.name=manifest",
+               f"--config.data.manifest={corpus_dir}", f"--config.data.batch_size={batch_size}",
+               "--config.data.loader=grain", "--config.data.loader_workers=0"]
+        code = ("import resource, runpy, sys; sys.argv = ['audiolm.main', *sys.argv[1:]]\n"
+                "try:\n    runpy.run_module('audiolm.main', run_name='__main__')\n"
+                "finally:\n    print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF)"
+                ".ru_maxrss, file=sys.stderr)")
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code, *cmd[2:]], capture_output=True,
+                             text=True, check=False, cwd=_ROOT)
+        seconds = time.perf_counter() - t0
+    peak = [line for line in out.stderr.splitlines() if line.startswith("PEAK_KB")]
+    if out.returncode or not peak:
+        raise RuntimeError(f"training run failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
+    return {"peak_mb": round(int(peak[-1].split()[1]) / 1024, 1), "seconds": round(seconds, 1)}
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
@@ -199,6 +228,14 @@ def main(argv=None) -> list[dict]:
                             "loader_workers": 0}
                     emit({"case": "rss", "clips": n, "loader": loader,
                           **peak_rss(data, args.batches)})
+        if "train_rss" in cases:
+            for n in [int(c) for c in args.rss_clips.split(",") if c]:
+                root = os.path.join(tmp, f"train_rss{n}")
+                write_corpus(root, n, min_s=0.5, max_s=1.5, name="train")
+                for split in ("validation", "test"):
+                    write_corpus(root, 8, min_s=0.5, max_s=1.5, name=split, seed=1)
+                emit({"case": "train_rss", "clips": n, "loader": "grain",
+                      **train_peak_rss(root, args.train_steps, args.batch_size)})
     print_table(rows)
     return rows
 
@@ -214,7 +251,7 @@ def print_table(rows: list[dict]) -> None:
             print(f"{'train':9s} {'tiny_asr B=' + str(r['batch_size']):26s} "
                   f"{r['compile_s']:10.1f} {r['steps_per_s']:>12.2f} steps/s  ")
         else:
-            print(f"{'rss':9s} {str(r['clips']) + ' clips / ' + r['loader']:26s} "
+            print(f"{r['case']:9s} {str(r['clips']) + ' clips / ' + r['loader']:26s} "
                   f"{'':10s} {r['peak_mb']:>12.1f} MB peak  ")
 
 
