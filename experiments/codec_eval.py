@@ -38,16 +38,23 @@ if _ROOT not in sys.path:
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_ROOT, "configs", "codec.py") + ":variant=speech",
-    "Experiment config file (+:arg) of the run.", lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding the checkpoints.")
-_OUT = flags.DEFINE_string("out", "", "Output directory (default <workdir>/eval).")
-_NUM = flags.DEFINE_integer("num", 50, "Test utterances scored (0 = the whole split).")
-_NUM_CODEBOOKS = flags.DEFINE_integer("num_codebooks", 0,
-                                      "Codebooks decoded (0 = all): the bitrate of a prefix.")
-_JUDGE = flags.DEFINE_boolean("judge", True, "Transcribe originals and reconstructions with the "
-                              "independent judge (Whisper tiny.en) and report WER / CER.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command line (defined when run as a script, so tests can import the functions)."""
+    config_flags.DEFINE_config_file(
+        "config", os.path.join(_ROOT, "configs", "codec.py") + ":variant=speech",
+        "Experiment config file (+:arg) of the run.", lock_config=False)
+    flags.DEFINE_string("workdir", None, "Run directory holding the checkpoints.")
+    flags.DEFINE_string("out", "", "Output directory (default <workdir>/eval).")
+    flags.DEFINE_integer("num", 50, "Test utterances scored (0 = the whole split).")
+    flags.DEFINE_integer("num_codebooks", 0,
+                         "Codebooks decoded (0 = all): the bitrate of a prefix.")
+    flags.DEFINE_boolean("judge", True, "Transcribe originals and reconstructions with the "
+                         "independent judge (Whisper tiny.en) and report WER / CER.")
+
+
 JUDGED = ("judged_wer", "judged_cer", "judged_wer_original", "judged_cer_original")
 
 
@@ -291,16 +298,17 @@ def main(argv):
     from audiolm import config as config_lib
     from audiolm.train import sampling
 
-    if not _WORKDIR.value:
+    if not FLAGS.workdir:
         raise app.UsageError("--workdir is required (the trained run)")
-    config = _CONFIG.value
+    config = FLAGS.config
     config_lib.validate(config)
-    module, params, source = sampling.load_params(config, _WORKDIR.value)
-    evaluate(config, module, params, source, _WORKDIR.value,
-             _OUT.value or os.path.join(_WORKDIR.value, "eval"), _NUM.value,
-             _NUM_CODEBOOKS.value, _JUDGE.value)
+    module, params, source = sampling.load_params(config, FLAGS.workdir)
+    evaluate(config, module, params, source, FLAGS.workdir,
+             FLAGS.out or os.path.join(FLAGS.workdir, "eval"), FLAGS.num, FLAGS.num_codebooks,
+             FLAGS.judge)
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flag_as_required("workdir")
     app.run(main)
