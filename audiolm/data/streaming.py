@@ -1,8 +1,7 @@
 """Speech + text batches streamed from disk through grain (`data.loader = "grain"`).
 
 Nothing but an index is held in memory: per utterance its audio path, transcript, speaker and
-length, read without decoding audio (lengths from the file headers via `soundfile.info`; the
-embedded set's manifest carries them). Audio is decoded, mixed to mono, resampled and padded into
+length, read without decoding audio (lengths from the file headers via `soundfile.info`). Audio is decoded, mixed to mono, resampled and padded into
 batches inside grain worker processes (`data.loader_workers`), `data.loader_prefetch` batches
 ahead, so the memory of a run does not grow with the corpus.
 
@@ -176,20 +175,20 @@ def index_sources(data: Any, split: str) -> StreamIndex:
         report = manifest_lib.Report(source=f"{source} [{split}]")
         if source == EMBEDDED:
             rows, names = _embedded_rows(data, split)
-            rows = [{**r, "length": int(round(float(r["duration"]) * sr))} for r in rows]
         else:
             if not os.path.exists(os.path.expanduser(source.replace("{split}", split))):
                 raise FileNotFoundError(f"data source {source!r}: no such manifest file or "
                                         "directory")
             rows = manifest_lib.source_entries(source, split, float(data.holdout_fraction),
                                                report)
-            kept = []
-            for row in tqdm.tqdm(rows, desc=f"indexing {os.path.basename(source)}",
-                                 unit="file", disable=None):
-                length = header_length(row["audio"], sr, bool(data.resample), report)
-                if length is not None:
-                    kept.append({**row, "length": length})
-            rows = kept
+        kept = []
+        for row in tqdm.tqdm(rows, desc=f"indexing {os.path.basename(source)}", unit="file",
+                             disable=None):
+            length = header_length(row["audio"], sr, bool(data.resample), report)
+            if length is not None:
+                kept.append({**row, "length": length})
+        rows = kept
+        if source != EMBEDDED:
             names = sorted({r.get("speaker", "") for r in rows} - {""})
         lookup = {name: len(speakers) + i for i, name in enumerate(names)}
         start = len(audio)

@@ -171,6 +171,10 @@ def test_mixing_the_embedded_set_with_a_manifest(tmp_path, corpus):
     assert len(embedded) == 4
     assert all(0 <= s < 4 for b in embedded  # the embedded set's speakers
                for s in b["speaker"][b["index"] >= 0])
+    # Alone, the embedded set streams exactly the in-memory loader's batches.
+    alone = {**config, "name": "speech_synth", "sources": ()}
+    assert_same_batches(take(data_lib.make_iterator(alone, "train"), 5),
+                        take(data_lib.make_iterator({**alone, "loader": "memory"}, "train"), 5))
 
 
 def test_bad_files_reported_at_index_and_padded_at_decode(tmp_path, caplog):
