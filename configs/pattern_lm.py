@@ -61,10 +61,11 @@ def tts_config(config, variant, codec_workdir):
     text_length = int(config.data.max_text_len) - 2  # transcripts without bos / eos
     if variant == "tts_tiny":
         # one 3 s bucket (the tiny set's sentences are shorter): one compiled step shape
-        config.data.update(num_train=8, num_validation=2, num_test=4, num_speakers=8,
-                           batch_size=4, num_workers=1, bucket_seconds=(3.0,))
+        # (a batch of 8 splits over the 8 fake devices of the tests)
+        config.data.update(num_train=16, num_validation=4, num_test=4, num_speakers=4,
+                           batch_size=8, num_workers=1, bucket_seconds=(3.0,))
         config.task.codec = speech_codes.codec_section("configs/codec.py:variant=tiny", 2)
-        config.model = tts_model(2, 32, 125.0, 500, 8, text_length,
+        config.model = tts_model(2, 32, 125.0, 500, 4, text_length,
                                  presets.TransformerSpec(hidden_size=32, num_layers=2,
                                                          num_heads=2, ffn_hidden=64),
                                  cond_dim=16, text_layers=1)
