@@ -162,11 +162,14 @@ def _restore_params(directory: str, target: Any, where: str) -> Any:
     manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
     try:
         step = manager.latest_step()
+        _check_saved_shapes(os.path.join(directory, str(step), "state"), target, where)
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
             item={"params": target},
             restore_args={"params": ocp.checkpoint_utils.construct_restore_args(target)},
             partial_restore=True)))
-    except Exception as e:  # shape / tree mismatch or damaged files, named with the field
+    except ConfigError:
+        raise
+    except Exception as e:  # damaged files, named with the field
         raise ConfigError(f"{where}: cannot restore its codec params from {directory} into the "
                           f"model of task.codec.config ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''})") from e
@@ -174,6 +177,23 @@ def _restore_params(directory: str, target: Any, where: str) -> Any:
         manager.close()
     log.info("codec: params of %s step %s", directory, step)
     return restored["state"]["params"]
+
+
+def _check_saved_shapes(state_dir: str, target: Any, where: str) -> None:
+    """ConfigError naming `where` unless the saved params have the target's paths and shapes
+    (checked on the metadata, before any array is read)."""
+    import orbax.checkpoint as ocp
+
+    meta = ocp.StandardCheckpointer().metadata(state_dir)
+    saved = getattr(meta, "item_metadata", meta)["params"]
+    shapes = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape) for p, x in  # noqa: E731
+                           jax.tree_util.tree_flatten_with_path(tree)[0]}
+    want, got = shapes(target), shapes(saved)
+    for path in sorted(set(want) | set(got)):
+        if want.get(path) != got.get(path):
+            raise ConfigError(f"{where}: its checkpoint {state_dir} is not a checkpoint of the "
+                              f"codec of task.codec.config: params{path} is {got.get(path)} "
+                              f"there, {want.get(path)} in the config's codec")
 
 
 def load_codec(config: Any) -> tuple[Any, Any, codec_presets.CodecSpec]:

@@ -127,3 +127,31 @@ def test_a_missing_or_unknown_codec_field_is_named(config):
     bad.task.codec.bitrate = 2.0
     with pytest.raises(config_lib.ConfigError, match="task.codec.bitrate is not a known field"):
         speech_codes.check_section(bad)
+
+
+def test_a_trained_codec_is_restored_from_its_workdir(config, tmp_path):
+    """The codec run's latest checkpoint (written by the trainer's Checkpointer) is what
+    load_codec returns; a checkpoint of another codec is refused naming task.codec.workdir."""
+    import types
+
+    import jax
+
+    from audiolm.train import checkpoint as ckpt_lib
+
+    codec = experiment.load_experiment_config("configs/codec.py", "variant=tiny")
+    params = jax.tree_util.tree_map(lambda x: x + 1.0, speech_codes.load_codec(config)[1])
+    state = types.SimpleNamespace(params=params, opt_state={},
+                                  as_dict=lambda: {"params": params, "step": 3})
+    ckpt = ckpt_lib.Checkpointer(str(tmp_path), codec.train, async_save=False)
+    assert ckpt.save(3, state, {"index": 0}, force=True)
+    ckpt.close()
+    trained = config.copy_and_resolve_references()
+    trained.task.codec.workdir = str(tmp_path)
+    speech_codes.check_section(trained)
+    _, restored, _ = speech_codes.load_codec(trained)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, restored, params)
+    other = trained.copy_and_resolve_references()
+    other.task.codec.config = "configs/codec.py:variant=tiny_mimi"
+    other.data.sample_rate = 24000
+    with pytest.raises(config_lib.ConfigError, match="task.codec.workdir=.*not a checkpoint of the codec"):
+        speech_codes.load_codec(other)
