@@ -32,7 +32,8 @@ the judge on the original espeak audio of the same sentences:
 
 Files (`workdir/speech_<split>/`): `speech.jsonl` (one row per sentence: index, speaker, text,
 hypothesis, original hypothesis, seconds, original seconds, cer), `speech.json` (the scores),
-`table.md` and `tts_<index>.wav` / `original_<index>.wav` of the first `sample.num_samples`.
+`table.md` and `tts_<index>.wav` (unless empty) / `original_<index>.wav` of the first
+`sample.num_samples`.
 """
 
 from __future__ import annotations
@@ -169,13 +170,17 @@ def write_table(path: str, rows: Sequence[dict[str, Any]]) -> None:
 
 def _write_wavs(out_dir: str, rows: Sequence[dict[str, Any]], wavs: Sequence[np.ndarray],
                 dataset: Any, rate: int, data_rate: int, count: int) -> list[str]:
+    """Writes `original_<index>.wav` and, unless the generated speech is empty (it ended before
+    its first frame: the table says 0 seconds), `tts_<index>.wav` of the first `count` rows;
+    returns the generated WAV paths."""
     paths = []
     for r, wav in list(zip(rows, wavs))[:count]:
-        path = os.path.join(out_dir, f"tts_{r['index']}.wav")
-        audio_io.write_audio(path, wav, rate)
         audio_io.write_audio(os.path.join(out_dir, f"original_{r['index']}.wav"),
                              dataset.audio(r["index"]), data_rate)
-        paths.append(path)
+        if len(wav):
+            path = os.path.join(out_dir, f"tts_{r['index']}.wav")
+            audio_io.write_audio(path, wav, rate)
+            paths.append(path)
     return paths
 
 

@@ -98,11 +98,14 @@ def test_write_samples(tiny, tmp_path):
     config, module, params = tiny
     summary = tts.write_samples(module, params, config, str(tmp_path))
     out = tmp_path / "samples"
-    assert summary["num_samples"] == 4 and len(summary["wavs"]) == 4
-    for i in range(4):
-        assert (out / f"tts_{i}.wav").is_file() and (out / f"original_{i}.wav").is_file()
+    assert summary["num_samples"] == 4
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    spoken = [r["index"] for r in rows if r["frames"]]  # an empty utterance has no WAV
+    assert summary["wavs"] == [str(out / f"tts_{i}.wav") for i in spoken]
+    for i in range(4):
+        assert (out / f"original_{i}.wav").is_file()
+        assert (out / f"tts_{i}.wav").is_file() == (i in spoken)
     frames = int(config.sample.max_new_tokens)
     assert all(0 <= r["frames"] <= frames for r in rows)
     assert all(r["seconds"] == pytest.approx(r["frames"] * 128 / 16000) for r in rows)
@@ -120,7 +123,7 @@ def test_speech_evaluator_judges_beside_the_originals(tiny, tmp_path):
                       eval_step=lambda *a: {}, step=3)
     assert evaluators.get("speech") is tts.speech_evaluator
     scores = evaluators.get("speech")(ctx, params, "test")
-    assert scores["utterances"] == 4.0  # train.eval_steps=1 batch of data.batch_size=4
+    assert scores["utterances"] == 4.0  # train.eval_steps=1 batch of 8: the whole test split
     assert scores["judge_cer_original"] < 0.45 and scores["judge_wer_original"] < 0.75, scores
     assert scores["cer"] > scores["judge_cer_original"] + 0.4, scores
     assert scores["wer"] > scores["judge_wer_original"] + 0.2, scores
@@ -130,9 +133,11 @@ def test_speech_evaluator_judges_beside_the_originals(tiny, tmp_path):
     rows = [json.loads(line) for line in (out / "speech.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and {"hypothesis", "original_hypothesis", "cer"} <= set(rows[0])
     assert json.loads((out / "speech.json").read_text())["step"] == 3
+    spoken = [r["index"] for r in rows if r["seconds"] > 0]  # an empty utterance has no WAV
+    assert scores["empty"] == pytest.approx(1 - len(spoken) / 4)
     assert sorted(os.listdir(out)) == sorted(
-        ["speech.jsonl", "speech.json", "table.md"] + [f"{kind}_{i}.wav" for i in range(4)
-                                                         for kind in ("tts", "original")])
+        ["speech.jsonl", "speech.json", "table.md"] + [f"original_{i}.wav" for i in range(4)]
+        + [f"tts_{i}.wav" for i in spoken])
 
 
 def test_tts_eval_table_curve_and_plot(tmp_path):
