@@ -64,6 +64,25 @@ def test_pattern_batch_pads_with_end_and_learns_one_end_frame():
     np.testing.assert_array_equal(out["cond.speaker"], [1, 4, 0])  # row 0 = unknown speaker
 
 
+def test_another_pattern_learns_and_speaks():
+    """The pattern is selectable: 'unroll' (codebooks flattened in time) trains on the same
+    batches and generates codes of the same kind."""
+    config = _config()
+    config.model.pattern.kind = "unroll"
+    config_lib.validate(config)
+    tokenizer = data_lib.make_tokenizer(config.data)
+    batch = tts_pattern.pattern_batch(_speech_batch(tokenizer), config, tokenizer)
+    module = lm.build(config.model)
+    params = lm.init_params(config.model, jax.random.PRNGKey(0))
+    loss, metrics = jax.jit(lambda p: tts_pattern.loss_fn(module, p, batch, jax.random.PRNGKey(1),
+                                                          config, True))(params)
+    assert np.isfinite(float(loss)) and float(metrics["frames"]) == 10.0
+    (codes,) = tts_pattern.generate_codes(module, params, config, ["a dog ran"], [2],
+                                          jax.random.PRNGKey(0))
+    assert codes.shape[0] == 2 and codes.shape[1] <= int(config.sample.max_new_tokens)
+    assert ((codes >= 0) & (codes < 32)).all()
+
+
 def test_cut_at_end():
     codes = np.array([[3, 4, 5, 32, 32], [1, 2, 32, 32, 32]])
     np.testing.assert_array_equal(tts_pattern.cut_at_end(codes, 32), [[3, 4], [1, 2]])
