@@ -18,7 +18,10 @@ Cases (`--cases`, comma-separated; one JSON line each, then a table):
             over manifests of `--rss_clips` short clips (0.5-1.5 s) and reading `--batches`
             batches; the streamed loader's must not grow with the corpus.
   train_rss peak RSS of a short tiny-ASR training run (`--train_steps` steps through
-            `audiolm.main`, grain loader) on `--rss_clips` clips: the same bar for a whole run.
+            `audiolm.main`) on `--rss_clips` clips: the same bar for a whole run. XLA's compile
+            dominates and varies between runs (the first run on a busy machine peaked 440 MB
+            above later ones): repeat a size (`--rss_clips=4000,200,4000`) to see the spread.
+`--rss_loaders` picks the loaders of both RSS cases.
 """
 
 from __future__ import annotations
@@ -152,9 +155,9 @@ def peak_rss(data: dict, batches: int) -> dict:
     return {k: round(v, 1) for k, v in row.items()}
 
 
-def train_peak_rss(corpus_dir: str, steps: int, batch_size: int) -> dict:
-    """{"peak_mb", "seconds"} of a short tiny-ASR training run (`audiolm.main`, grain loader
-    decoding in the training process, no final evaluators) on `corpus_dir`'s split manifests."""
+def train_peak_rss(corpus_dir: str, steps: int, batch_size: int, loader: str = "grain") -> dict:
+    """{"peak_mb", "seconds"} of a short tiny-ASR training run (`audiolm.main`, `loader`; grain
+    decodes in the training process, no final evaluators) on `corpus_dir`'s split manifests."""
     with tempfile.TemporaryDirectory(prefix="bench_data_run_") as workdir:
         cmd = [sys.executable, "-m", "audiolm.main",
                "--config=configs/thinker_talker.py:variant=tiny_asr", f"--workdir={workdir}",
@@ -163,7 +166,7 @@ def train_peak_rss(corpus_dir: str, steps: int, batch_size: int) -> dict:
                f"--config.train.eval_every={steps}", "--config.train.eval_steps=1",
                "--config.task.final_evaluators=()", "--config.data.name=manifest",
                f"--config.data.manifest={corpus_dir}", f"--config.data.batch_size={batch_size}",
-               "--config.data.loader=grain", "--config.data.loader_workers=0"]
+               f"--config.data.loader={loader}", "--config.data.loader_workers=0"]
         code = ("import resource, runpy, sys; sys.argv = ['audiolm.main', *sys.argv[1:]]\n"
                 "try:\n    runpy.run_module('audiolm.main', run_name='__main__')\n"
                 "finally:\n    print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF)"
@@ -187,6 +190,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--workers", default="0,2", help="grain decoding processes to try")
     parser.add_argument("--train_steps", type=int, default=10)
     parser.add_argument("--rss_clips", default="200,4000")
+    parser.add_argument("--rss_loaders", default="memory,grain", help="loaders of rss cases")
     parser.add_argument("--json", default="", help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
     cases = [c for c in args.cases.split(",") if c]
@@ -194,6 +198,10 @@ def main(argv=None) -> list[dict]:
         if case not in CASES:
             parser.error(f"--cases: {case!r} is not one of {CASES}")
     workers = [int(w) for w in args.workers.split(",") if w]
+    loaders = [x for x in args.rss_loaders.split(",") if x]
+    for loader in loaders:
+        if loader not in ("memory", "grain"):
+            parser.error(f"--rss_loaders: {loader!r} is not 'memory' or 'grain'")
     rows = []
 
     def emit(row):
@@ -222,7 +230,7 @@ def main(argv=None) -> list[dict]:
         if "rss" in cases:
             for n in [int(c) for c in args.rss_clips.split(",") if c]:
                 corpus = write_corpus(os.path.join(tmp, f"rss{n}"), n, min_s=0.5, max_s=1.5)
-                for loader in ("memory", "grain"):
+                for loader in loaders:
                     data = {"name": "manifest", "manifest": corpus, "holdout_fraction": 0.0,
                             "batch_size": args.batch_size, "loader": loader,
                             "loader_workers": 0}
@@ -234,8 +242,9 @@ def main(argv=None) -> list[dict]:
                 write_corpus(root, n, min_s=0.5, max_s=1.5, name="train")
                 for split in ("validation", "test"):
                     write_corpus(root, 8, min_s=0.5, max_s=1.5, name=split, seed=1)
-                emit({"case": "train_rss", "clips": n, "loader": "grain",
-                      **train_peak_rss(root, args.train_steps, args.batch_size)})
+                for loader in loaders:
+                    emit({"case": "train_rss", "clips": n, "loader": loader,
+                          **train_peak_rss(root, args.train_steps, args.batch_size, loader)})
     print_table(rows)
     return rows
 
