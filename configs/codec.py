@@ -136,7 +136,7 @@ def sweep_quantizer():
         --workdir=runs/codec_quantizer"""
     for update, lookup in (("loss", True), ("ema", True), ("ema", False)):
         ema = update == "ema"
-        yield {"model.quantizer.update": update, "model.quantizer.normalized_lookup": lookup,
+        yield {"model.quantizer.codebook_update": update, "model.quantizer.normalized_lookup": lookup,
                "model.quantizer.kmeans_init": ema,
                "model.quantizer.dead_code_threshold": 0.1 if ema else 0.0}
 

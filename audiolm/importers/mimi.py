@@ -19,9 +19,10 @@ stage n_residual_layers blocks, ELU, conv / transposed conv; ELU, last conv):
   quantizer.rvq_{first,rest}.{input,output}_proj.weight [out, in, 1] -> {semantic,acoustic}/
       input_proj [D, d], output_proj [d, D]
   quantizer.rvq_*.vq.layers.{l}._codebook.{embedding_sum, cluster_usage, _initialized}
-      -> quantizer update "ema" (Mimi's): the buffers embedding_sum[l], cluster_usage[l] and
-      initialized (1 when every level's flag is set or absent, so k-means never reruns);
-      update "loss": codebooks[l] = embedding_sum / max(cluster_usage, 1e-5) (Mimi's codebook)
+      -> quantizer codebook_update "ema" (Mimi's): the buffers embedding_sum[l],
+      cluster_usage[l] and initialized (1 when every level's flag is set or absent, so k-means
+      never reruns); codebook_update "loss": codebooks[l] = embedding_sum /
+      max(cluster_usage, 1e-5) (Mimi's codebook)
 Conv weights [out, in, k] become kernels [k, in, out]; transposed conv weights [in, out, k]
 become [k, in, out] (the depthwise upsampler's [D, 1, k] becomes [k, 1, D]).
 """
@@ -135,7 +136,7 @@ def _rvq(r: Reader, prefix: str, levels: int, spec: CodecSpec) -> dict:
     out = {"input_proj": r(f"{prefix}.input_proj.weight", (q.dimension, d, 1))[:, :, 0].T.copy(),
            "output_proj": r(f"{prefix}.output_proj.weight", (d, q.dimension, 1))[:, :, 0].T.copy()}
     total, usage = np.stack(sums).astype(np.float32), np.stack(usages).astype(np.float32)
-    if q.update == "ema":
+    if q.codebook_update == "ema":
         out.update(embedding_sum=total, cluster_usage=usage,
                    initialized=np.float32(min(flags, default=1.0) > 0))
     else:

@@ -21,10 +21,11 @@ Training (`Codec.__call__`): straight-through estimator over the whole quantizer
 (z + stop_gradient(q - z)), with per-level commitment ||r_l - sg(e_l)||^2 and codebook
 ||sg(r_l) - e_l||^2 errors returned for the task's loss (VQ-VAE); `active` codebooks (quantizer
 dropout) mask the later levels out of the decoded latent. Codebook learning
-(`model.quantizer.update`): "loss": the codebooks are trained params (the codebook error moves
-them); "ema": Mimi's EMA statistics, buffers in the params tree that the optimizer never moves
-(zero gradient) and that `learn_quantizer` rewrites after each step (through the codec task's
-`update_buffers` hook): k-means init on the first batch, EMA updates, dead-code restarts.
+(`model.quantizer.codebook_update`): "loss": the codebooks are trained params (the codebook
+error moves them); "ema": Mimi's EMA statistics, buffers in the params tree that the
+optimizer never moves (zero gradient) and that `learn_quantizer` rewrites after each step
+(through the codec task's `update_buffers` hook): k-means init on the first batch, EMA
+updates, dead-code restarts.
 
 Decoder (`model.decoder`): "seanet", the mirror above, or "code2wav": Qwen3-Omni's Code2Wav
 (`audiolm.models.code2wav`, param subtree `code2wav`) replaces the upsampler, the decoder
@@ -311,7 +312,7 @@ class ResidualVQ(nn.Module):
     codebook_size: int
     levels: int
     normalized: bool = False  # cosine lookup (QuantizerSpec.normalized_lookup)
-    update: str = "loss"  # QuantizerSpec.update
+    update: str = "loss"  # QuantizerSpec.codebook_update
     param_dtype: Any = jnp.float32
 
     def setup(self):
@@ -401,7 +402,8 @@ class Quantizer(nn.Module):
     def setup(self):
         q = self.spec
         kw = dict(width=self.width, dimension=q.dimension, codebook_size=q.codebook_size,
-                  normalized=q.normalized_lookup, update=q.update, param_dtype=self.param_dtype)
+                  normalized=q.normalized_lookup, update=q.codebook_update,
+                  param_dtype=self.param_dtype)
         if q.num_semantic:
             self.semantic = ResidualVQ(levels=q.num_semantic, **kw)
             self.acoustic = ResidualVQ(levels=q.num_codebooks - q.num_semantic, **kw)
@@ -556,8 +558,9 @@ def learn_quantizer(spec: CodecSpec, params: Any, latent: jax.Array, frame_mask:
     group "rvq" or "semantic" / "acoustic"), {"dead_codes": entries restarted, all levels}).
     """
     q = spec.quantizer
-    if q.update != "ema":
-        raise ValueError(f"learn_quantizer: model.quantizer.update={q.update!r} has no buffers "
+    if q.codebook_update != "ema":
+        raise ValueError(f"learn_quantizer: model.quantizer.codebook_update="
+                         f"{q.codebook_update!r} has no buffers "
                          f"(only 'ema' does)")
     x = latent.astype(jnp.float32).reshape(-1, latent.shape[-1])
     weight = frame_mask.astype(jnp.float32).reshape(-1)
@@ -1051,14 +1054,15 @@ def rules(config: Any) -> None:
     check_int(config, f"{q}.codebook_size", lo=2)
     n = check_int(config, f"{q}.num_codebooks", lo=1, hi=MAX_CODEBOOKS)
     check_int(config, f"{q}.num_semantic", lo=0, hi=n - 1)
-    update = config_lib.check_choice(config, f"{q}.update", ("loss", "ema"))
+    update = config_lib.check_choice(config, f"{q}.codebook_update", ("loss", "ema"))
     check_float(config, f"{q}.ema_decay", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     kmeans_on = config_lib.check_bool(config, f"{q}.kmeans_init")
     check_int(config, f"{q}.kmeans_iters", lo=1)
     threshold = check_float(config, f"{q}.dead_code_threshold", lo=0.0, hi=1.0, hi_open=True)
     for key, on in (("kmeans_init", kmeans_on), ("dead_code_threshold", threshold > 0)):
         require(update == "ema" or not on, f"{q}.{key}", get_path(config, f"{q}.{key}"),
-                f"needs {q}.update='ema' (it acts on the EMA statistics; update={update!r})")
+                f"needs {q}.codebook_update='ema' (it acts on the EMA statistics; "
+                f"codebook_update={update!r})")
     d = "model.discriminator"
     n_ffts = get_path(config, f"{d}.n_ffts")
     require(isinstance(n_ffts, (list, tuple)), f"{d}.n_ffts", n_ffts,

@@ -12,9 +12,10 @@ Loss (`train.loss` weights):
   + stft_weight * multi-resolution STFT loss (spectral convergence + log-magnitude L1 at the
       same n_fft values)
   + commit_weight * commitment ||r - sg(e)||^2 + codebook_weight * ||sg(r) - e||^2
-      (straight-through RVQ; with model.quantizer.update "loss" the codebook term moves the
-      codebooks; with "ema" they are buffers without gradient and `update_buffers` learns them:
-      k-means init, EMA, dead-code restarts, `audiolm.models.codec.learn_quantizer`)
+      (straight-through RVQ; with model.quantizer.codebook_update "loss" the codebook term
+      moves the codebooks; with "ema" they are buffers without gradient and `update_buffers`
+      learns them: k-means init, EMA, dead-code restarts,
+      `audiolm.models.codec.learn_quantizer`)
   + with `model.discriminator.n_ffts` set (adversarial training, `adversarial_terms`):
     adv_weight * hinge generator loss + feat_weight * relative feature-matching L1
     + the discriminator's hinge loss (weight 1: only the `discriminator` params receive its
@@ -27,7 +28,7 @@ Metrics: the terms (with a discriminator also `adv_loss`, `feat_loss`, `disc_los
 `disc_acc_real`, `disc_acc_fake`), `active_codebooks`, and per codebook q `perplexity_q{q}`
 (exp of the entropy of its code histogram over the batch's valid frames) and `usage_q{q}`
 (fraction of its entries used in the batch).
-With update "ema", training also reports `dead_codes` (entries restarted this step).
+With codebook_update "ema", training also reports `dead_codes` (entries restarted this step).
 
 Evaluators: "loss" and "codec" (`mel_distance`: mean |log-mel difference| at n_fft 1024 /
 hop 256 / 80 mels per utterance; `si_snr` in dB; `bitrate` in bits/s; over `train.eval_steps`
@@ -278,7 +279,7 @@ def loss_fn(module: Any, params: Any, batch: Mapping[str, Any], rng: jax.Array, 
         metrics.update(gan)
     metrics.update(code_statistics(out["codes"], frame_mask, q.codebook_size, active))
     metrics["loss"] = loss
-    if train and q.update == "ema":  # what update_buffers learns the codebooks from
+    if train and q.codebook_update == "ema":  # what update_buffers learns the codebooks from
         metrics[BUFFER_INPUTS] = {"latent": jax.lax.stop_gradient(out["latent"]),
                                   "frame_mask": frame_mask}
     return loss, metrics
@@ -286,10 +287,11 @@ def loss_fn(module: Any, params: Any, batch: Mapping[str, Any], rng: jax.Array, 
 
 def update_buffers(module: Any, params: Any, inputs: Any, rng: jax.Array,
                    config: Any) -> tuple[dict, dict[str, jax.Array]]:
-    """The train step's buffer hook (`audiolm.tasks.base.Task`): with model.quantizer.update
-    "ema", the quantizer's EMA buffers after this batch (`codec.learn_quantizer` on the latent
-    [B, T, D] and frame mask [B, T] that loss_fn handed over) and `dead_codes`; else none."""
-    if module.spec.quantizer.update != "ema":
+    """The train step's buffer hook (`audiolm.tasks.base.Task`): with
+    model.quantizer.codebook_update "ema", the quantizer's EMA buffers after this batch
+    (`codec.learn_quantizer` on the latent [B, T, D] and frame mask [B, T] that loss_fn handed
+    over) and `dead_codes`; else none."""
+    if module.spec.quantizer.codebook_update != "ema":
         return {}, {}
     return codec_lib.learn_quantizer(module.spec, params, inputs["latent"],
                                      inputs["frame_mask"], rng)

@@ -1,4 +1,4 @@
-"""Codec quantizer learning (model.quantizer.update "ema"): EMA statistics against a numpy
+"""Codec quantizer learning (model.quantizer.codebook_update "ema"): EMA statistics against a numpy
 reference, k-means init, dead-code restarts, the train step's buffer hook (optimizer drift
 discarded, micro-batches concatenated), training through the loop with exact resume, and the
 config rules of the quantizer fields."""
@@ -33,7 +33,8 @@ learn = jax.jit(codec.learn_codebooks, static_argnums=0)  # the spec is hashable
 
 
 def _qspec(**kw) -> presets.QuantizerSpec:
-    base = dict(dimension=2, codebook_size=3, num_codebooks=2, update="ema", ema_decay=0.9)
+    base = dict(dimension=2, codebook_size=3, num_codebooks=2, codebook_update="ema",
+                ema_decay=0.9)
     return presets.QuantizerSpec(**{**base, **kw})
 
 
@@ -120,7 +121,7 @@ def test_split_quantizer_learns_both_groups_and_only_buffers():
         nearest = np.min(((z[:, None] - books[None]) ** 2).sum(-1), axis=1)
         assert np.all(nearest < 1e-3 * (z ** 2).sum(-1).mean())  # each frame is a centroid
     assert float(metrics["dead_codes"]) >= 0
-    with pytest.raises(ValueError, match="update='loss'"):
+    with pytest.raises(ValueError, match="codebook_update='loss'"):
         codec.learn_quantizer(presets.TINY, codec.init_params(presets.TINY, jax.random.PRNGKey(0)),
                               latent, mask, jax.random.PRNGKey(0))
 
@@ -146,7 +147,7 @@ def test_mimi_import_keeps_the_ema_buffers():
     assert float(params["quantizer"]["semantic"]["initialized"]) == 1.0
     # update "loss": the same checkpoint as plain codebooks, Mimi's embedding
     loss_spec = dataclasses.replace(spec, quantizer=dataclasses.replace(
-        spec.quantizer, update="loss", kmeans_init=False, dead_code_threshold=0.0))
+        spec.quantizer, codebook_update="loss", kmeans_init=False, dead_code_threshold=0.0))
     plain = mimi_import.params_from_state(state.__getitem__, state.keys(), loss_spec)
     np.testing.assert_allclose(plain["quantizer"]["acoustic"]["codebooks"][1],
                                state[f"{name}.embedding_sum"]
@@ -242,7 +243,8 @@ def test_train_step_hook_overwrites_buffers_and_sees_the_whole_batch():
 def _ema_config(workdir_steps=6):
     config = load_experiment_config("configs/codec.py", "tiny")
     q = config.model.quantizer
-    q.update, q.kmeans_init, q.kmeans_iters, q.dead_code_threshold = "ema", True, 5, 0.1
+    q.codebook_update, q.kmeans_init, q.kmeans_iters, q.dead_code_threshold = "ema", True, 5, 0.1
+    assert config.model.quantizer.codebook_update == "ema"  # a field, not ConfigDict.update
     config.train.steps = workdir_steps
     config.train.log_every = 1
     config.train.eval_every = 100  # no evaluation inside the 6 steps
@@ -289,7 +291,7 @@ def test_ema_codec_trains_and_resumes_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("field, value, needle", [
-    ("update", "adam", "model.quantizer.update='adam'"),
+    ("codebook_update", "adam", "model.quantizer.codebook_update='adam'"),
     ("ema_decay", 1.0, "model.quantizer.ema_decay=1.0"),
     ("kmeans_iters", 0, "model.quantizer.kmeans_iters=0"),
     ("dead_code_threshold", -0.1, "model.quantizer.dead_code_threshold=-0.1"),
@@ -307,5 +309,5 @@ def test_kmeans_and_restarts_need_ema(field, value):
     config = ml_collections.ConfigDict({"model": spec_to_section(presets.TINY).to_dict()})
     set_field(config, f"model.quantizer.{field}", value)
     with pytest.raises(ConfigError, match=f"model.quantizer.{field}.*needs model.quantizer"
-                                          r"\.update='ema'"):
+                                          r"\.codebook_update='ema'"):
         codec.rules(config)
