@@ -9,7 +9,10 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
 
+from audiolm.config import spec_to_section
+from audiolm.presets import codec as presets
 from audiolm.presets.experiment import load_experiment_config
 from audiolm.train import checkpoint as ckpt_lib
 from audiolm.train import loop, metrics as metrics_lib
@@ -17,10 +20,14 @@ from audiolm.train import loop, metrics as metrics_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _config(arg="tiny", steps=6):
+def _config(arg="tiny", steps=6, ema=False):
     """`steps` steps of 8 rows, a checkpoint every 2, losses logged every step, no evaluation
-    (the task's own tests cover its evaluators)."""
+    (the task's own tests cover its evaluators). `ema`: tiny_mimi's quantizer (split RVQ, EMA
+    codebooks with k-means init at the first step and dead-code restarts: buffers rewritten by
+    the task's update hook)."""
     config = load_experiment_config("configs/codec.py", f"{arg},steps={steps}")
+    if ema:
+        config.model.quantizer = spec_to_section(presets.TINY_MIMI.quantizer)
     config.data.batch_size = 8  # one row per device of the tests' 8-device mesh
     config.train.checkpoint_every = 2
     config.train.log_every = 1
@@ -44,11 +51,12 @@ def _final_params(config, workdir):
     return jax.device_get(state["params"]), step
 
 
-def test_codec_resume_after_sigkill_is_exact(tmp_path):
+@pytest.mark.parametrize("ema", [False, True])
+def test_codec_resume_after_sigkill_is_exact(tmp_path, ema):
     """The subprocess kills itself with SIGKILL after step 5 (checkpoint 4 may still be in its
     asynchronous write: then the resume starts from 2); the resumed run's losses (the metrics
     file keeps one record per step) and final params equal the uninterrupted run's."""
-    config = _config()
+    config = _config(ema=ema)
     ref_dir, workdir = str(tmp_path / "reference"), str(tmp_path / "killed")
     loop.run(config, ref_dir)
     script = textwrap.dedent(f"""
@@ -62,7 +70,7 @@ def test_codec_resume_after_sigkill_is_exact(tmp_path):
             if step == 5:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        loop.run(_config(), {workdir!r}, callbacks=[kill])
+        loop.run(_config(ema={ema!r}), {workdir!r}, callbacks=[kill])
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
@@ -76,3 +84,5 @@ def test_codec_resume_after_sigkill_is_exact(tmp_path):
     p_new, step_new = _final_params(config, workdir)
     assert step_ref == step_new == 6
     jax.tree_util.tree_map(np.testing.assert_array_equal, p_new, p_ref)
+    if ema:  # the buffers were learnt (k-means ran), and resumed exactly with the params
+        assert float(p_ref["quantizer"]["acoustic"]["initialized"]) == 1.0
