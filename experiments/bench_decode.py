@@ -41,7 +41,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from experiments import bench_thinker  # noqa: E402
+from experiments import bench_thinker, bench_train  # noqa: E402
 
 PARTS = ("thinker", "moshi", "musicgen", "code2wav")
 
@@ -324,6 +324,33 @@ def c2w_overrides(size: str) -> dict:
                                     decoder_dim=96)}
 
 
+def hbm_fraction(model_config, params, batch: int, prompt: int, new_tokens: int,
+                 seconds: float) -> float | None:
+    """Fraction of the HBM roofline of one Thinker decode step: (bytes of the weights a step
+    reads + KV cache bytes at the mean length) / step time / device bandwidth
+    (`bench_train.HBM_BANDWIDTH`); None where the bandwidth is unknown (CPU). Weights read per
+    step: the non-embedding parameters active for `batch` tokens (routed experts: at most
+    min(E, batch x top_k) of them)."""
+    import jax
+
+    from audiolm.models import thinker_talker
+
+    _, bandwidth = bench_train.hbm_bandwidth()
+    if bandwidth is None:
+        return None
+    th = model_config.thinker
+    comp = thinker_talker.describe_params(model_config)["thinker"]
+    itemsize = jax.tree_util.tree_leaves(params["thinker"])[0].dtype.itemsize
+    e, k = th.num_experts, th.num_experts_per_tok
+    # total - active = the (E - k) routed experts a token skips, summed over MoE layers.
+    per_expert = (comp["total"] - comp["active"]) / (e - k) if e > k else 0.0
+    weights = comp["active"] - comp["embedding"] + (min(e, batch * k) - k) * per_expert
+    mean_len = prompt + new_tokens / 2
+    kv = 2 * th.num_layers * th.num_kv_heads * th.head_dim * mean_len * batch
+    step_bytes = (weights + kv) * itemsize
+    return step_bytes / (seconds / new_tokens) / bandwidth
+
+
 def bench_thinker_decode(args, batches, pair):
     import jax
     import jax.numpy as jnp
@@ -358,7 +385,9 @@ def bench_thinker_decode(args, batches, pair):
                          ours_first_s=first, ref_rate=n / t["ref"], ours_rate=n / t["ours"],
                          speedup=t["ref"] / t["ours"], cpu_speedup=c["ref"] / c["ours"],
                          match=leading_match(got, want),
-                         steps=args.new_tokens))
+                         steps=args.new_tokens,
+                         hbm_fraction=hbm_fraction(model_config, th_params, b, args.prompt,
+                                                   args.new_tokens, t["ours"])))
     th = model_config.thinker
     desc = (f"thinker: {th.num_layers} layers, width {th.hidden_size}, {th.num_experts} experts "
             f"top-{th.num_experts_per_tok}, vocab {th.vocab_size}; prompt {args.prompt}, "
@@ -687,6 +716,10 @@ def main(argv=None) -> dict:
               f"{r['ours_first_s']:>8.1f} s" + rate.format(r["ref_rate"]) +
               rate.format(r["ours_rate"]) + f"{r['speedup']:>9.2f}x{r['cpu_speedup']:>9.2f}x"
               f"{match:>8}{rtf}")
+    for r in rows:
+        if r.get("hbm_fraction") is not None:
+            print(f"HBM roofline, {r['part']} B={r['batch']}: {100 * r['hbm_fraction']:.1f}% "
+                  f"of {bench_train.hbm_bandwidth()[1] / 1e12:.2f} TB/s (goal at B=1: >= 70%)")
     print("rate: generated tokens/s (code2wav: audio seconds/s); speed-up = reference wall "
           "time / ours (goal >= 3x); CPU-time = the same ratio of process CPU seconds (robust to "
           "other load); match = leading greedy steps identical in every row; 1st = first "
