@@ -169,7 +169,8 @@ def stream_codes(config: Any, batch: Mapping[str, np.ndarray], tokenizer: Any) -
         n = int(mask[row].sum())
         if batch["index"][row] < 0 or n == 0:
             continue
-        ids = [int(i) for i in batch["text"][row][batch["text_mask"][row]] if int(i) not in specials]
+        ids = [int(i) for i in batch["text"][row][batch["text_mask"][row]]
+               if int(i) not in specials]
         words = split_words(ids, space)
         spans = batch["word_frames"][row][batch["word_mask"][row]]
         if len(words) != len(spans):

@@ -153,5 +153,6 @@ def test_a_trained_codec_is_restored_from_its_workdir(config, tmp_path):
     other = trained.copy_and_resolve_references()
     other.task.codec.config = "configs/codec.py:variant=tiny_mimi"
     other.data.sample_rate = 24000
-    with pytest.raises(config_lib.ConfigError, match="task.codec.workdir=.*not a checkpoint of the codec"):
+    with pytest.raises(config_lib.ConfigError,
+                       match="task.codec.workdir=.*not a checkpoint of the codec"):
         speech_codes.load_codec(other)
