@@ -84,7 +84,7 @@ from audiolm.presets.codec import (CodecSpec, CodecTransformerSpec, QuantizerSpe
 FAMILY = "codec"
 __all__ = ["Codec", "CodecSpec", "bitrate", "frame_rate", "hop_length", "build", "init_params",
            "describe_params", "rules", "example_batch", "spec_of", "encode", "decode",
-           "learn_quantizer"]
+           "learn_quantizer", "init_stream", "encode_step", "decode_step"]
 
 
 def spec_of(model_config: Any) -> CodecSpec:
