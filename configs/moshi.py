@@ -51,9 +51,9 @@ def train_loss() -> ml_collections.ConfigDict:
 def speech_model(task: str, tiny: bool, num_codebooks: int, card: int, vocab: int,
                  num_speakers: int) -> ml_collections.ConfigDict:
     """`config.model` of a speech variant. Text ids: the tokenizer's `vocab` ids, then PAD,
-    EPAD (predicted), then the initial id. tts: text leading (audio codebooks delayed 1, the
-    acoustic ones 2, at 125 Hz tiny / 25 Hz speech), a depformer over every codebook, the speaker
-    profile as a lut; stt: the text 3 (tiny) / 10 (speech, 0.4 s) frames behind the audio,
+    EPAD (predicted), then the initial id. tts: text leading (the first codebook delayed 1 frame
+    at 125 Hz tiny / 2 at 25 Hz speech, the others one more), a depformer over every codebook,
+    the speaker profile as a lut; stt: the text 3 (tiny) / 10 (speech, 0.4 s) frames behind the audio,
     no depformer."""
     tts = task == "tts"
     if tiny:
@@ -71,7 +71,9 @@ def speech_model(task: str, tiny: bool, num_codebooks: int, card: int, vocab: in
                                 ffn_hidden=704, context=150, rope_theta=10000.0)
         depformer = presets.NO_DEPFORMER
     if tts:
-        delays = (0,) + tuple(1 if q == 0 else 2 for q in range(num_codebooks))
+        lead = 1 if tiny else 2  # frames of text before its audio (a word's tokens may push
+        # the next word up to ~2 frames past its espeak start at 25 Hz)
+        delays = (0,) + tuple(lead if q == 0 else lead + 1 for q in range(num_codebooks))
         conditioners = {"speaker": presets.lut(num_speakers, 16 if tiny else 64)}
     else:
         delays = (3 if tiny else 10,) + (0,) * num_codebooks
