@@ -33,13 +33,18 @@ if _ROOT not in sys.path:
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_ROOT, "configs", "thinker_talker.py") + ":variant=tiny_asr",
-    "Experiment config file (+:arg); its data section names the corpus.", lock_config=False)
-_OUT = flags.DEFINE_string("out", None, "Output directory: manifests, report, feature cache.")
-_SPLITS = flags.DEFINE_list("splits", ["train", "validation", "test"], "Splits to prepare.")
-_FEATURES = flags.DEFINE_boolean("features", True, "Cache log-mel features of model.audio.")
-_FEATURE_BATCH = flags.DEFINE_integer("feature_batch", 16, "Clips per log-mel batch.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command line (defined when run as a script, so tests can import the functions)."""
+    config_flags.DEFINE_config_file(
+        "config", os.path.join(_ROOT, "configs", "thinker_talker.py") + ":variant=tiny_asr",
+        "Experiment config file (+:arg); its data section names the corpus.", lock_config=False)
+    flags.DEFINE_string("out", None, "Output directory: manifests, report, feature cache.")
+    flags.DEFINE_list("splits", ["train", "validation", "test"], "Splits to prepare.")
+    flags.DEFINE_boolean("features", True, "Cache log-mel features of model.audio.")
+    flags.DEFINE_integer("feature_batch", 16, "Clips per log-mel batch.")
 
 
 def log_mel_key(config) -> str:
@@ -136,23 +141,23 @@ def prepare_split(config, split: str, out: str, features_cache=None,
 
 def main(argv):
     del argv
-    if not _OUT.value:
+    if not FLAGS.out:
         raise app.UsageError("--out is required: the directory for manifests, report, cache")
     from audiolm.data import cache as cache_lib
     from audiolm.data import validate_section
 
-    config = _CONFIG.value
+    config = FLAGS.config
     validate_section(config)
-    out = os.path.expanduser(_OUT.value)
+    out = os.path.expanduser(FLAGS.out)
     features = None
-    if _FEATURES.value:
+    if FLAGS.features:
         if "audio" not in config.model:
             raise app.UsageError("--features: the config's model has no audio section "
                                  "(model.audio); pass --features=false")
         features = cache_lib.ArrayCache(os.path.join(out, "features"), log_mel_key(config))
     report = {}
-    for split in _SPLITS.value:
-        report[split] = prepare_split(config, split, out, features, _FEATURE_BATCH.value)
+    for split in FLAGS.splits:
+        report[split] = prepare_split(config, split, out, features, FLAGS.feature_batch)
         r = report[split]
         print(f"{split}: kept {r['kept']} ({r['hours']:.3f} h), bad {len(r['bad'])}, "
               f"dropped for length {len(r['filtered'])}, "
@@ -168,4 +173,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
