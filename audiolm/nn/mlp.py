@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from audiolm.nn.params import Dtype, constrain, default_kernel_init, partitioned
+from audiolm.nn.params import Dense, Dtype, constrain, default_kernel_init, partitioned
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # exact erf GELU (torch default)
@@ -27,8 +27,9 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
 
 def dense(features: int, name: str, axes: tuple[str, str], use_bias: bool, dtype: Dtype,
           param_dtype: Dtype, kernel_init: Any = default_kernel_init) -> nn.Dense:
-    """nn.Dense with logically partitioned kernel [in, out] and bias [out]."""
-    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name,
+    """nn.Dense (merged-rows matmul, `params.flat_dot`) with logically partitioned kernel
+    [in, out] and bias [out]."""
+    return Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name,
                     kernel_init=partitioned(kernel_init, axes),
                     bias_init=partitioned(nn.initializers.zeros, (axes[1],)))
 

@@ -58,6 +58,39 @@ def constrain(x: Array, axes: Sequence[str | None]) -> Array:
     return nn.with_logical_constraint(x, tuple(axes))
 
 
+def flat_dot(x: Array, kernel: Array, n_in: int = 1) -> Array:
+    """x [..., *kernel.shape[:n_in]] . kernel -> [..., *kernel.shape[n_in:]] as one 2-D matmul.
+
+    The leading axes of x (batch, length) are merged into rows and the kernel into a matrix, so
+    forward and both gradients are plain GEMMs: XLA:CPU runs the weight gradient of a dot that
+    keeps several leading axes (a contraction over B and T) well below GEMM speed (measured on
+    one core, SwiGLU B=4 T=128 D=256 H=512: fwd+bwd 12.8 -> 9.8 ms with the merged rows).
+    """
+    ins, outs = kernel.shape[:n_in], kernel.shape[n_in:]
+    lead = x.shape[:x.ndim - n_in]
+    if x.shape[x.ndim - n_in:] != ins:
+        raise ValueError(f"flat_dot: x trailing shape {x.shape[x.ndim - n_in:]} != kernel "
+                         f"input shape {ins}")
+    k_in, k_out = int(np.prod(ins)), int(np.prod(outs))
+    y = jnp.dot(x.reshape(-1, k_in), kernel.reshape(k_in, k_out))
+    return y.reshape(lead + outs)
+
+
+def _flat_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    """`nn.Dense`'s dot_general ([..., D] x [D, F]) through `flat_dot`."""
+    (contract, batch) = dimension_numbers
+    if batch != ((), ()) or contract != ((lhs.ndim - 1,), (0,)) or rhs.ndim != 2 or \
+            precision is not None or preferred_element_type is not None:
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                                   preferred_element_type=preferred_element_type)
+    return flat_dot(lhs, rhs, 1)
+
+
+class Dense(nn.Dense):
+    """`flax.linen.Dense` (same params and init) whose matmul is `flat_dot`."""
+    dot_general: Any = _flat_dot_general
+
+
 class Projection(nn.Module):
     """Linear map over the trailing `n_in` axes of x with a multi-axis kernel.
 
@@ -80,7 +113,7 @@ class Projection(nn.Module):
             1.0, "fan_in", "truncated_normal", in_axis=tuple(range(self.n_in)),
             out_axis=tuple(range(self.n_in, n)))
         kernel = self.param("kernel", partitioned(init, self.axes), self.shape, self.param_dtype)
-        y = jnp.tensordot(x.astype(self.dtype), jnp.asarray(kernel, self.dtype), axes=self.n_in)
+        y = flat_dot(x.astype(self.dtype), jnp.asarray(kernel, self.dtype), self.n_in)
         if self.use_bias:
             bias = self.param("bias", partitioned(nn.initializers.zeros, self.axes[self.n_in:]),
                               self.shape[self.n_in:], self.param_dtype)
