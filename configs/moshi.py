@@ -12,14 +12,14 @@ An official Kyutai config file (Python JSON or Rust/server TOML):
 Speech tasks on the codes of the speech codec (train the codec first:
 `python -m audiolm.main --config=configs/codec.py:variant=speech --workdir=runs/codec_speech`):
   text-to-speech, text leading (`audiolm.tasks.tts_moshi`; judged by the "speech" evaluator):
-    python -m audiolm.main --config=configs/moshi.py:variant=tts --workdir=runs/moshi_tts
+    python -m audiolm.main --config=configs/moshi.py:variant=tts_speech --workdir=runs/moshi_tts
   speech-to-text, audio leading (`audiolm.tasks.stt`; test CER and streaming delay):
-    python -m audiolm.main --config=configs/moshi.py:variant=stt --workdir=runs/moshi_stt
+    python -m audiolm.main --config=configs/moshi.py:variant=stt_speech --workdir=runs/moshi_stt
   `tts_tiny` / `stt_tiny`: the same on a random tiny codec and a tiny speech set (tests).
 
-arg: variant=<preset of audiolm.presets.moshi | tts | stt | tts_tiny | stt_tiny>,
+arg: variant=<preset of audiolm.presets.moshi | tts_speech | stt_speech | tts_tiny | stt_tiny>,
 slices=<n> (v0_1_streaming), fusion=<add | concat | cross_attention | interleave> (tiny only),
-file=<official Kyutai JSON/TOML config>, codec=<the speech codec's workdir> (tts / stt),
+file=<official Kyutai JSON/TOML config>, codec_workdir=<the speech codec's workdir> (tts / stt),
 steps=<n> (tts / stt; 0 = the variant's).
 `audiolm.presets.moshi` documents every field of `config.model`; the task is "codes" (tts / stt
 for the speech variants).
@@ -37,7 +37,8 @@ from audiolm.presets import moshi as presets
 from audiolm.presets.moshi_specs import DepformerSpec, MoshiSpec, TemporalSpec
 from audiolm.tasks import speech_codes
 
-SPEECH = ("tts", "stt", "tts_tiny", "stt_tiny")  # variants on codec codes of the speech set
+# Variants on the codec codes of the speech set (the tiny ones on a random tiny codec).
+TASK_VARIANTS = ("tts_speech", "stt_speech", "tts_tiny", "stt_tiny")
 
 
 def train_loss() -> ml_collections.ConfigDict:
@@ -129,19 +130,19 @@ def speech_config(config: ml_collections.ConfigDict, variant: str, codec_workdir
 
 def get_config(arg=None):
     arg = experiment.parse_arg(arg, variant="tiny", slices=8, fusion="add", file="",
-                               codec="runs/codec_speech", steps=0)
+                               codec_workdir="runs/codec_speech", steps=0)
     config = experiment.base_config()
-    if arg.variant in SPEECH and not arg.file:
+    if arg.variant in TASK_VARIANTS and not arg.file:
         config.sample.extra.text_temperature = 0.7
         config.sample.extra.text_top_k = 25
-        return speech_config(config, arg.variant, arg.codec, arg.steps)
+        return speech_config(config, arg.variant, arg.codec_workdir, arg.steps)
     if arg.file:
         loaded = kyutai_files.load_config_file(arg.file)
         config.model = loaded.model
         config.sample.extra = loaded.sample_extra
     elif arg.variant not in presets.PRESETS:
         raise ValueError(f"config arg variant={arg.variant!r}: expected one of "
-                         f"{sorted(presets.PRESETS) + list(SPEECH)}")
+                         f"{sorted(presets.PRESETS) + list(TASK_VARIANTS)}")
     elif arg.variant == "v0_1_streaming":
         config.model = presets.v0_1_streaming(arg.slices)
     elif arg.variant == "tiny":

@@ -14,7 +14,7 @@ codec first: configs/codec.py:variant=speech in runs/codec_speech), then speak a
       --workdir=runs/tts_pattern
 
 arg: variant=<preset of audiolm.presets.pattern_lm> (tiny | musicgen_small) or a tts variant
-(`TTS_VARIANTS`: tts_tiny | tts_speech), file=<stable-audio-tools LM JSON>, codec_workdir=<the
+(`TASK_VARIANTS`: tts_tiny | tts_speech), file=<stable-audio-tools LM JSON>, codec_workdir=<the
 trained codec run of tts_speech> (default runs/codec_speech). `audiolm.presets.pattern_lm`
 documents every field of `config.model`; the presets train the task "codes" on synthetic code
 batches, the tts variants the task "tts" (`audiolm.tasks.tts`, `audiolm.tasks.tts_pattern`).
@@ -27,7 +27,7 @@ from audiolm.presets import experiment
 from audiolm.presets import pattern_lm as presets
 from audiolm.tasks import speech_codes
 
-TTS_VARIANTS = ("tts_tiny", "tts_speech")
+TASK_VARIANTS = ("tts_tiny", "tts_speech")
 
 
 def tts_model(num_codebooks, codebook_size, frame_rate, max_frames, num_speakers, text_length,
@@ -95,13 +95,13 @@ def tts_config(config, variant, codec_workdir):
 def get_config(arg=None):
     arg = experiment.parse_arg(arg, variant="tiny", file="", codec_workdir="runs/codec_speech")
     config = experiment.base_config()
-    if arg.variant in TTS_VARIANTS and not arg.file:
+    if arg.variant in TASK_VARIANTS and not arg.file:
         return tts_config(config, arg.variant, arg.codec_workdir)
     if arg.file:
         config.model = stable_audio_tools.model_config_from_json(arg.file)
     elif arg.variant not in presets.PRESETS:
         raise ValueError(f"config arg variant={arg.variant!r}: expected one of "
-                         f"{sorted(presets.PRESETS) + list(TTS_VARIANTS)}")
+                         f"{sorted(presets.PRESETS) + list(TASK_VARIANTS)}")
     else:
         config.model = presets.PRESETS[arg.variant]()
     config.data.name = "synthetic"  # the family's example code batches

@@ -16,7 +16,7 @@ fed from the Thinker, on the codes of the trained speech codec of configs/codec.
   python experiments/tts_stream.py   # streamed chain: first-chunk latency and RTF on CPU
 
 arg: variant=<preset of audiolm.presets.thinker_talker> (tiny | tiny_asr | design_reference |
-qwen3_omni_30b_a3b) or a tts variant (`TTS_VARIANTS`: tts_tiny | tts_speech),
+qwen3_omni_30b_a3b) or a tts variant (`TASK_VARIANTS`: tts_tiny | tts_speech),
 codec_workdir=<the trained codec run of tts_speech> (default runs/codec_speech),
 data=<speech_synth | manifest | synthetic>; without data=, the tiny
 variants read the embedded speech set and the published presets (Qwen's text vocabulary, which
@@ -148,16 +148,16 @@ def tts_config(variant: str, codec_workdir: str) -> ml_collections.ConfigDict:
     return config
 
 
-TTS_VARIANTS = ("tts_tiny", "tts_speech")
+TASK_VARIANTS = ("tts_tiny", "tts_speech")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = experiment.parse_arg(arg, variant="tiny", data="", codec_workdir="runs/codec_speech")
-    if args.variant in TTS_VARIANTS:
+    if args.variant in TASK_VARIANTS:
         return tts_config(args.variant, "" if args.variant == "tts_tiny" else args.codec_workdir)
     if args.variant not in presets.PRESETS:
         raise ValueError(f"config arg variant={args.variant!r}: expected one of "
-                         f"{sorted(presets.PRESETS) + list(TTS_VARIANTS)}")
+                         f"{sorted(presets.PRESETS) + list(TASK_VARIANTS)}")
     config = experiment.base_config()
     config.model = presets.PRESETS[args.variant]()
     config.data.name = args.data or ("speech_synth" if args.variant.startswith("tiny")

@@ -37,6 +37,15 @@ class _ConfigFile:
     def get_config(self, arg=None):
         return load_experiment_config(self.path, arg)
 
+    @property
+    def module(self):
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(f"_variants_{id(self)}", self.path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
 
 def _module(family):
     return _ConfigFile(family)
@@ -54,13 +63,19 @@ def _listed_variants(family):
 
 
 def _variant_table(family):
-    return presets.family_presets(family).PRESETS
+    """The family's presets plus the task variants its config file adds (`TASK_VARIANTS`)."""
+    return sorted(presets.family_presets(family).PRESETS) + sorted(_task_variants(family))
+
+
+def _task_variants(family):
+    """`TASK_VARIANTS` of configs/<family>.py: variants beyond the presets (tts, stt, ...)."""
+    return tuple(_module(family).module.__dict__.get("TASK_VARIANTS", ()))
 
 
 def _all_variants():
     out = []
     for family in FAMILIES:
-        for variant in sorted(_variant_table(family)):
+        for variant in sorted(presets.family_presets(family).PRESETS):
             out.append((family, variant))
     return out
 
@@ -78,6 +93,22 @@ def test_every_family_has_a_config_file():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_error_lists_exactly_the_variant_table(family):
     assert _listed_variants(family) == sorted(_variant_table(family))
+
+
+TASK_ALL = [(f, v) for f in FAMILIES for v in _task_variants(f)]
+
+
+@pytest.mark.parametrize("family,variant", TASK_ALL, ids=[f"{f}:{v}" for f, v in TASK_ALL])
+def test_task_variant_validates(family, variant):
+    # The speech variants read a trained codec run (task.codec.workdir): a random codec ('')
+    # stands in; a workdir without a checkpoint is named before anything runs.
+    config = _module(family).get_config(f"variant={variant},codec_workdir=")
+    assert config_lib.validate(config) is config and config.model.family == family
+    assert config.task.name in ("tts", "stt")
+    if not variant.endswith("tiny"):
+        with pytest.raises(config_lib.ConfigError, match=r"task\.codec\.workdir="):
+            config_lib.validate(_module(family).get_config(
+                f"variant={variant},codec_workdir=/nonexistent/codec_run"))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -119,6 +150,10 @@ def test_docstring_launch_commands_validate(family):
     for arg in args:
         if "file=" in arg:  # placeholder paths (/path/to/...); files are tested below
             continue
+        variant = dict(kv.split("=", 1) for kv in arg.split(",") if "=" in kv).get("variant")
+        if variant in _task_variants(family) and not variant.endswith("tiny"):
+            # Speech variants read a trained codec run; a random codec stands in here.
+            arg += ",codec_workdir="
         config = _module(family).get_config(arg)
         config_lib.validate(config)
         checked += 1
