@@ -177,8 +177,48 @@ def _validate_speech_output(config: Any) -> None:
             "codec frame")
 
 
+PROMPT_PROJECTIONS = ("text", "hidden")
+SPEECH_PROMPT_KEYS = ("tts_bos_token_id", "tts_eos_token_id", "tts_pad_token_id", "speaker_id")
+
+
+def check_speech_prompt(config: Any, required: bool = False
+                        ) -> tuple[dict[str, int], tuple[int, ...], str]:
+    """The Talker prompt's ids in `config.sample.extra` (presets give them all:
+    `audiolm.presets.thinker_talker.speech_prompt`): tts_* ids in the Thinker vocabulary,
+    speaker_id in the codec vocabulary, speaker_ids (voices) codec ids in
+    [codebook_size, vocab_size), prompt_projection. Returns (ids, voices, projection); an absent
+    id is skipped unless `required` (speech output needs every one). ConfigError naming the
+    field otherwise."""
+    extra = config.sample.get("extra", {}) if "sample" in config else {}
+    th, tk = config.model.thinker, config.model.talker
+    vals = {}
+    for key in SPEECH_PROMPT_KEYS:
+        hi, where = ((tk.vocab_size, "model.talker.vocab_size") if key == "speaker_id"
+                     else (th.vocab_size, "model.thinker.vocab_size"))
+        v = extra.get(key, None)
+        if v is None and not required:
+            continue
+        require(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < hi,
+                f"sample.extra.{key}", v, f"speech output needs an int id in [0, {where}={hi}) "
+                "(the Talker prompt's special tokens)")
+        vals[key] = v
+    voices = extra.get("speaker_ids", ())
+    require(isinstance(voices, (list, tuple)), "sample.extra.speaker_ids", voices,
+            "must be a list of codec ids")
+    for i, v in enumerate(voices):
+        require(isinstance(v, int) and not isinstance(v, bool)
+                and tk.codebook_size <= v < tk.vocab_size, f"sample.extra.speaker_ids[{i}]", v,
+                f"a voice is a codec id in [model.talker.codebook_size={tk.codebook_size}, "
+                f"model.talker.vocab_size={tk.vocab_size})")
+    projection = extra.get("prompt_projection", "text")
+    require(projection in PROMPT_PROJECTIONS, "sample.extra.prompt_projection", projection,
+            f"must be one of {list(PROMPT_PROJECTIONS)}")
+    return vals, tuple(voices), projection
+
+
 def rules(config: Any) -> None:
-    """Every field of `config.model` for the thinker_talker family."""
+    """Every field of `config.model` for the thinker_talker family (and the Talker prompt's ids
+    in `config.sample.extra`, checked here so a bad id stops the run before training)."""
     model = get_path(config, "model")
     required = ["family", "enable_audio_output", "audio", "aut", "thinker"]
     enabled = model.get("enable_audio_output", None)
@@ -207,6 +247,7 @@ def rules(config: Any) -> None:
                 require(key in model, f"model.{key}", None,
                         "is missing: model.talker, model.code2wav and model.codec_frame_rate "
                         "come together")
+        check_speech_prompt(config)
 
 
 config_lib.register_rules(FAMILY, rules)

@@ -171,35 +171,14 @@ class SpeechOptions:
     speaker_ids: tuple[int, ...] = ()  # codec ids of the selectable voices (voice v = [v])
 
 
-PROMPT_PROJECTIONS = ("text", "hidden")
+PROMPT_PROJECTIONS = family.PROMPT_PROJECTIONS
 
 
 def speech_options_from_config(config) -> SpeechOptions:
     """`SpeechOptions` from `config.sample.extra` (presets give every id:
     `audiolm.presets.thinker_talker.speech_prompt`); ConfigError naming a bad field."""
     extra = config.sample.get("extra", {})
-    th, tk = config.model.thinker, config.model.talker
-    vals = {}
-    for key, hi, where in (("tts_bos_token_id", th.vocab_size, "model.thinker.vocab_size"),
-                           ("tts_eos_token_id", th.vocab_size, "model.thinker.vocab_size"),
-                           ("tts_pad_token_id", th.vocab_size, "model.thinker.vocab_size"),
-                           ("speaker_id", tk.vocab_size, "model.talker.vocab_size")):
-        v = extra.get(key, None)
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < hi:
-            raise ConfigError(f"sample.extra.{key}={v!r}: speech output needs an int id in "
-                              f"[0, {where}={hi}) (the Talker prompt's special tokens)")
-        vals[key] = v
-    voices = tuple(extra.get("speaker_ids", ()))
-    for i, v in enumerate(voices):
-        if not isinstance(v, int) or isinstance(v, bool) or not tk.codebook_size <= v < \
-                tk.vocab_size:
-            raise ConfigError(f"sample.extra.speaker_ids[{i}]={v!r}: a voice is a codec id in "
-                              f"[model.talker.codebook_size={tk.codebook_size}, "
-                              f"model.talker.vocab_size={tk.vocab_size})")
-    projection = extra.get("prompt_projection", "text")
-    if projection not in PROMPT_PROJECTIONS:
-        raise ConfigError(f"sample.extra.prompt_projection={projection!r}: must be one of "
-                          f"{list(PROMPT_PROJECTIONS)}")
+    vals, voices, projection = family.check_speech_prompt(config, required=True)
     return SpeechOptions(vals["tts_bos_token_id"], vals["tts_eos_token_id"],
                          vals["tts_pad_token_id"], vals["speaker_id"],
                          max_frames=int(extra.get("max_frames", config.sample.max_new_tokens)),

@@ -210,7 +210,7 @@ def test_write_samples_transcripts_tokens_and_speech(loaded, tmp_path):
     config.sample.update(num_samples=2, max_new_tokens=5, temperature=0.0)
     extra = config.sample.extra
     extra.update(tts_bos_token_id=143, tts_eos_token_id=144, tts_pad_token_id=142,
-                 speaker_id=50, max_frames=3)
+                 speaker_id=50, speaker_ids=[50], max_frames=3)
     summary = S.write_samples(module, params, config, str(tmp_path))
     folder = tmp_path / "samples"
     rows = [json.loads(line) for line in (folder / "transcripts.jsonl").read_text().splitlines()]
