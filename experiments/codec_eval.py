@@ -36,16 +36,15 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from experiments import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
     """The command line (defined when run as a script, so tests can import the functions)."""
-    config_flags.DEFINE_config_file(
-        "config", os.path.join(_ROOT, "configs", "codec.py") + ":variant=speech",
-        "Experiment config file (+:arg) of the run.", lock_config=False)
+    cli.define_config("codec.py:variant=speech",
+                      "Experiment config file (+:arg) of the run.")
     flags.DEFINE_string("workdir", None, "Run directory holding the checkpoints.")
     flags.DEFINE_string("out", "", "Output directory (default <workdir>/eval).")
     flags.DEFINE_integer("num", 50, "Test utterances scored (0 = the whole split).")

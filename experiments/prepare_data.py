@@ -31,16 +31,15 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from experiments import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
     """The command line (defined when run as a script, so tests can import the functions)."""
-    config_flags.DEFINE_config_file(
-        "config", os.path.join(_ROOT, "configs", "thinker_talker.py") + ":variant=tiny_asr",
-        "Experiment config file (+:arg); its data section names the corpus.", lock_config=False)
+    cli.define_config("thinker_talker.py:variant=tiny_asr",
+                      "Experiment config file (+:arg); its data section names the corpus.")
     flags.DEFINE_string("out", None, "Output directory: manifests, report, feature cache.")
     flags.DEFINE_list("splits", ["train", "validation", "test"], "Splits to prepare.")
     flags.DEFINE_boolean("features", True, "Cache log-mel features of model.audio.")

@@ -33,16 +33,15 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from experiments import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
     """The command line (defined when run as a script, so tests can import the functions)."""
-    config_flags.DEFINE_config_file(
-        "config", os.path.join(_ROOT, "configs", "pattern_lm.py") + ":variant=tts_speech",
-        "Experiment config file (+:arg) of the trained tts run.", lock_config=False)
+    cli.define_config("pattern_lm.py:variant=tts_speech",
+                      "Experiment config file (+:arg) of the trained tts run.")
     flags.DEFINE_string("workdir", None, "The trained run (its checkpoints/).")
     flags.DEFINE_string("out", os.path.join("runs", "tts_eval"), "Results folder.")
     flags.DEFINE_string("name", "", "Row name in the results (default: the family).")
