@@ -35,6 +35,16 @@ def get(name: str, path: str = "task.evaluators") -> Evaluator:
     return REGISTRY[name]
 
 
+def write_jsonl(path: str, rows: Any) -> str:
+    """Writes `rows` (dicts) to `path`, one JSON object a line, its folder made; returns `path`
+    (an evaluator's per-utterance file)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
 @register("loss")
 def mean_loss(ctx: EvalContext, params: Any, split: str) -> dict[str, float]:
     """The task's loss and metrics averaged over `train.eval_steps` batches of `split` (0 =
@@ -121,11 +131,7 @@ def judged_speech(ctx: EvalContext, params: Any, split: str) -> dict[str, float]
               "judged_wer_original": orig["wer"], "judged_cer_original": orig["cer"],
               "judged_utterances": float(len(rows))}
     if jax.process_index() == 0:
-        os.makedirs(ctx.workdir, exist_ok=True)
-        path = os.path.join(ctx.workdir, f"judged_{split}.jsonl")
-        with open(path, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+        path = write_jsonl(os.path.join(ctx.workdir, f"judged_{split}.jsonl"), rows)
         print(f"{split} judged WER {out['wer']:.3f} (originals {orig['wer']:.3f}), CER "
               f"{out['cer']:.3f} (originals {orig['cer']:.3f}) over {len(rows)} utterances: "
               f"{path}", flush=True)

@@ -190,11 +190,7 @@ def transcribe_and_score(ctx: EvalContext, params: Any, split: str = "test",
     rows = transcribe(ctx.config, ctx.module, params, split, limit)
     scores = score(ctx.config, rows, split)
     if jax.process_index() == 0:
-        os.makedirs(ctx.workdir, exist_ok=True)
-        path = os.path.join(ctx.workdir, f"stt_{split}.jsonl")
-        with open(path, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+        path = evaluators.write_jsonl(os.path.join(ctx.workdir, f"stt_{split}.jsonl"), rows)
         with open(os.path.join(ctx.workdir, f"stt_{split}.json"), "w") as f:
             json.dump(scores, f, indent=2)
         print(asr.summary(split, scores, rows, path), flush=True)
@@ -207,11 +203,7 @@ def write_samples(module: Any, params: Any, config: Any, workdir: str) -> dict:
     """`--mode=sample`: transcripts of the first sample.num_samples test utterances into
     workdir/samples/stt.jsonl; returns their scores and the streaming delay."""
     rows = transcribe(config, module, params, "test", int(config.sample.num_samples))
-    folder = os.path.join(workdir, "samples")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "stt.jsonl"), "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+    evaluators.write_jsonl(os.path.join(workdir, "samples", "stt.jsonl"), rows)
     scores = score(config, rows, "test")
     return {"family": "moshi", "task": NAME, "num_samples": len(rows), "files": ["stt.jsonl"],
             **{k: scores[k] for k in ("cer", "wer", "delay_frames", "delay_seconds")}}
