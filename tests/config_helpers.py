@@ -1,6 +1,9 @@
 """Helpers for tests that build invalid configs."""
 
 import ml_collections
+import pytest
+
+from audiolm import config as config_lib
 
 
 def set_field(config, path, value):
@@ -13,3 +16,13 @@ def set_field(config, path, value):
     section = parent[parts[-2]].to_dict()
     section[parts[-1]] = value
     parent[parts[-2]] = ml_collections.ConfigDict(section)
+
+
+def assert_rule(config, fields, match):
+    """Sets each dotted path of `fields` ({path: value}) on `config` and checks that
+    `validate(config)` names the broken rule: a ConfigError whose message matches `match`."""
+    for path, value in fields.items():
+        section, key = path.rsplit(".", 1)
+        config_lib.get_path(config, section)[key] = value
+    with pytest.raises(config_lib.ConfigError, match=match):
+        config_lib.validate(config)

@@ -20,8 +20,9 @@ from audiolm.nn.compile import fast_jit
 from audiolm.presets import codec as presets
 from audiolm.presets.experiment import load_experiment_config
 from audiolm.tasks import codec as task
-from audiolm.train import checkpoint as ckpt_lib
 from audiolm.train import loop, metrics as metrics_lib
+from tests.config_helpers import assert_rule
+from tests.resume_helpers import losses, restore, run_crashed
 
 SPEC = dataclasses.replace(presets.TINY, discriminator=presets.DiscriminatorSpec(
     n_ffts=(128, 64), filters=4, dilations=(1, 2)))
@@ -164,11 +165,7 @@ def _adam(chain_state):
     ("model.discriminator.freq_kernel", 8, r"model\.discriminator\.freq_kernel=8: must be odd"),
 ])
 def test_bad_settings_name_the_field(path, value, message):
-    config = _adversarial_config()
-    section, key = path.rsplit(".", 1)
-    config_lib.get_path(config, section)[key] = value
-    with pytest.raises(ConfigError, match=message):
-        config_lib.validate(config)
+    assert_rule(_adversarial_config(), {path: value}, message)
 
 
 def test_adversarial_weights_need_a_discriminator_and_groups_a_subtree():
@@ -185,18 +182,12 @@ def test_adversarial_weights_need_a_discriminator_and_groups_a_subtree():
 
 
 def _losses(workdir):
-    return [(r["step"], r["loss"], r["disc_loss"], r["adv_loss"])
-            for r in metrics_lib.read_metrics(workdir, "train")]
+    return losses(workdir, keys=("loss", "disc_loss", "adv_loss"))
 
 
 def _final_state(config, workdir):
-    exp = loop.build(config)
-    ckpt = ckpt_lib.Checkpointer(workdir, config.train)
-    try:
-        state, _, step = ckpt.restore(exp.abstract_state)
-    finally:
-        ckpt.close()
-    return jax.device_get(state), step
+    state, _, step = restore(config, workdir)
+    return state, step
 
 
 def test_adversarial_steps_are_finite_and_resume_exactly(tmp_path):
@@ -210,12 +201,7 @@ def test_adversarial_steps_are_finite_and_resume_exactly(tmp_path):
                     "disc_acc_fake", "mel_loss"):
             assert np.isfinite(r[key]), (key, r)
 
-    def crash(step, state, metrics):
-        if step == 3:  # after the step-2 checkpoint, before the next
-            raise RuntimeError("injected crash")
-
-    with pytest.raises(RuntimeError, match="injected crash"):
-        loop.run(config, new_dir, callbacks=[crash])
+    run_crashed(config, new_dir, step=3)  # after the step-2 checkpoint, before the next
     loop.run(config, new_dir)  # resumes from the step-2 checkpoint
     assert _losses(new_dir) == _losses(ref_dir)
     ref, step = _final_state(config, ref_dir)

@@ -14,6 +14,7 @@ from audiolm import config as config_lib
 from audiolm.config import ConfigError
 from audiolm.presets.experiment import load_experiment_config
 from audiolm.tasks import codec as task
+from tests.config_helpers import assert_rule
 
 
 def _config(variant="tiny"):
@@ -66,11 +67,7 @@ def test_code_statistics_perplexity_and_usage():
     ("model.quantizer.num_codebooks", 0, r"model\.quantizer\.num_codebooks=0"),
 ])
 def test_rules_name_the_field(path, value, message):
-    config = _config("speech")
-    section, key = path.rsplit(".", 1)
-    config_lib.get_path(config, section)[key] = value
-    with pytest.raises(ConfigError, match=message):
-        config_lib.validate(config)
+    assert_rule(_config("speech"), {path: value}, message)
 
 
 def test_the_pair_is_registered():
@@ -85,36 +82,15 @@ def test_tiny_codec_learns_and_writes_wav_pairs(tmp_path):
     tests cover the loop) lower the mel loss; the straight-through estimator sends gradients to
     the encoder and the codebook term to the codebooks; the "codec" evaluator and the sample
     writer run on the trained params."""
-    import jax
-    import optax
-
-    from audiolm.models import codec
-    from audiolm.nn.compile import fast_jit
     from audiolm.tasks.base import EvalContext
+    from tests.codec_helpers import adam_steps
 
     config = _config("tiny")
     config_lib.validate(config)
-    module = codec.build(config.model)
-    params = codec.init_params(config.model, jax.random.PRNGKey(0))
-    batch = codec.example_batch(config.model, 4, np.random.default_rng(0))
-    tx = optax.adam(3e-3)
-
-    @fast_jit  # compile time dominates 40 tiny steps
-    def step(params, opt_state, rng):
-        (loss, metrics), grads = jax.value_and_grad(
-            lambda p: task.loss_fn(module, p, batch, rng, config, True), has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, metrics, grads
-
-    opt_state = tx.init(params)
-    history = []
-    for i in range(40):
-        params, opt_state, metrics, grads = step(params, opt_state, jax.random.PRNGKey(i))
-        if i == 0:
-            enc = grads["encoder"]["conv_in"]["conv"]["kernel"]
-            books = grads["quantizer"]["rvq"]["codebooks"]
-            assert float(jnp.abs(enc).max()) > 0 and float(jnp.abs(books).max()) > 0
-        history.append(jax.device_get(metrics))
+    module, params, grads, history = adam_steps(config, 40)
+    enc = grads["encoder"]["conv_in"]["conv"]["kernel"]
+    books = grads["quantizer"]["rvq"]["codebooks"]
+    assert float(jnp.abs(enc).max()) > 0 and float(jnp.abs(books).max()) > 0
     first = np.mean([m["mel_loss"] for m in history[:3]])
     last = np.mean([m["mel_loss"] for m in history[-3:]])
     assert last < 0.9 * first, (first, last)

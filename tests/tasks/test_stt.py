@@ -4,9 +4,6 @@ equals the offline forward; the config rules name their field."""
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -15,15 +12,14 @@ import pytest
 
 pytest.importorskip("espeakng_loader")
 
-from audiolm import config as config_lib  # noqa: E402
 from audiolm import data as data_lib  # noqa: E402
 from audiolm.models import moshi as moshi_lib  # noqa: E402
 from audiolm.presets import experiment  # noqa: E402
 from audiolm.tasks import speech_codes, stt  # noqa: E402
-from audiolm.train import checkpoint as ckpt_lib  # noqa: E402
-from audiolm.train import loop, metrics as metrics_lib  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from audiolm.train import loop  # noqa: E402
+from tests.config_helpers import assert_rule  # noqa: E402
+from tests.resume_helpers import (  # noqa: E402
+    losses as _losses, restored_params as _params, run_killed)
 
 
 def tiny_config(cache_dir):
@@ -41,20 +37,6 @@ def reference_run(tmp_path_factory):
     config = tiny_config(cache)
     loop.run(config, workdir)
     return config, workdir
-
-
-def _losses(workdir):
-    return [(r["step"], r["loss"]) for r in metrics_lib.read_metrics(workdir, "train")]
-
-
-def _params(config, workdir):
-    exp = loop.build(config)
-    ckpt = ckpt_lib.Checkpointer(workdir, config.train)
-    try:
-        state, _, _ = ckpt.restore(exp.abstract_state)
-    finally:
-        ckpt.close()
-    return jax.device_get(state["params"])
 
 
 def test_loss_decreases_and_the_cer_evaluator_reports_the_delay(reference_run):
@@ -75,21 +57,7 @@ def test_loss_decreases_and_the_cer_evaluator_reports_the_delay(reference_run):
 def test_resume_after_sigkill_is_exact(reference_run, tmp_path):
     config, ref_dir = reference_run
     workdir = str(tmp_path)
-    script = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path[:0] = [{ROOT!r}, {os.path.dirname(__file__)!r}]
-        from test_stt import tiny_config
-        from audiolm.train import loop
-
-        def kill(step, state, metrics):
-            if step == 5:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        loop.run(tiny_config({config.data.cache_dir!r}), {workdir!r}, callbacks=[kill])
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == -9, proc.stderr[-3000:]
+    run_killed(workdir, __file__, "tiny_config", config.data.cache_dir, step=5)
     loop.run(config, workdir)
     assert _losses(workdir) == _losses(ref_dir)
     jax.tree_util.tree_map(np.testing.assert_array_equal, _params(config, workdir),
@@ -132,9 +100,4 @@ def test_stream_text_reads_words_between_pads():
     ({"task.codec.num_codebooks": 5}, "task.codec.num_codebooks=5: must be <= 2"),
 ])
 def test_bad_fields_are_named(reference_run, fields, match):
-    bad = reference_run[0].copy_and_resolve_references()
-    for field, value in fields.items():
-        section, key = field.rsplit(".", 1)
-        config_lib.get_path(bad, section)[key] = value
-    with pytest.raises(config_lib.ConfigError, match=match):
-        config_lib.validate(bad)
+    assert_rule(reference_run[0].copy_and_resolve_references(), fields, match)

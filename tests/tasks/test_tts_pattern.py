@@ -2,11 +2,6 @@
 learning real codec codes of the espeak set, an exact resume after SIGKILL, generation cut at
 END, and the config rules."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import jax
 import numpy as np
 import pytest
@@ -17,10 +12,9 @@ from audiolm.config import ConfigError
 from audiolm.models import pattern_lm as lm
 from audiolm.presets.experiment import load_experiment_config
 from audiolm.tasks import tts_pattern
-from audiolm.train import checkpoint as ckpt_lib
 from audiolm.train import loop, metrics as metrics_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.config_helpers import assert_rule
+from tests.resume_helpers import losses as _losses, restored_params as _params, run_killed
 
 
 def _config(tmp=None):
@@ -111,20 +105,6 @@ def reference_run(tmp_path_factory):
     return config, workdir
 
 
-def _losses(workdir, split="train"):
-    return [(r["step"], r["loss"]) for r in metrics_lib.read_metrics(workdir, split)]
-
-
-def _params(config, workdir):
-    exp = loop.build(config)
-    ckpt = ckpt_lib.Checkpointer(workdir, config.train)
-    try:
-        state, _, _ = ckpt.restore(exp.abstract_state)
-    finally:
-        ckpt.close()
-    return jax.device_get(state["params"])
-
-
 def test_loop_learns_the_codes_with_cfg_dropout(reference_run):
     config, workdir = reference_run
     assert config.model.conditioning.cfg_dropout > 0
@@ -140,21 +120,7 @@ def test_resume_after_sigkill_is_exact(reference_run, tmp_path):
     """A subprocess SIGKILLs itself in step 5; the resumed run matches the reference exactly."""
     config, ref_dir = reference_run
     workdir = str(tmp_path)
-    script = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path[:0] = [{ROOT!r}, {os.path.dirname(__file__)!r}]
-        from test_tts_pattern import tiny_config
-        from audiolm.train import loop
-
-        def kill(step, state, metrics):
-            if step == 5:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        loop.run(tiny_config({config.data.cache_dir!r}), {workdir!r}, callbacks=[kill])
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == -9, proc.stderr[-3000:]
+    run_killed(workdir, __file__, "tiny_config", config.data.cache_dir, step=5)
     loop.run(config, workdir)
     assert _losses(workdir) == _losses(ref_dir)
     assert _losses(workdir, "eval") == _losses(ref_dir, "eval")
@@ -199,11 +165,7 @@ def test_generate_codes_shapes_and_range(reference_run):
                                                     r"special step"),
 ])
 def test_rules_name_the_field(path, value, message):
-    config = _config()
-    section, key = path.rsplit(".", 1)
-    config_lib.get_path(config, section)[key] = value
-    with pytest.raises(ConfigError, match=message):
-        config_lib.validate(config)
+    assert_rule(_config(), {path: value}, message)
 
 
 def test_rules_need_exactly_text_and_speaker():

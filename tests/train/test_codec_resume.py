@@ -2,11 +2,6 @@
 in the middle resumes from its last checkpoint to the same losses, step for step, and the same
 params as an uninterrupted run."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import jax
 import numpy as np
 import pytest
@@ -14,10 +9,8 @@ import pytest
 from audiolm.config import spec_to_section
 from audiolm.presets import codec as presets
 from audiolm.presets.experiment import load_experiment_config
-from audiolm.train import checkpoint as ckpt_lib
-from audiolm.train import loop, metrics as metrics_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from audiolm.train import loop
+from tests.resume_helpers import losses as _losses, restore, run_killed
 
 
 def _config(arg="tiny", steps=6, ema=False):
@@ -37,18 +30,9 @@ def _config(arg="tiny", steps=6, ema=False):
     return config
 
 
-def _losses(workdir):
-    return [(r["step"], r["loss"]) for r in metrics_lib.read_metrics(workdir, "train")]
-
-
 def _final_params(config, workdir):
-    exp = loop.build(config)
-    ckpt = ckpt_lib.Checkpointer(workdir, config.train)
-    try:
-        state, _, step = ckpt.restore(exp.abstract_state)
-    finally:
-        ckpt.close()
-    return jax.device_get(state["params"]), step
+    state, _, step = restore(config, workdir)
+    return state["params"], step
 
 
 @pytest.mark.parametrize("ema", [False, True])
@@ -59,22 +43,7 @@ def test_codec_resume_after_sigkill_is_exact(tmp_path, ema):
     config = _config(ema=ema)
     ref_dir, workdir = str(tmp_path / "reference"), str(tmp_path / "killed")
     loop.run(config, ref_dir)
-    script = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path.insert(0, {ROOT!r})
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
-        from test_codec_resume import _config
-        from audiolm.train import loop
-
-        def kill(step, state, metrics):
-            if step == 5:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        loop.run(_config(ema={ema!r}), {workdir!r}, callbacks=[kill])
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == -9, proc.stderr[-3000:]
+    run_killed(workdir, __file__, "_config", ema=ema, step=5, timeout=600)
     assert [s for s, _ in _losses(workdir)] == [1, 2, 3, 4, 5]  # step 5 logged, not saved
     loop.run(config, workdir)
     ref = _losses(ref_dir)

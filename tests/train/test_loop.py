@@ -3,9 +3,7 @@ checkpoint mismatch, init_from, gradient accumulation. Real families: test_famil
 
 import json
 import os
-import subprocess
 import sys
-import textwrap
 
 import jax
 import numpy as np
@@ -13,25 +11,15 @@ import pytest
 
 from audiolm.train import checkpoint as ckpt_lib
 from audiolm.train import loop, metrics as metrics_lib
+from tests.resume_helpers import losses as _losses, restore, run_crashed, run_killed
 
 sys.path.insert(0, os.path.dirname(__file__))
 import toy_family  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _losses(workdir, split="train"):
-    return [(r["step"], r["loss"]) for r in metrics_lib.read_metrics(workdir, split)]
-
 
 def _final_params(config, workdir):
-    exp = loop.build(config)
-    ckpt = ckpt_lib.Checkpointer(workdir, config.train)
-    try:
-        state, data_state, step = ckpt.restore(exp.abstract_state)
-    finally:
-        ckpt.close()
-    return jax.device_get(state["params"]), data_state, step
+    state, data_state, step = restore(config, workdir)
+    return state["params"], data_state, step
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +54,7 @@ def test_resume_after_exception_is_exact(reference_run, tmp_path):
     config, ref_dir = reference_run
     workdir = str(tmp_path)
 
-    def crash(step, state, metrics):
-        if step == 5:
-            raise RuntimeError("injected crash")
-
-    with pytest.raises(RuntimeError, match="injected crash"):
-        loop.run(config, workdir, callbacks=[crash])
+    run_crashed(config, workdir, step=5)
     assert max(s for s, _ in _losses(workdir)) == 5  # step 5 was logged, not checkpointed
     loop.run(config, workdir)
     assert _losses(workdir) == _losses(ref_dir)  # bit-identical, step for step
@@ -86,21 +69,7 @@ def test_resume_after_sigkill_is_exact(reference_run, tmp_path):
     """A subprocess is SIGKILLed in the middle of step 5; the resumed run matches exactly."""
     config, ref_dir = reference_run
     workdir = str(tmp_path)
-    script = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path[:0] = [{ROOT!r}, {os.path.dirname(__file__)!r}]
-        import toy_family
-        from audiolm.train import loop
-
-        def kill(step, state, metrics):
-            if step == 5:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        loop.run(toy_family.get_config(), {workdir!r}, callbacks=[kill])
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == -9, proc.stderr[-3000:]
+    run_killed(workdir, toy_family.__file__, "get_config", step=5, timeout=600)
     loop.run(config, workdir)
     assert _losses(workdir) == _losses(ref_dir)
     p_ref, _, _ = _final_params(config, ref_dir)
