@@ -156,6 +156,7 @@ def _restore_params(directory: str, target: Any, where: str) -> Any:
     holding "params"), restored into `target` (ShapeDtypeStructs)."""
     import orbax.checkpoint as ocp
 
+    directory = os.path.abspath(directory)  # Orbax reads absolute paths only
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), target)

@@ -212,7 +212,8 @@ def saved_state_metadata(directory: str, step: int) -> Any:
     """
     where = os.path.join(directory, str(step))
     try:
-        meta = ocp.StandardCheckpointer().metadata(os.path.join(where, "state"))
+        # Absolute: Orbax finds no item metadata under a relative path (returns None).
+        meta = ocp.StandardCheckpointer().metadata(os.path.abspath(os.path.join(where, "state")))
         tree = getattr(meta, "item_metadata", meta)
     except Exception as e:
         raise CheckpointCorruptError(f"checkpoint {where} is incomplete or corrupt: its state "

@@ -129,7 +129,7 @@ def test_a_missing_or_unknown_codec_field_is_named(config):
         speech_codes.check_section(bad)
 
 
-def test_a_trained_codec_is_restored_from_its_workdir(config, tmp_path):
+def test_a_trained_codec_is_restored_from_its_workdir(config, tmp_path, monkeypatch):
     """The codec run's latest checkpoint (written by the trainer's Checkpointer) is what
     load_codec returns; a checkpoint of another codec is refused naming task.codec.workdir."""
     import types
@@ -150,6 +150,12 @@ def test_a_trained_codec_is_restored_from_its_workdir(config, tmp_path):
     speech_codes.check_section(trained)
     _, restored, _ = speech_codes.load_codec(trained)
     jax.tree_util.tree_map(np.testing.assert_array_equal, restored, params)
+    # A workdir relative to the working directory (as README commands give it) reads the same.
+    relative = trained.copy_and_resolve_references()
+    relative.task.codec.workdir = tmp_path.name
+    monkeypatch.chdir(tmp_path.parent)
+    jax.tree_util.tree_map(np.testing.assert_array_equal,
+                           speech_codes.load_codec(relative)[1], params)
     other = trained.copy_and_resolve_references()
     other.task.codec.config = "configs/codec.py:variant=tiny_mimi"
     other.data.sample_rate = 24000
