@@ -111,7 +111,7 @@ def test_unknown_variant_errors_clearly():
     proc = _launch("--config=configs/thinker_talker.py:variant=huge", "--mode=describe")
     assert proc.returncode != 0 and proc.stdout == ""
     assert ("config arg variant='huge': expected one of ['design_reference', "
-            "'qwen3_omni_30b_a3b', 'tiny', 'tiny_asr']") in proc.stderr
+            "'qwen3_omni_30b_a3b', 'tiny', 'tiny_asr', 'tts_tiny', 'tts_speech']") in proc.stderr
     _assert_nothing_traced(proc.stderr)
 
 

@@ -186,28 +186,33 @@ def check_speech_prompt(config: Any, required: bool = False
     """The Talker prompt's ids in `config.sample.extra` (presets give them all:
     `audiolm.presets.thinker_talker.speech_prompt`): tts_* ids in the Thinker vocabulary,
     speaker_id in the codec vocabulary, speaker_ids (voices) codec ids in
-    [codebook_size, vocab_size), prompt_projection. Returns (ids, voices, projection); an absent
-    id is skipped unless `required` (speech output needs every one). ConfigError naming the
-    field otherwise."""
+    [codebook_size, vocab_size), prompt_projection. Returns (ids, voices, projection).
+
+    Validation (`required=False`, from `rules`) checks the kind of each given entry: ints >= 0,
+    a list of voices, a known projection. Speech output (`required=True`) needs every id and
+    checks it against the vocabularies of the model it samples (a run that swaps in another
+    model, e.g. an import, may train with the preset's ids). ConfigError naming the field."""
     extra = config.sample.get("extra", {}) if "sample" in config else {}
     th, tk = config.model.thinker, config.model.talker
     vals = {}
     for key in SPEECH_PROMPT_KEYS:
         hi, where = ((tk.vocab_size, "model.talker.vocab_size") if key == "speaker_id"
                      else (th.vocab_size, "model.thinker.vocab_size"))
-        v = extra.get(key, None)
-        if v is None and not required:
+        if key not in extra and not required:
             continue
-        require(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < hi,
-                f"sample.extra.{key}", v, f"speech output needs an int id in [0, {where}={hi}) "
-                "(the Talker prompt's special tokens)")
+        v = extra.get(key, None)
+        ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        require(ok and (v < hi or not required), f"sample.extra.{key}", v,
+                f"speech output needs an int id in [0, {where}={hi}) (the Talker prompt's "
+                "special tokens)")
         vals[key] = v
     voices = extra.get("speaker_ids", ())
     require(isinstance(voices, (list, tuple)), "sample.extra.speaker_ids", voices,
             "must be a list of codec ids")
     for i, v in enumerate(voices):
-        require(isinstance(v, int) and not isinstance(v, bool)
-                and tk.codebook_size <= v < tk.vocab_size, f"sample.extra.speaker_ids[{i}]", v,
+        ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        require(ok and (tk.codebook_size <= v < tk.vocab_size or not required),
+                f"sample.extra.speaker_ids[{i}]", v,
                 f"a voice is a codec id in [model.talker.codebook_size={tk.codebook_size}, "
                 f"model.talker.vocab_size={tk.vocab_size})")
     projection = extra.get("prompt_projection", "text")
