@@ -327,6 +327,26 @@ def word_frames(entry: dict[str, Any], hop: int, frames: int) -> np.ndarray:
     return np.stack([start, end], axis=1).astype(np.int32)
 
 
+class MappedBatches:
+    """A resumable batch iterator seen through `fn(batch) -> batch`: what each speech task makes
+    of the code batches (its own layout); the position is the inner iterator's."""
+
+    def __init__(self, inner: Any, fn: Any):
+        self.inner, self.fn = inner, fn
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        return self.fn(next(self.inner))
+
+    def get_state(self) -> dict[str, Any]:
+        return self.inner.get_state()
+
+    def set_state(self, state: Any) -> None:
+        self.inner.set_state(state)
+
+
 class CodeBatches(BatchIterator):
     """`BatchIterator` order and state over a split, collated as codec-code batches (module
     docstring)."""

@@ -77,21 +77,18 @@ def delay_seconds(config: Any) -> float:
 # Batches and loss
 
 
-class FlushedBatches(tts_moshi.StreamBatches):
-    """`tts_moshi.StreamBatches` with d frames of absent streams (-1) appended (module
+def make_batches(config: Any, family: Any, split: str, finite: bool = False):
+    """`tts_moshi.make_batches` with d frames of absent streams (-1) appended (module
     docstring)."""
+    tail_frames = delay_frames(config)
 
-    def __next__(self) -> dict[str, Any]:
-        batch = super().__next__()
+    def flush(batch):
         codes = batch["codes"]
-        tail = np.full(codes.shape[:2] + (delay_frames(self.config),), moshi_lib.ZERO_TOKEN,
-                       np.int32)
+        tail = np.full(codes.shape[:2] + (tail_frames,), moshi_lib.ZERO_TOKEN, np.int32)
         return dict(batch, codes=np.concatenate([codes, tail], axis=2))
 
-
-def make_batches(config: Any, family: Any, split: str, finite: bool = False):
-    del family
-    return FlushedBatches(config, split, finite)
+    return speech_codes.MappedBatches(tts_moshi.make_batches(config, family, split, finite),
+                                      flush)
 
 
 def loss_fn(module: Any, params: Any, batch: Any, rng: jax.Array, config: Any, train: bool):

@@ -182,37 +182,22 @@ def stream_codes(config: Any, batch: Mapping[str, np.ndarray], tokenizer: Any) -
     return np.concatenate([text, audio], axis=1)
 
 
-class StreamBatches:
-    """`speech_codes` batches turned into the Moshi layout: {"codes" [B, 1+K, T], and with a
-    speaker conditioner "speaker" [B] (-1 = absent)}; resumable. (Batches are flat: the loop
-    shards each top-level array.)"""
+def make_batches(config: Any, family: Any, split: str, finite: bool = False
+                 ) -> speech_codes.MappedBatches:
+    """`speech_codes` batches in the Moshi layout: {"codes" [B, 1+K, T], and with a speaker
+    conditioner "speaker" [B] (-1 = absent)}; resumable. (Batches are flat: the loop shards
+    each top-level array.)"""
+    del family
+    tokenizer = data_lib.make_tokenizer(config.data)
+    speaker = SPEAKER in config.model.conditioners
 
-    def __init__(self, config: Any, split: str, finite: bool):
-        self.config = config
-        self.inner = speech_codes.make_batches(config, split, finite)
-        self.tokenizer = data_lib.make_tokenizer(config.data)
-        self.speaker = SPEAKER in config.model.conditioners
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict[str, Any]:
-        batch = next(self.inner)
-        out: dict[str, Any] = {"codes": stream_codes(self.config, batch, self.tokenizer)}
-        if self.speaker:
+    def layout(batch):
+        out: dict[str, Any] = {"codes": stream_codes(config, batch, tokenizer)}
+        if speaker:
             out[SPEAKER] = batch["speaker"]
         return out
 
-    def get_state(self) -> dict[str, Any]:
-        return self.inner.get_state()
-
-    def set_state(self, state: Mapping[str, Any]) -> None:
-        self.inner.set_state(state)
-
-
-def make_batches(config: Any, family: Any, split: str, finite: bool = False) -> StreamBatches:
-    del family
-    return StreamBatches(config, split, finite)
+    return speech_codes.MappedBatches(speech_codes.make_batches(config, split, finite), layout)
 
 
 def loss_fn(module: Any, params: Any, batch: Mapping[str, Any], rng: jax.Array, config: Any,

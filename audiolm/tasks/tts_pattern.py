@@ -130,31 +130,13 @@ def pattern_batch(batch: Mapping[str, np.ndarray], config: Any, tokenizer: Any
             f"cond.{SPEAKER_ID}": np.maximum(speaker, -1) + 1}
 
 
-class PatternBatches:
-    """The speech-codes iterator of a split seen as pattern-LM batches; checkpoints its
-    position through the inner iterator (`get_state` / `set_state`)."""
-
-    def __init__(self, inner: Any, config: Any):
-        self.inner = inner
-        self.config = config
-        self.tokenizer = data_lib.make_tokenizer(config.data)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        return pattern_batch(next(self.inner), self.config, self.tokenizer)
-
-    def get_state(self) -> dict[str, Any]:
-        return self.inner.get_state()
-
-    def set_state(self, state: Mapping[str, Any]) -> None:
-        self.inner.set_state(state)
-
-
-def make_batches(config: Any, family: Any, split: str, finite: bool = False) -> PatternBatches:
+def make_batches(config: Any, family: Any, split: str, finite: bool = False
+                 ) -> speech_codes.MappedBatches:
+    """The speech-codes iterator of a split seen as pattern-LM batches (resumable)."""
     del family
-    return PatternBatches(speech_codes.make_batches(config, split, finite), config)
+    tokenizer = data_lib.make_tokenizer(config.data)
+    return speech_codes.MappedBatches(speech_codes.make_batches(config, split, finite),
+                                      lambda batch: pattern_batch(batch, config, tokenizer))
 
 
 def loss_fn(module: Any, params: Any, batch: Mapping[str, Any], rng: jax.Array, config: Any,
