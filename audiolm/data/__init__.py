@@ -41,6 +41,8 @@ DEFAULTS = ml_collections.ConfigDict({
     "num_validation": 100,  # speech_synth utterances in the validation split
     "num_test": 100,  # speech_synth utterances in the test split
     "num_speakers": 64,  # speech_synth speaker profiles (accent, variant, rate, pitch, range)
+    # speech_synth: fraction of train utterances saying scrambled lexicon words (no template)
+    "train_scrambled": 0.0,
     "num_workers": 0,  # speech_synth generation processes; 0 = one per CPU (at most 8)
     "manifest": "",  # manifest: JSONL file or audio+.txt directory; may contain "{split}"
     "holdout_fraction": 0.05,  # manifest without per-split files: validation and test share each
@@ -90,6 +92,8 @@ def validate_config(config: Any) -> None:
     cfg.check_int(config, "data.sample_rate", lo=1)
     cfg.check_int(config, "data.seed", lo=0)
     cfg.check_int(config, "data.max_text_len", lo=3)
+    cfg.require(0.0 <= data.train_scrambled <= 1.0, "data.train_scrambled",
+                data.train_scrambled, "must be a fraction in [0, 1]")
     cfg.require(data.on_bad_file in ON_BAD_FILE, "data.on_bad_file", data.on_bad_file,
                 f"must be one of {list(ON_BAD_FILE)}")
     cfg.require(data.tokenizer in TOKENIZERS, "data.tokenizer", data.tokenizer,
@@ -224,9 +228,7 @@ def make_dataset(data_config: Any, split: str):
 
         from audiolm.data import speech_synth
 
-        gen = speech_synth.generation_config(
-            data.num_train, data.num_validation, data.num_test, seed=data.seed,
-            sample_rate=data.sample_rate, num_speakers=data.num_speakers)
+        gen = speech_synth.generation_config_of(data)
         path = speech_synth.generate(gen, data.cache_dir, data.num_workers, log=log.info)
         rows = speech_synth.read_split(path, split)
         clips = [sf.read(row["audio"], dtype="int16")[0] for row in rows]

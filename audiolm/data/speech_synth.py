@@ -131,10 +131,12 @@ def grammar_digest() -> str:
     return hashlib.sha256(json.dumps(lists).encode()).hexdigest()[:16]
 
 
-def scrambled_sentences(num: int, seed: int, exclude: set[str]) -> list[str]:
+def scrambled_sentences(num: int, seed: int, exclude: set[str], stream: int = 0x5C4
+                        ) -> list[str]:
     """`num` distinct sentences of 4-8 lexicon words in random order (no template), none in
-    `exclude`: every word is heard in training, but its place is not predictable."""
-    rng = np.random.default_rng([seed, 0x5C4])
+    `exclude`: every word is heard in training, but its place is not predictable. `stream`
+    selects an independent random stream (the test split's and the train split's differ)."""
+    rng = np.random.default_rng([seed, stream])
     lexicon = _lexicon()
     out: list[str] = []
     seen = set(exclude)
@@ -409,8 +411,13 @@ def _synth_job(job: tuple[str, list[tuple[str, str, dict[str, Any]]], int]
 
 
 def generation_config(num_train: int, num_validation: int, num_test: int, *, seed: int = 0,
-                      sample_rate: int = 16000, num_speakers: int = 64) -> dict[str, Any]:
-    """Everything the generated files depend on; its hash names the cache directory."""
+                      sample_rate: int = 16000, num_speakers: int = 64,
+                      train_scrambled: float = 0.0) -> dict[str, Any]:
+    """Everything the generated files depend on; its hash names the cache directory.
+
+    `train_scrambled`: fraction of the train rows (drawn per row) that say a scrambled sentence
+    instead of a template one, so a recogniser cannot lean on the template grammar alone; the
+    validation and test splits are the same for every fraction."""
     import espeakng_loader  # noqa: F401  (fail early with ImportError when missing)
 
     for name, value in (("num_train", num_train), ("num_validation", num_validation),
@@ -420,7 +427,12 @@ def generation_config(num_train: int, num_validation: int, num_test: int, *, see
             raise ValueError(f"{name}={value!r}: must be a non-negative int")
     if num_speakers < 1 or sample_rate < 1:
         raise ValueError(f"num_speakers={num_speakers}, sample_rate={sample_rate}: must be >= 1")
-    return {"version": FORMAT_VERSION, "seed": int(seed), "sample_rate": int(sample_rate),
+    if not (isinstance(train_scrambled, (int, float)) and not isinstance(train_scrambled, bool)
+            and 0.0 <= train_scrambled <= 1.0):
+        raise ValueError(f"train_scrambled={train_scrambled!r}: must be a number in [0, 1]")
+    # only when used, so the cache keys of sets without it stay as they were
+    extra = {"train_scrambled": float(train_scrambled)} if train_scrambled else {}
+    return {**extra, "version": FORMAT_VERSION, "seed": int(seed), "sample_rate": int(sample_rate),
             "num_speakers": int(num_speakers), "accents": list(ACCENTS),
             "variants": list(VARIANTS), "espeak": "espeakng-loader " + _loader_version(),
             "counts": {"train": int(num_train), "validation": int(num_validation),
@@ -435,7 +447,8 @@ def generation_config_of(data_config: Any) -> dict[str, Any]:
     return generation_config(int(data_config.num_train), int(data_config.num_validation),
                              int(data_config.num_test), seed=int(data_config.seed),
                              sample_rate=int(data_config.sample_rate),
-                             num_speakers=int(data_config.num_speakers))
+                             num_speakers=int(data_config.num_speakers),
+                             train_scrambled=float(data_config.get("train_scrambled", 0.0)))
 
 
 def _loader_version() -> str:
@@ -471,7 +484,9 @@ def plan(gen_config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
     Template sentences are drawn once for all splits and partitioned, so splits never share a
     sentence; the test split's odd rows are scrambled sentences (`scrambled_sentences`, new to
-    every split). Each utterance gets a speaker drawn with its own seeded stream; train draws
+    every split), and a `train_scrambled` fraction of the train rows say scrambled sentences of
+    their own stream (never a test one; the template draw is unchanged, so the validation and
+    test splits do not depend on the fraction). Each utterance gets a speaker drawn with its own seeded stream; train draws
     from the profiles that are not held out.
     """
     counts = gen_config["counts"]
@@ -488,6 +503,10 @@ def plan(gen_config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     # Test rows 2-3 of every 4 are spoken by held-out voices (when there are any), so both kinds
     # of sentence are heard in seen and unseen voices alike.
     held_out = n_seen + rng.integers(max(len(profiles) - n_seen, 1), size=counts["test"])
+    train_kind = np.random.default_rng([seed, 0x5C5]).random(counts["train"])
+    train_kind = train_kind < gen_config.get("train_scrambled", 0.0)
+    train_scrambled = iter(scrambled_sentences(int(train_kind.sum()), seed,
+                                               set(texts) | set(scrambled), stream=0x5C5))
     out, start, next_text = {}, 0, 0
     for split in SPLITS:
         rows = []
@@ -498,6 +517,10 @@ def plan(gen_config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
             profile = profiles[int(who)]
             if split == "test" and i % 2 == 1 and i // 2 < n_scrambled:
                 text, kind = scrambled[i // 2], "scrambled"
+            elif split == "train" and train_kind[i]:
+                # the template sentence is still drawn, so later splits stay the same
+                text, kind = next(train_scrambled), "scrambled"
+                next_text += 1
             else:
                 text, kind = texts[next_text], "template"
                 next_text += 1
@@ -642,12 +665,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num_test", type=int, default=100)
     parser.add_argument("--num_speakers", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train_scrambled", type=float, default=0.0)
     parser.add_argument("--sample_rate", type=int, default=16000)
     parser.add_argument("--cache_dir", default="")
     parser.add_argument("--num_workers", type=int, default=0)
     args = parser.parse_args(argv)
     gen = generation_config(args.num_train, args.num_validation, args.num_test, seed=args.seed,
-                            sample_rate=args.sample_rate, num_speakers=args.num_speakers)
+                            sample_rate=args.sample_rate, num_speakers=args.num_speakers,
+                            train_scrambled=args.train_scrambled)
     path = generate(gen, args.cache_dir, args.num_workers, log=print)
     with open(os.path.join(path, "complete.json")) as f:
         print(f.read())

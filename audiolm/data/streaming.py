@@ -122,9 +122,7 @@ def _embedded_rows(data: Any, split: str) -> tuple[list[dict[str, Any]], list[st
 
     from audiolm.data import speech_synth
 
-    gen = speech_synth.generation_config(
-        data.num_train, data.num_validation, data.num_test, seed=data.seed,
-        sample_rate=data.sample_rate, num_speakers=data.num_speakers)
+    gen = speech_synth.generation_config_of(data)
     path = speech_synth.generate(gen, data.cache_dir, data.num_workers, log=log.info)
     with open(os.path.join(path, "speakers.json")) as f:
         speakers = [p["name"] for p in json.load(f)]
