@@ -116,7 +116,32 @@ def test_voices_sound_different():
     assert np.array_equal(a, speech_synth.synthesize("the red dog sleeps", base))
 
 
+def test_train_scrambled_changes_train_rows_only():
+    plain = speech_synth.plan(speech_synth.generation_config(800, 40, 40, num_speakers=16))
+    mixed = speech_synth.plan(speech_synth.generation_config(800, 40, 40, num_speakers=16,
+                                                             train_scrambled=0.5))
+    # validation / test (sentences, voices, groups) do not depend on the fraction
+    assert mixed["validation"] == plain["validation"] and mixed["test"] == plain["test"]
+    kinds = [r["sentence"] for r in mixed["train"]]
+    assert 0.4 < kinds.count("scrambled") / len(kinds) < 0.6
+    assert [r["speaker"] for r in mixed["train"]] == [r["speaker"] for r in plain["train"]]
+    # template rows keep their sentence; scrambled ones are new and never a test sentence
+    for a, b in zip(plain["train"], mixed["train"]):
+        assert (a["text"] == b["text"]) == (b["sentence"] == "template")
+    train = [r["text"] for r in mixed["train"]]
+    assert len(set(train)) == len(train)
+    assert not set(train) & {r["text"] for r in mixed["test"] + mixed["validation"]}
+    lexicon = set(speech_synth._lexicon())
+    assert all(set(r["text"].split()) <= lexicon for r in mixed["train"]
+               if r["sentence"] == "scrambled")
+    # unused, the fraction leaves the cache key (and so existing sets) as it was
+    assert speech_synth.config_hash(speech_synth.generation_config(5, 1, 1)) == \
+        speech_synth.config_hash(speech_synth.generation_config(5, 1, 1, train_scrambled=0.0))
+
+
 def test_bad_generation_config():
+    with pytest.raises(ValueError, match=r"train_scrambled=1\.5: must be a number in \[0, 1\]"):
+        speech_synth.generation_config(1, 1, 1, train_scrambled=1.5)
     with pytest.raises(ValueError, match="num_train"):
         speech_synth.generation_config(-1, 1, 1)
     with pytest.raises(ValueError, match="num_speakers"):
