@@ -292,8 +292,9 @@ MAX_CODEBOOKS = 64
 TOP_LEVEL_KEYS = ("model", "task", "data", "train", "sample", "mesh", "seed", "init_from")
 TASK_SCHEMA = {"name": "", "evaluators": None, "final_evaluators": None}
 # Optional task fields, checked by the tasks that read them: `codec` (the codec whose codes a
-# speech task models, `audiolm.tasks.speech_codes`).
-TASK_OPTIONAL = ("codec",)
+# speech task models, `audiolm.tasks.speech_codes`); `decode_beam`, `decode_ctc_weight`,
+# `decode_candidates` (the asr task's test-time decoding, `audiolm.tasks.asr.DECODE_DEFAULTS`).
+TASK_OPTIONAL = ("codec", "decode_beam", "decode_ctc_weight", "decode_candidates")
 
 TRAIN_SCHEMA = {
     "steps": 0, "optimizer": "", "learning_rate": 0.0, "schedule": "", "warmup_steps": 0,

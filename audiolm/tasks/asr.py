@@ -49,6 +49,10 @@ NAME = "asr"
 EVALUATORS = ("loss", "cer")
 LOSS_SCHEMA = dict(text_weight=0.0, text_input_noise=0.0, ctc_weight=0.0, spec_time_masks=0,
                    spec_time_width=0, spec_freq_masks=0, spec_freq_width=0)
+# Test-time decoding (optional task fields, these defaults when absent): beam width, weight of the
+# CTC prefix score in the joint score, attention candidates per beam (`make_joint_decoder`).
+# beam 1 with ctc weight 0 is the greedy decoder.
+DECODE_DEFAULTS = dict(decode_beam=1, decode_ctc_weight=0.0, decode_candidates=8)
 
 
 def rules(config: Any) -> None:
@@ -74,12 +78,30 @@ def rules(config: Any) -> None:
         width = get_path(config, "train.loss.spec_freq_width")
         require(width < n_mels, "train.loss.spec_freq_width", width,
                 f"must be < model.audio.n_mels={n_mels} (one band must not mask every bin)")
+    beam, ctc_weight, _ = decode_options(config)
+    if ctc_weight > 0 and get_path(config, "model.family") == "thinker_talker":
+        r = aut_lib.ctc_frames_per_token(get_path(config, "model"))
+        require(r > 0, "task.decode_ctc_weight", ctc_weight,
+                f"needs a CTC head: model.aut.ctc_frames_per_token={r} must be > 0")
     if "cer" in tuple(get_path(config, "task.evaluators")) + tuple(
             get_path(config, "task.final_evaluators")) and synthetic.is_synthetic(config):
         raise ConfigError(
             f"task.final_evaluators={tuple(config.task.final_evaluators)!r}: the 'cer' "
             "evaluator transcribes real utterances, but data.name='synthetic' has no "
             "transcripts; drop 'cer' or use speech data (e.g. data.name='speech_synth')")
+
+
+def decode_options(config: Any) -> tuple[int, float, int]:
+    """(task.decode_beam, task.decode_ctc_weight, task.decode_candidates), validated; the
+    DECODE_DEFAULTS for fields the task section does not hold."""
+    task = get_path(config, "task")
+    beam = check_int(config, "task.decode_beam", lo=1) if "decode_beam" in task \
+        else DECODE_DEFAULTS["decode_beam"]
+    weight = check_float(config, "task.decode_ctc_weight", lo=0.0, hi=1.0) \
+        if "decode_ctc_weight" in task else DECODE_DEFAULTS["decode_ctc_weight"]
+    candidates = check_int(config, "task.decode_candidates", lo=1) \
+        if "decode_candidates" in task else DECODE_DEFAULTS["decode_candidates"]
+    return beam, weight, candidates
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,6 +321,218 @@ def ctc_collapse(ids: np.ndarray, mask: np.ndarray, blank_id: int) -> list[int]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Joint CTC / attention beam search (hybrid CTC/attention decoding, Watanabe et al. 2017): the
+# Thinker proposes, the CTC head's prefix probability vetoes what the audio does not say.
+
+
+def ctc_prefix_start(log_probs: jax.Array, frame_mask: jax.Array, blank_id: int,
+                     hyps: int) -> tuple[jax.Array, jax.Array]:
+    """CTC forward variables of the empty prefix, for `hyps` hypotheses per row.
+
+    log_probs [B, T, V] (log-softmax over V), frame_mask [B, T] (a prefix of valid frames) ->
+    (r_label, r_blank) [B, hyps, T]: log P(frames 0..t emit the prefix, frame t in its last
+    label / in a blank). The empty prefix is all blanks; frames past a row's length repeat the
+    last valid value (they emit nothing).
+    """
+    blank = jnp.where(frame_mask, log_probs[..., blank_id], 0.0)
+    r_blank = jnp.broadcast_to(jnp.cumsum(blank, axis=1)[:, None], (blank.shape[0], hyps,
+                                                                     blank.shape[1]))
+    return jnp.full_like(r_blank, -jnp.inf), r_blank
+
+
+def ctc_prefix_scores(log_probs: jax.Array, frame_mask: jax.Array, r_label: jax.Array,
+                      r_blank: jax.Array, last: jax.Array, empty: jax.Array, labels: jax.Array,
+                      blank_id: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """CTC prefix scores of each hypothesis g extended by each candidate label c.
+
+    log_probs [B, T, V], frame_mask [B, T]; the forward variables of g, r_label / r_blank
+    [B, H, T] (`ctc_prefix_start`, or this function's outputs); last [B, H] int (g's last label,
+    any value when g is empty); empty: bool scalar (g is the empty prefix); labels [B, H, C] int.
+    Returns (psi [B, H, C], r_label [B, H, C, T], r_blank [B, H, C, T]): psi = log P(the frames
+    start with g + c, any continuation), the forward variables of g + c. A candidate equal to the
+    blank has psi = -inf. The full probability of g (its score at eos) is
+    `ctc_full_score(r_label, r_blank)`.
+    """
+    b, t, _ = log_probs.shape
+    _, h, c = labels.shape
+    emit = jnp.take_along_axis(log_probs, labels.reshape(b, 1, h * c), axis=2)
+    emit = jnp.moveaxis(emit.reshape(b, t, h, c), 1, 0)  # [T, B, H, C]: log x_t(c)
+    blank = jnp.moveaxis(log_probs[..., blank_id], 1, 0)[:, :, None, None]  # [T, B, 1, 1]
+    valid = jnp.moveaxis(jnp.asarray(frame_mask, bool), 1, 0)[:, :, None, None]
+    # g's variables at frame t - 1; before frame 0 only the empty prefix has probability 1.
+    before = jnp.where(empty, 0.0, -jnp.inf) * jnp.ones((b, h, 1), jnp.float32)
+    prev_label = jnp.concatenate([jnp.full_like(before, -jnp.inf), r_label[..., :-1]], axis=-1)
+    prev_blank = jnp.concatenate([before, r_blank[..., :-1]], axis=-1)
+    # phi_t: g is complete by frame t - 1 and c may start at t; a repeated label needs a blank
+    # between the two.
+    repeat = (labels == last[..., None]) & ~empty
+    phi = jnp.where(repeat[None], jnp.moveaxis(prev_blank, -1, 0)[..., None],
+                    jnp.moveaxis(jnp.logaddexp(prev_blank, prev_label), -1, 0)[..., None])
+    start = jnp.where(valid, phi + emit, -jnp.inf)  # c's first frame is t
+    psi = jax.nn.logsumexp(start, axis=0)
+
+    def frame(carry, xs):
+        label, blank_ = carry
+        phi_t, emit_t, blank_t, valid_t = xs
+        new_label = jnp.logaddexp(label, phi_t) + emit_t
+        new_blank = jnp.logaddexp(blank_, label) + blank_t
+        carry = (jnp.where(valid_t, new_label, label), jnp.where(valid_t, new_blank, blank_))
+        return carry, carry
+
+    init = jnp.full((b, h, c), -jnp.inf, jnp.float32)
+    _, (new_label, new_blank) = jax.lax.scan(frame, (init, init), (phi, emit, blank, valid))
+    psi = jnp.where(labels == blank_id, -jnp.inf, psi)
+    return psi, jnp.moveaxis(new_label, 0, -1), jnp.moveaxis(new_blank, 0, -1)
+
+
+def ctc_full_score(r_label: jax.Array, r_blank: jax.Array) -> jax.Array:
+    """log P(the frames emit exactly the prefix): [..., T] forward variables -> [...]."""
+    return jnp.logaddexp(r_label[..., -1], r_blank[..., -1])
+
+
+def joint_beam_search(thinker_logits: Any, tokens: jax.Array, start: jax.Array,
+                      ctc_log_probs: jax.Array | None, ctc_mask: jax.Array | None, *,
+                      max_new: int, beam: int, candidates: int, ctc_weight: float, eos_id: int,
+                      pad_id: int) -> jax.Array:
+    """Beam search over Thinker tokens with the joint score
+    (1 - ctc_weight) * log p_att(prefix) + ctc_weight * log p_ctc(prefix).
+
+    thinker_logits(tokens [B * beam, L]) -> logits [B * beam, L, V] (row b * beam + k is
+    hypothesis k of row b); tokens [B, L], the input with the first output to be written at
+    start[b] + 1 (start [B]: the bos position); ctc_log_probs [B, T, V] log-softmax of the CTC
+    head (blank = pad_id) and ctc_mask [B, T], None when ctc_weight is 0. Each step takes the
+    top `candidates` tokens of every live hypothesis by attention log-prob, scores them (eos with
+    the full CTC probability of the prefix, others with their CTC prefix probability) and keeps
+    the best `beam`; a finished hypothesis keeps its score and writes pad. A row stops when its
+    best finished score is no lower than every live one (scores never rise). Returns ids
+    [B, max_new] of each row's best finished hypothesis (the best unfinished one if none
+    finished within max_new), after eos pad, like the greedy decoder.
+    """
+    b, length = tokens.shape
+    k = beam
+    use_ctc = ctc_weight > 0
+    rows = jnp.arange(b * k)
+    tokens = jnp.repeat(tokens, k, axis=0)
+    pos0 = jnp.repeat(start, k)
+    vocab = jax.eval_shape(thinker_logits, tokens).shape[-1]
+    c = min(candidates, vocab)
+    # Only the first hypothesis exists at the start; the others enter through the first top-k.
+    score = jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf) * jnp.ones((b, 1), jnp.float32)
+    att = jnp.zeros((b, k), jnp.float32)
+    ctc = jnp.zeros((b, k), jnp.float32)
+    done = jnp.zeros((b, k), bool)
+    last = jnp.full((b, k), pad_id, jnp.int32)
+    if use_ctc:
+        r_label, r_blank = ctc_prefix_start(ctc_log_probs, ctc_mask, pad_id, k)
+    else:  # no CTC state to carry
+        r_label = r_blank = jnp.zeros((b, k, 0), jnp.float32)
+
+    def best_finished(score, done):
+        return jnp.max(jnp.where(done, score, -jnp.inf), axis=1)
+
+    def cond(carry):
+        i, _, score, _, _, done, *_ = carry
+        settled = best_finished(score, done) >= jnp.max(jnp.where(done, -jnp.inf, score), axis=1)
+        return (i < max_new) & ~jnp.all(settled)
+
+    def body(carry):
+        i, tokens, score, att, ctc, done, last, r_label, r_blank = carry
+        logits = thinker_logits(tokens)[rows, pos0 + i]
+        att_lp, cand = jax.lax.top_k(jax.nn.log_softmax(logits.astype(jnp.float32)), c)
+        att_lp, cand = att_lp.reshape(b, k, c), cand.reshape(b, k, c)
+        att_new = att[..., None] + att_lp
+        if use_ctc:
+            psi, label_new, blank_new = ctc_prefix_scores(
+                ctc_log_probs, ctc_mask, r_label, r_blank, last, i == 0, cand, pad_id)
+            psi = jnp.where(cand == eos_id, ctc_full_score(r_label, r_blank)[..., None], psi)
+            total = ctc_weight * psi
+            if ctc_weight < 1:
+                total = total + (1 - ctc_weight) * att_new
+        else:
+            psi, total = jnp.zeros_like(att_new), att_new
+        # A finished hypothesis continues once, with pad, at its own score.
+        first = jnp.arange(c) == 0
+        finished = done[..., None]
+        total = jnp.where(finished, jnp.where(first, score[..., None], -jnp.inf), total)
+        cand = jnp.where(finished, pad_id, cand)
+        att_new = jnp.where(finished, att[..., None], att_new)
+        psi = jnp.where(finished, ctc[..., None], psi)
+        score, pick = jax.lax.top_k(total.reshape(b, k * c), k)  # [B, K]
+        origin = pick // c
+
+        def chosen(x):  # [B, K, C, ...] -> the picked [B, K, ...]
+            flat = x.reshape((b, k * c) + x.shape[3:])
+            return jnp.take_along_axis(flat, pick.reshape((b, k) + (1,) * (x.ndim - 3)), axis=1)
+
+        token = chosen(cand)
+        tokens = jnp.take_along_axis(tokens.reshape(b, k, length), origin[..., None], axis=1)
+        tokens = tokens.reshape(b * k, length).at[rows, pos0 + i + 1].set(token.reshape(-1))
+        done = jnp.take_along_axis(done, origin, axis=1) | (token == eos_id)
+        if use_ctc:
+            r_label, r_blank = chosen(label_new), chosen(blank_new)
+        return (i + 1, tokens, score, chosen(att_new), chosen(psi), done, token, r_label,
+                r_blank)
+
+    carry = (jnp.int32(0), tokens, score, att, ctc, done, last, r_label, r_blank)
+    _, tokens, score, _, _, done, *_ = jax.lax.while_loop(cond, body, carry)
+    any_finished = jnp.isfinite(best_finished(score, done))
+    best = jnp.where(any_finished, jnp.argmax(jnp.where(done, score, -jnp.inf), axis=1),
+                     jnp.argmax(score, axis=1))
+    tokens = tokens.reshape(b, k, length)[jnp.arange(b), best]
+    idx = start[:, None] + 1 + jnp.arange(max_new)[None, :]
+    return jnp.take_along_axis(tokens, idx, axis=1)
+
+
+def make_joint_decoder(module: Any, config: Any, max_new: int, bos_id: int, beam: int,
+                       ctc_weight: float, candidates: int):
+    """Returns jitted `decode(params, audio [B, S], audio_mask [B, S]) -> ids [B, max_new]`:
+    `joint_beam_search` on the greedy decoder's layout (the AuT once; the Thinker's full causal
+    forward on the [B * beam] hypotheses each step), the CTC scores from the AuT's CTC head.
+    beam=1, ctc_weight=0 gives the greedy decoder's ids."""
+    if not (isinstance(beam, int) and beam >= 1):
+        raise ValueError(f"beam={beam!r}: must be an int >= 1")
+    if not (isinstance(candidates, int) and candidates >= 1):
+        raise ValueError(f"candidates={candidates!r}: must be an int >= 1")
+    if not 0.0 <= ctc_weight <= 1.0:
+        raise ValueError(f"ctc_weight={ctc_weight!r}: must be in [0, 1]")
+    if ctc_weight > 0 and module.ctc_head is None:
+        raise ValueError(f"ctc_weight={ctc_weight!r}: the model has no CTC head "
+                         "(model.aut.ctc_frames_per_token=0); use ctc_weight=0")
+    model_config = config.model
+    th = model_config.thinker
+    text_len = max_new + 1
+
+    def decode(params, audio, audio_mask):
+        b, samples = audio.shape
+        feats, frame_lengths = tt.features_from_batch(model_config,
+                                                      {"audio": audio, "audio_mask": audio_mask})
+        audio_lengths = jnp.sum(audio_mask, axis=1)
+        text = jnp.zeros((b, text_len), jnp.int32).at[:, 0].set(bos_id)
+        text_mask = jnp.zeros((b, text_len), bool).at[:, 0].set(True)
+        tokens, _ = tt.asr_sequence(model_config, audio_lengths, text, text_mask, samples)
+        start = tt.audio_token_count(model_config, audio_lengths.astype(jnp.int32)) + 2  # bos
+        embeds, embed_mask = module.apply({"params": params}, feats, frame_lengths,
+                                          method=lambda m, f, n: m.aut(f, n))
+        ctc_log_probs = ctc_mask = None
+        if ctc_weight > 0:
+            ctc_logits, ctc_mask = module.apply({"params": params}, embeds, embed_mask,
+                                                method=lambda m, e, n: m.ctc_head(e, n))
+            ctc_log_probs = jax.nn.log_softmax(ctc_logits.astype(jnp.float32), axis=-1)
+        hyp_embeds = jnp.repeat(embeds, beam, axis=0)
+
+        def thinker_logits(tokens):
+            return module.apply({"params": params}, tokens, hyp_embeds,
+                                method=lambda m, t, e: m.thinker(t, audio_embeds=e)["logits"])
+
+        return joint_beam_search(thinker_logits, tokens, start, ctc_log_probs, ctc_mask,
+                                 max_new=max_new, beam=beam, candidates=candidates,
+                                 ctc_weight=float(ctc_weight), eos_id=th.eos_token_id,
+                                 pad_id=th.pad_token_id)
+
+    return jax.jit(decode)
+
+
 def ids_to_text(ids: np.ndarray, tokenizer: Any, eos_id: int) -> str:
     ids = [int(i) for i in ids]
     if eos_id in ids:
@@ -306,13 +540,29 @@ def ids_to_text(ids: np.ndarray, tokenizer: Any, eos_id: int) -> str:
     return tokenizer.decode(ids)
 
 
+def decoding_name(config: Any) -> str:
+    """How `transcribe` decodes under config.task's decode_* fields, in words."""
+    beam, ctc_weight, candidates = decode_options(config)
+    if beam == 1 and ctc_weight == 0:
+        return "greedy"
+    return (f"joint CTC/attention beam search (beam {beam}, CTC weight {ctc_weight:g}, "
+            f"{candidates} candidates per beam)")
+
+
 def transcribe(config: Any, module: Any, params: Any, split: str = "test",
                limit: int | None = None) -> list[dict[str, Any]]:
-    """Greedy transcripts of `split` (first `limit` utterances if given), in dataset order."""
+    """Transcripts of `split` (first `limit` utterances if given), in dataset order: greedy, or
+    the joint CTC/attention beam search when task.decode_beam > 1 or task.decode_ctc_weight > 0
+    (`decoding_name`)."""
     dataset = data_lib.make_dataset(config.data, split)
     tokenizer = data_lib.make_tokenizer(config.data)
     max_new = max(1, min(int(config.sample.max_new_tokens), int(config.data.max_text_len) - 1))
-    decode = make_greedy_decoder(module, config, max_new, tokenizer.bos_id)
+    beam, ctc_weight, candidates = decode_options(config)
+    if beam == 1 and ctc_weight == 0:
+        decode = make_greedy_decoder(module, config, max_new, tokenizer.bos_id)
+    else:
+        decode = make_joint_decoder(module, config, max_new, tokenizer.bos_id, beam, ctc_weight,
+                                    candidates)
     ctc_decode = make_ctc_decoder(module, config) if module.ctc_head is not None else None
     it = data_lib.make_iterator(config.data, split, train=False, dataset=dataset)
     out = []
@@ -368,10 +618,10 @@ def group_scores(rows: Sequence[dict[str, Any]], config: Any, split: str) -> dic
 
 
 def summary(split: str, scores: dict[str, float], rows: Sequence[dict[str, Any]],
-            transcripts: str, examples: int = 3) -> str:
+            transcripts: str, examples: int = 3, decoding: str = "greedy") -> str:
     """The few lines a person reads at the end of a run: scores, groups, where, examples."""
     lines = [f"{split} CER {scores['cer']:.3f}  WER {scores['wer']:.3f}  over "
-             f"{int(scores['utterances'])} utterances"]
+             f"{int(scores['utterances'])} utterances ({decoding} decoding)"]
     groups = [k[4:] for k in scores if k.startswith("cer_")]
     if groups:
         lines.append("  " + "  ".join(f"{g} {scores['cer_' + g]:.3f}" for g in groups)
@@ -403,9 +653,10 @@ def transcribe_and_score(ctx: EvalContext, params: Any, split: str = "test",
         with open(transcripts, "w") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
+        decoding = decoding_name(ctx.config)
         with open(os.path.join(workdir, f"asr_{split}.json"), "w") as f:
-            json.dump(scores, f, indent=2)
-        print(summary(split, scores, rows, transcripts), flush=True)
+            json.dump({**scores, "decoding": decoding}, f, indent=2)
+        print(summary(split, scores, rows, transcripts, decoding=decoding), flush=True)
         if ctx.writer is not None:
             write_media(ctx.writer, ctx.config, split, rows, ctx.step)
     return scores
