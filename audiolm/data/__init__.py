@@ -254,9 +254,10 @@ def make_iterator(data_config: Any, split: str, *, train: bool | None = None,
     """Batches of `split`: endless, shuffled (per `data.shuffle`) and with full batches when
     `train` (default: split == "train"); otherwise one ordered pass with the last batches padded.
 
-    `data.loader="memory"` (or a `dataset` given): a `BatchIterator` over the clips in RAM;
-    `"grain"`: a `streaming.StreamIterator`; `shard` (a grain ShardOptions) makes it read only
-    this host's rows of each global batch (default: the whole batch)."""
+    `data.loader="memory"` (or a `dataset` given): a `BatchIterator` over the clips in RAM,
+    the global batch on every host (the loop feeds each host's rows, `parallel.local_batch`);
+    `"grain"`: a `streaming.StreamIterator` reading only this host's rows of each global batch,
+    those of `shard` (a grain ShardOptions; default: this JAX process of jax.process_count())."""
     from audiolm.data.batching import BatchIterator, bucket_lengths
 
     data = resolve_config(data_config)

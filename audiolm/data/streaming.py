@@ -12,12 +12,12 @@ k // n, computed on demand, so grain's iterator state (a few integers) resumes e
 a batch always comes from one source.
 
 Hosts: the plan is global (every host computes the same one), and host p of P reads rows
-[p B/P, (p+1) B/P) of every global batch of B = `data.batch_size` rows: the hosts read disjoint
-utterances that together cover the set, and all hosts pad a step's batch to the same bucket. The
-host's slice is described by a `grain.sharding.ShardOptions` (`shard=`). The default is the
-whole global batch on every host, which is what `parallel.shard_batch` (and so the training loop)
-takes today; host shards need the loop to assemble global arrays from host-local rows
-(`jax.make_array_from_process_local_data`).
+[p B/P, (p+1) B/P) of every global batch of B = `data.batch_size` rows (`parallel.process_rows`):
+the hosts read disjoint utterances that together cover the set, and all hosts pad a step's batch
+to the same bucket. The host's slice is a `grain.sharding.ShardOptions` (`shard=`), by default
+this JAX process of `jax.process_count()`; the training loop assembles the hosts' rows into
+global arrays (`parallel.shard_local_batch`). The iterator state is the same on every host at a
+step (each host walks the same global plan), so the one state in a checkpoint resumes them all.
 
 Bad files: the index drops what the headers show (missing, unreadable, truncated, another rate
 with `data.resample=False`) and reports it like the in-memory loader; a file found bad only when
@@ -269,14 +269,13 @@ class EpochPlan:
 class ReadBatch:
     """Global batch indices -> this host's padded batch (decoded in a grain worker)."""
 
-    def __init__(self, index: StreamIndex, buckets: np.ndarray, data: Any, shard_index: int,
-                 shard_count: int):
+    def __init__(self, index: StreamIndex, buckets: np.ndarray, data: Any, rows: slice):
         self.audio, self.text = index.audio, index.text
         self.speaker_ids = index.speaker_ids
         self.buckets = buckets
         self.bucket_of = np.searchsorted(buckets, index.lengths, side="left")
-        self.rows = int(data.batch_size) // shard_count
-        self.first = shard_index * self.rows
+        self.rows = rows.stop - rows.start
+        self.first = rows.start
         self.sample_rate, self.resample = int(data.sample_rate), bool(data.resample)
         self.max_text_len = int(data.max_text_len)
         self.on_bad_file = str(data.on_bad_file)
@@ -385,8 +384,9 @@ class StreamIterator:
         return {"loader": "grain", "grain": self._iterator.get_state(), **self.identity}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Continues from `state` (from `get_state`); the data, seed, shard and worker count
-        must be those of the run that saved it."""
+        """Continues from `state` (from `get_state` of any host of the run: the states are
+        equal); the data, seed, host count and worker count must be those of the run that saved
+        it."""
         if state.get("loader") != "grain" or "grain" not in state:
             raise ValueError(f"data iterator state {sorted(state)} was not saved by "
                              "data.loader='grain'; resume with the loader that saved it")
@@ -408,24 +408,16 @@ def make_stream_iterator(data: Any, split: str, *, train: bool,
       split: "train" | "validation" | "test".
       train: endless, shuffled (per `data.shuffle`), full batches; else one ordered pass.
       shard: `grain.sharding.ShardOptions`: this host reads rows [i B/n, (i+1) B/n) of every
-        global batch; None = the whole batch (module docstring).
+        global batch; None = this JAX process's rows (`grain.sharding.ShardByJaxProcess`: the
+        whole batch with one process).
     Raises ConfigError when `data.batch_size` does not split evenly over the hosts.
     """
-    from audiolm import extras
+    from audiolm import extras, parallel
 
     grain = extras.require("grain", "data", "data.loader='grain'")
     if shard is None:
-        import jax
-
-        if jax.process_count() > 1:
-            log.warning("data.loader='grain' on %d hosts: every host decodes the whole global "
-                        "batch, because the training loop (parallel.shard_batch) takes the same "
-                        "global batch on every host; pass shard= to read host shards",
-                        jax.process_count())
-        shard = grain.sharding.ShardOptions(0, 1)
-    if int(data.batch_size) % shard.shard_count:
-        raise _config_error(f"data.batch_size={data.batch_size}: must be a multiple of the "
-                            f"{shard.shard_count} hosts (each reads batch_size / hosts rows)")
+        shard = grain.sharding.ShardByJaxProcess()
+    rows = parallel.process_rows(int(data.batch_size), shard.shard_index, shard.shard_count)
     _parse_absl_flags()
     index = index_sources(data, split)
     if len(index) == 0:
@@ -453,7 +445,7 @@ def make_stream_iterator(data: Any, split: str, *, train: bool,
         stream = grain.MapDataset.mix(streams, weights)
     else:
         stream = streams[0]
-    stream = stream.map(ReadBatch(index, buckets, data, shard.shard_index, shard.shard_count))
+    stream = stream.map(ReadBatch(index, buckets, data, rows))
     workers, prefetch = int(data.loader_workers), int(data.loader_prefetch)
     stream = stream.to_iter_dataset(grain.ReadOptions(num_threads=max(1, min(4, prefetch)),
                                                       prefetch_buffer_size=prefetch))
@@ -461,8 +453,8 @@ def make_stream_iterator(data: Any, split: str, *, train: bool,
         stream = stream.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=workers, per_worker_buffer_size=prefetch),
             worker_init_fn=die_with_parent)
+    # Not the host index: every host's state is the same (module docstring).
     identity = {"seed": int(data.seed), "num_examples": len(index),
-                "shard": [int(shard.shard_index), int(shard.shard_count)],
-                "loader_workers": workers}
+                "hosts": int(shard.shard_count), "loader_workers": workers}
     return StreamIterator(stream, index, identity, per_epoch)
 

@@ -14,9 +14,13 @@ Multi-host (several processes, e.g. a TPU pod slice or several GPU hosts): call
 it finds the coordinator by itself; elsewhere pass `coordinator_address`, `num_processes` and
 `process_id`), before any other JAX call. `jax.devices()` then lists the devices of all hosts
 and `make_mesh` builds one global mesh over them (devices ordered by `mesh_utils` so that the
-inner axes `tensor` and `expert` stay within a host). Every host runs the same program: each
-builds the same global batch from the same seeded iterator and `shard_batch` hands each device
-only its own rows (`jax.make_array_from_callback`), so no host-to-host data traffic is needed.
+inner axes `tensor` and `expert` stay within a host). Every host runs the same program. Process
+p of P feeds only its rows [p B/P, (p+1) B/P) of each global batch of B = `data.batch_size` rows
+(`process_rows`): `data.loader="grain"` reads just those from disk, the other iterators build
+the same global batch on every host and the rows are sliced from it (`local_batch`). The rows
+become global arrays with `jax.make_array_from_process_local_data` (`shard_local_batch`), so no
+host-to-host data traffic is needed. The batch shards (data x fsdp) of different processes must
+be disjoint, and B a multiple of P (`check_batch_layout`, at build).
 Checkpoints are written collectively by Orbax (each host writes its own shards); metrics and
 logs are written by process 0 only.
 """
@@ -204,23 +208,127 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES))
 
 
-def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Global numpy batch -> global jax arrays split on the batch axis over data x fsdp.
+def rows_per_process(batch_size: int, process_count: int | None = None) -> int:
+    """Rows of each global batch of `batch_size` that one process reads: batch_size / processes.
 
-    Every process passes the same global batch; each device receives only its rows.
+    Raises ConfigError naming `data.batch_size` when the processes cannot share it evenly."""
+    count = jax.process_count() if process_count is None else int(process_count)
+    if int(batch_size) % count:
+        raise ConfigError(
+            f"data.batch_size={batch_size}: must be a multiple of the {count} processes "
+            "(jax.process_count()): each process reads batch_size / processes rows of a step")
+    return int(batch_size) // count
+
+
+def process_rows(batch_size: int, process_index: int | None = None,
+                 process_count: int | None = None) -> slice:
+    """The rows [p B/P, (p+1) B/P) of a global batch of B = `batch_size` rows that process p of
+    P reads (defaults: this process of `jax.process_count()`). The hosts' rows are disjoint and
+    together the whole batch; `data.loader="grain"` decodes only these (`audiolm.data.streaming`)."""
+    rows = rows_per_process(batch_size, process_count)
+    index = jax.process_index() if process_index is None else int(process_index)
+    return slice(index * rows, (index + 1) * rows)
+
+
+def local_batch(batch: dict[str, np.ndarray], batch_size: int | None = None, *,
+                process_index: int | None = None,
+                process_count: int | None = None) -> dict[str, np.ndarray]:
+    """This process's rows of a step's batch, from either form a batch iterator yields.
+
+    `batch`'s fields are [N, ...] (0-d fields pass through) and N is either the global batch
+    (`batch_size` rows; None: N), built alike on every host (in-memory loaders, synthetic
+    batches), whose rows `process_rows` are taken, or already this host's rows (batch_size /
+    processes: loaders that read host shards, `data.loader="grain"`), returned as they are. With
+    one process both forms are the batch itself (returned unchanged). ValueError names the field
+    and its shape when N is neither.
     """
-    div = batch_size_divisor(mesh)
+    count = jax.process_count() if process_count is None else int(process_count)
+    if count == 1:
+        return batch
+    rows = next((np.shape(v)[0] for v in batch.values() if np.ndim(v)), None)
+    if rows is None:
+        return batch
+    total = rows if batch_size is None else int(batch_size)
+    if rows == total:
+        where = process_rows(total, process_index, count)
+        return {k: v[where] if np.ndim(v) else v for k, v in batch.items()}
+    out = {}
+    for key, value in batch.items():
+        if np.ndim(value) and np.shape(value)[0] * count != total:
+            raise ValueError(
+                f"batch field {key!r} has shape {np.shape(value)}: a step's batch must hold "
+                f"either the global batch (data.batch_size={total} rows) or this process's "
+                f"{total // count} rows (batch_size / {count} processes)")
+        out[key] = value
+    return out
+
+
+def process_batch_shards(mesh: Mesh) -> dict[int, tuple[int, ...]]:
+    """{process index: the batch shards its devices hold}, a batch shard being a position on
+    data x fsdp (row-major, the order of the rows of a batch sharded by `batch_sharding`)."""
+    fsdp = mesh.shape["fsdp"]
+    out: dict[int, set[int]] = {}
+    for (d, f, *_), device in np.ndenumerate(mesh.devices):
+        out.setdefault(int(device.process_index), set()).add(d * fsdp + f)
+    return {p: tuple(sorted(s)) for p, s in sorted(out.items())}
+
+
+def check_batch_layout(batch_size: int, mesh: Mesh, process_count: int | None = None) -> int:
+    """Rows per process (`rows_per_process`) once the mesh is known to take host-local rows:
+    every process holds devices of the mesh, and the batch shards (data x fsdp) of different
+    processes are disjoint and equally many, so each process's rows fill only its own devices.
+    ConfigError (naming data.batch_size or mesh.axes) otherwise; one process always passes."""
+    count = jax.process_count() if process_count is None else int(process_count)
+    rows = rows_per_process(batch_size, count)
+    if count == 1:
+        return rows
+    shards = process_batch_shards(mesh)
+    held = [s for shard in shards.values() for s in shard]
+    if len(shards) != count or len(held) != len(set(held)) or len(
+            {len(s) for s in shards.values()}) != 1:
+        raise ConfigError(
+            f"mesh.axes={dict(mesh.shape)}: the batch shards (data x fsdp = "
+            f"{batch_size_divisor(mesh)}) held by each of the {count} processes are "
+            f"{shards}; each process must hold its own, equally many, so that it feeds only its "
+            "rows of a batch: make mesh.axes.data x mesh.axes.fsdp a multiple of the process "
+            "count (and keep tensor / expert within a host)")
+    return rows
+
+
+def shard_local_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """This process's rows [B / processes, ...] -> global jax arrays [B, ...] split on the
+    batch axis over data x fsdp (`jax.make_array_from_process_local_data`: each device gets its
+    slice of the local rows, no host-to-host traffic); 0-d fields are replicated.
+
+    ConfigError (a ValueError) names the field, its shape and the rule when the local rows do
+    not split evenly over this process's batch shards.
+    """
+    sharding = batch_sharding(mesh)
+    local_shards = len(process_batch_shards(mesh).get(jax.process_index(), ())) or 1
     out = {}
     for key, value in batch.items():
         value = np.asarray(value)
         if value.ndim == 0:
             out[key] = jax.device_put(value, replicated(mesh))
             continue
-        if value.shape[0] % div:
+        if value.shape[0] % local_shards:
             raise ConfigError(
-                f"data.batch_size: batch field {key!r} has {value.shape[0]} rows, not divisible by "
-                f"the {div} batch shards (mesh data x fsdp); pick a batch size that is a multiple")
-        sharding = batch_sharding(mesh)
-        out[key] = jax.make_array_from_callback(value.shape, sharding,
-                                                lambda idx, v=value: v[idx])
+                f"data.batch_size: batch field {key!r} has shape {value.shape}: its "
+                f"{value.shape[0]} rows on this process must split evenly over the "
+                f"{local_shards} batch shards of its devices (mesh data x fsdp = "
+                f"{batch_size_divisor(mesh)}); pick a batch size that is a multiple")
+        global_shape = (value.shape[0] * batch_size_divisor(mesh) // local_shards,
+                        *value.shape[1:])
+        out[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
     return out
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh,
+                batch_size: int | None = None) -> dict[str, jax.Array]:
+    """A step's host numpy batch -> global jax arrays split on the batch axis over data x fsdp.
+
+    `batch` is the global batch of `batch_size` rows or this process's rows (`local_batch`);
+    each process feeds only its rows to its devices (`shard_local_batch`). With one process: the
+    batch as it is, on the mesh.
+    """
+    return shard_local_batch(local_batch(batch, batch_size), mesh)

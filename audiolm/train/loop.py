@@ -65,11 +65,13 @@ class Experiment:
     _eval_step: Any = None
 
     def eval_step(self, params: Any, batch: dict, rng: Any) -> dict:
-        """Task loss and metrics of one host batch (sharded over the mesh, compiled once)."""
+        """Task loss and metrics of one host batch (the global batch or this host's rows,
+        `parallel.local_batch`; sharded over the mesh, compiled once)."""
         if self._eval_step is None:
             self._eval_step = jax.jit(step_lib.make_eval_step(self.module, self.task.loss_fn,
                                                               self.config))
-        return self._eval_step(params, parallel.shard_batch(batch, self.mesh), rng)
+        sharded = parallel.shard_batch(batch, self.mesh, int(self.config.data.batch_size))
+        return self._eval_step(params, sharded, rng)
 
     def batches(self, split: str, finite: bool = False):
         """The task's batch iterator of `split`."""
@@ -94,6 +96,7 @@ def build(config: Any) -> Experiment:
     family = config_lib.family_module(config.model.family)
     task = config_lib.task_module(config.task.name)
     mesh = parallel.make_mesh(config.mesh)
+    parallel.check_batch_layout(int(config.data.batch_size), mesh)  # hosts feed their own rows
     rules = parallel.logical_rules(config.mesh)
     # Mixed precision: params (and optimizer state) stay float32, the module computes in
     # train.dtype; norms, softmax, router and losses upcast to float32 inside the blocks.
@@ -201,13 +204,16 @@ def train(config: Any, workdir: str, callbacks: Iterable[Callback] = ()) -> Trai
     profiler = runtime.Profiler(writer.tensorboard_dir, config.train.profile_steps)
     log_every, eval_every = int(config.train.log_every), int(config.train.eval_every)
     ckpt_every = int(config.train.checkpoint_every)
+    batch_size = int(config.data.batch_size)
     train_step = None
     t0 = time.perf_counter()
     try:
         while step < total:
-            batch = next(train_iter)
-            tokens = count_tokens(batch)
-            sharded = parallel.shard_batch(batch, exp.mesh)
+            # This host's rows of the step (read alone by data.loader='grain', else sliced from
+            # the global batch); tokens: its count times the hosts (exact with one process).
+            batch = parallel.local_batch(next(train_iter), batch_size)
+            tokens = count_tokens(batch) * jax.process_count()
+            sharded = parallel.shard_local_batch(batch, exp.mesh)
             if train_step is None:
                 train_step = step_lib.jit_train_step(
                     step_lib.make_train_step(exp.module, exp.task.loss_fn, exp.tx, config,

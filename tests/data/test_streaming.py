@@ -137,7 +137,8 @@ def test_two_hosts_read_disjoint_shards_covering_the_set(corpus):
         assert not i0 & i1
         seen += [*i0, *i1]
     assert sorted(seen) == list(range(40))
-    with pytest.raises(ConfigError, match="data.batch_size=4: must be a multiple of the 3 hosts"):
+    with pytest.raises(ConfigError,
+                       match="data.batch_size=4: must be a multiple of the 3 processes"):
         data_lib.make_iterator(config, "train", shard=grain.sharding.ShardOptions(0, 3))
 
 
