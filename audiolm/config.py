@@ -1,10 +1,11 @@
 """Config validation and description.
 
 `validate(config)` checks an experiment ConfigDict (sections `model`, `data`, `train`,
-`sample`, `mesh`, plus `seed` and `init_from`) before anything is built or compiled. Each model
-family registers its own rules with `register_rules`; the shared sections are checked against
-the schemas below. Every failure is a `ConfigError` naming the dotted path, the value and the
-rule, e.g. ``model.talker.num_codebooks=4 but model.code2wav.num_codebooks=8: they must match``.
+`sample`, `mesh`, plus `seed`, `init_from` and `init_from_subtrees`) before anything is built or
+compiled. Each model family registers its own rules with `register_rules`; the shared sections
+are checked against the schemas below. Every failure is a `ConfigError` naming the dotted path,
+the value and the rule, e.g.
+``model.talker.num_codebooks=4 but model.code2wav.num_codebooks=8: they must match``.
 
 `describe(config)` counts parameters (total and active per token), bytes and FLOPs from the
 config alone via `jax.eval_shape`: nothing is allocated.
@@ -289,7 +290,8 @@ def _join(path: str, key: str) -> str:
 # Largest codebook count any family accepts (a validation bound, not a model size).
 MAX_CODEBOOKS = 64
 
-TOP_LEVEL_KEYS = ("model", "task", "data", "train", "sample", "mesh", "seed", "init_from")
+TOP_LEVEL_KEYS = ("model", "task", "data", "train", "sample", "mesh", "seed", "init_from",
+                  "init_from_subtrees")
 TASK_SCHEMA = {"name": "", "evaluators": None, "final_evaluators": None}
 # Optional task fields, checked by the tasks that read them: `codec` (the codec whose codes a
 # speech task models, `audiolm.tasks.speech_codes`); `decode_beam`, `decode_ctc_weight`,
@@ -430,6 +432,7 @@ def validate(config: Any) -> Any:
         require(key in config, key, None, "is missing (required section)")
     check_int(config, "seed", lo=0)
     check_str(config, "init_from")
+    _validate_init_from_subtrees(config)
     family = get_path(config, "model.family")
     require(family in FAMILIES, "model.family", family, f"must be one of {sorted(FAMILIES)}")
     family_module(family)  # importing the family registers its rules
@@ -444,6 +447,28 @@ def validate(config: Any) -> Any:
     rules(config)
     task.rules(config)
     return config
+
+
+def _validate_init_from_subtrees(config: Any) -> None:
+    """init_from_subtrees: () (the whole tree) or distinct, non-nested param subtree names /
+    '/'-joined paths, read from a non-empty init_from."""
+    subtrees = get_path(config, "init_from_subtrees")
+    path = "init_from_subtrees"
+    require(isinstance(subtrees, (list, tuple)) and all(isinstance(s, str) for s in subtrees),
+            path, subtrees, "must be a tuple of param subtree names or '/'-joined paths, e.g. "
+            "('aut', 'thinker'); () initialises the whole tree from init_from")
+    for s in subtrees:
+        require(all(s.split("/")), path, tuple(subtrees),
+                f"{s!r} has an empty name: use 'name' or 'name/child' (no leading, trailing or "
+                "double '/')")
+    require(len(set(subtrees)) == len(subtrees), path, tuple(subtrees), "lists a subtree twice")
+    for s in subtrees:
+        for t in subtrees:
+            require(not t.startswith(s + "/"), path, tuple(subtrees),
+                    f"{t!r} lies inside {s!r}, which is listed already")
+    require(not subtrees or bool(config.init_from), path, tuple(subtrees),
+            "needs init_from (the checkpoint or pretrained model dir they are read from), "
+            "which is empty")
 
 
 # The package that owns the data section. Imported by name, as the families and tasks are:

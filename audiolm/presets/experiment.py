@@ -100,6 +100,9 @@ def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0  # seeds parameter init, dropout and data order
     config.init_from = ""  # checkpoint dir or pretrained model dir used when workdir has none
+    # () = the whole params tree from init_from; else only these subtrees (e.g. ('aut',
+    # 'thinker')), the rest from the scratch init
+    config.init_from_subtrees = ()
     config.data = ml_collections.ConfigDict(data_lib.DEFAULTS.to_dict())  # see audiolm.data
 
     config.task = task = ml_collections.ConfigDict()

@@ -13,10 +13,13 @@ Where the starting point comes from (`restore_or_init`), in this order:
      params, optimizer state, step, RNG and the data iterator position;
   2. `config.init_from`: a checkpoint directory (a workdir, its `checkpoints/` folder or one
      step folder) or a pretrained model directory read by `audiolm.importers.load_pretrained`
-     (Hugging Face / Kyutai files): params only; step, optimizer and data start fresh;
+     (Hugging Face / Kyutai files): params only; step, optimizer and data start fresh. With
+     `config.init_from_subtrees` (e.g. ('aut', 'thinker')) only those subtrees come from it
+     (an Orbax partial restore) and the rest from the scratch init of 3 (same seed);
   3. scratch: the family's `init_params`.
 A checkpoint (or pretrained model) whose parameter tree or shapes differ from the config's model
-raises `CheckpointMismatchError` naming the first differing parameters; one whose optimizer state
+raises `CheckpointMismatchError` naming the first differing parameters (with subtrees: only theirs
+are compared, and dtypes too); one whose optimizer state
 differs (another `train.optimizer`, or clipping / weight decay toggled) names `train.optimizer`.
 
 Nothing silent, nothing lost:
@@ -352,37 +355,208 @@ def _find_checkpoint_dir(path: str) -> tuple[str, int | None] | None:
     return None
 
 
-def load_init_params(init_from: str, abstract_params: Any, shardings: Any) -> Any:
-    """Params from `config.init_from` (checkpoint dir or pretrained model dir), sharded."""
+def _init_source(init_from: str) -> tuple[str, int] | None:
+    """(manager directory, step) of the checkpoint `init_from` names, or None when it is not an
+    Orbax checkpoint directory (then it is a pretrained model directory)."""
     if not os.path.exists(init_from):
         raise FileNotFoundError(f"init_from={init_from!r} does not exist")
     found = _find_checkpoint_dir(init_from)
-    if found is not None:
-        directory, step = found
+    if found is None:
+        return None
+    directory, step = found
+    if step is None:
         manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"init_from={init_from!r}: no finished checkpoint in it")
-        target = jax.tree_util.tree_map(
-            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-            abstract_params, shardings)
         try:
-            params = restore_params(directory, step, target, manager=manager)
-        except CheckpointMismatchError as e:
-            raise CheckpointMismatchError(f"init_from={init_from}: {e}") from None
+            step = manager.latest_step()
         finally:
             manager.close()
-        logging.info("initialised params from checkpoint %s step %d", directory, step)
-        return params
-    from audiolm import importers as ckpt_lib
+        if step is None:
+            raise FileNotFoundError(f"init_from={init_from!r}: no finished checkpoint in it")
+    return directory, step
 
-    load_pretrained = getattr(ckpt_lib, "load_pretrained", None)
+
+def _load_pretrained(init_from: str) -> Any:
+    from audiolm import importers
+
+    load_pretrained = getattr(importers, "load_pretrained", None)
     if load_pretrained is None:
         raise ValueError(f"init_from={init_from!r} is not an Orbax checkpoint directory and "
                          "audiolm.importers has no load_pretrained importer")
-    _, params = load_pretrained(init_from)
+    return load_pretrained(init_from)[1]
+
+
+def load_init_params(init_from: str, abstract_params: Any, shardings: Any,
+                     subtrees: tuple[str, ...] = (), scratch_params: Any = None) -> Any:
+    """Params from `config.init_from` (checkpoint dir or pretrained model dir), sharded.
+
+    With `subtrees` (`config.init_from_subtrees`: top-level subtree names or '/'-joined paths),
+    only those are read from `init_from` (an Orbax partial restore, or a selection of the
+    imported tree) and every other leaf is `scratch_params`' (the scratch init of the run, same
+    tree as `abstract_params`). Raises CheckpointMismatchError (the tree, a subtree or a leaf's
+    shape / dtype differs), ConfigError (a subtree the model does not have).
+    """
+    if subtrees:
+        if scratch_params is None:
+            raise ValueError("load_init_params: subtrees need scratch_params (the scratch init "
+                             "that gives the other params)")
+        return _load_init_subtrees(init_from, tuple(subtrees), abstract_params, shardings,
+                                   scratch_params)
+    found = _init_source(init_from)
+    if found is not None:
+        directory, step = found
+        target = _sharded_target(abstract_params, shardings)
+        try:
+            params = restore_params(directory, step, target)
+        except CheckpointMismatchError as e:
+            raise CheckpointMismatchError(f"init_from={init_from}: {e}") from None
+        logging.info("initialised params from checkpoint %s step %d", directory, step)
+        return params
+    params = _load_pretrained(init_from)
     check_params_match(abstract_params, params, f"init_from={init_from} (pretrained)")
     logging.info("initialised params from pretrained model %s", init_from)
     return jax.tree_util.tree_map(
         lambda x, s, sh: jax.device_put(np.asarray(x, dtype=s.dtype), sh),
         params, abstract_params, shardings)
+
+
+def _sharded_target(abstract_params: Any, shardings: Any) -> Any:
+    return jax.tree_util.tree_map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+        abstract_params, shardings)
+
+
+def _under(key: str, subtree: str) -> bool:
+    return key == subtree or key.startswith(subtree + "/")
+
+
+def _node(tree: Any, path: str) -> Any:
+    """The node at '/'-joined `path` of a nested-mapping tree; KeyError naming the first part
+    that is absent."""
+    node = tree
+    for part in path.split("/"):
+        if not hasattr(node, "keys") or part not in node:
+            raise KeyError(part)
+        node = node[part]
+    return node
+
+
+def _children(tree: Any, path: str) -> list[str]:
+    """Names under the deepest existing node on `path` (for error messages)."""
+    node, parts = tree, path.split("/")
+    for part in parts[:-1]:
+        if not hasattr(node, "keys") or part not in node:
+            break
+        node = node[part]
+    return sorted(node.keys()) if hasattr(node, "keys") else []
+
+
+def _select(tree: Any, subtrees: tuple[str, ...]) -> dict:
+    """A nested dict holding only the nodes of `tree` at `subtrees` (the partial-restore target)."""
+    out: dict = {}
+    for path in subtrees:
+        *parents, last = path.split("/")
+        where = out
+        for part in parents:
+            where = where.setdefault(part, {})
+        where[last] = _node(tree, path)
+    return out
+
+
+def _leaf_specs(tree: Any, dtypes: bool) -> dict[str, tuple]:
+    """{'/'-joined key: (shape,) or (shape, dtype)} of a params / metadata tree's leaves."""
+    return {_key_str(p): (tuple(getattr(x, "shape", np.shape(x))),)
+            + ((np.dtype(x.dtype).name,) if dtypes else ())
+            for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _check_subtrees(model: Any, found: Any, subtrees: tuple[str, ...], source: str,
+                    dtypes: bool) -> None:
+    """Each subtree is in the model's params (else ConfigError) and in `found` (the checkpoint's
+    metadata or the imported params) with the same leaves, shapes and, with `dtypes`, dtypes
+    (else CheckpointMismatchError naming the subtree and the leaf)."""
+    from audiolm.config import ConfigError
+
+    for path in subtrees:
+        try:
+            _node(model, path)
+        except KeyError as e:
+            raise ConfigError(
+                f"init_from_subtrees={subtrees!r}: {path!r} is not a subtree of the model's "
+                f"params (no {e.args[0]!r}; there: {_children(model, path)}); name top-level "
+                "subtrees or '/'-joined paths of the config's model") from None
+        try:
+            _node(found, path)
+        except KeyError as e:
+            raise CheckpointMismatchError(
+                f"init_from={source}: init_from_subtrees {path!r} is not in its params (no "
+                f"{e.args[0]!r}; there: {_children(found, path)}); each listed subtree must be "
+                "in both the checkpoint and the config's model") from None
+    want = _leaf_specs(_select(model, subtrees), dtypes)
+    got = _leaf_specs(_select(found, subtrees), dtypes)
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
+    if not (missing or extra or wrong):
+        return
+    subtree = next(s for s in subtrees if _under((missing + extra + wrong)[0], s))
+    what = "shape" + ("/dtype" if dtypes else "")
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} params of the config are absent (e.g. {missing[:3]})")
+    if extra:
+        parts.append(f"{len(extra)} params are not in the config's model (e.g. {extra[:3]})")
+    if wrong:
+        parts.append(f"{what} differs: " + ", ".join(
+            f"{k}: checkpoint {got[k]} vs config {want[k]}" for k in wrong[:3]))
+    raise CheckpointMismatchError(
+        f"init_from={source}: init_from_subtrees {subtree!r} differs from the config's model: "
+        + "; ".join(parts) + ". Each listed subtree must have the same parameters, shapes and "
+        "dtypes in the checkpoint and in the config (the checkpoint's config.json has its sizes).")
+
+
+def _load_init_subtrees(init_from: str, subtrees: tuple[str, ...], abstract_params: Any,
+                        shardings: Any, scratch_params: Any) -> Any:
+    found = _init_source(init_from)
+    if found is not None:
+        directory, step = found
+        where = f"{directory} step {step}"
+        _check_subtrees(abstract_params, saved_params_metadata(directory, step), subtrees,
+                        init_from, dtypes=True)
+        target = _select(_sharded_target(abstract_params, shardings), subtrees)
+        manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item={"params": target},
+                    restore_args={"params": ocp.checkpoint_utils.construct_restore_args(target)},
+                    partial_restore=True)))["state"]["params"]
+        except Exception as e:  # Orbax/tensorstore raise many types for damaged files
+            raise CheckpointCorruptError(f"checkpoint {directory}/{step} is incomplete or "
+                                         f"corrupt ({type(e).__name__}: {_first_line(e)})") from e
+        finally:
+            manager.close()
+    else:
+        where = f"pretrained model {init_from}"
+        imported = _load_pretrained(init_from)
+        _check_subtrees(abstract_params, imported, subtrees, f"{init_from} (pretrained)",
+                        dtypes=False)
+        wanted = _select(_sharded_target(abstract_params, shardings), subtrees)
+        restored = jax.tree_util.tree_map(
+            lambda x, s: jax.device_put(np.asarray(x, dtype=s.dtype), s.sharding),
+            _select(imported, subtrees), wanted)
+    loaded = {_key_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(restored)[0]}
+
+    def pick(path, scratch):
+        key = _key_str(path)
+        return loaded[key] if any(_under(key, s) for s in subtrees) else scratch
+
+    params = jax.tree_util.tree_map_with_path(pick, scratch_params)
+    rest = []
+    for name in sorted(scratch_params.keys()):
+        if name in subtrees:
+            continue
+        inside = [s for s in subtrees if _under(s, name)]
+        rest.append(f"{name} (but {', '.join(inside)})" if inside else name)
+    logging.info("initialised params %s from %s; %s from the scratch init (config.seed)",
+                 ", ".join(subtrees), where, ", ".join(rest) or "nothing")
+    return params
+

@@ -85,9 +85,12 @@ class Experiment:
         return jax.jit(lambda p: TrainState.create(p, self.tx, self.state_rng),
                        out_shardings=self.state_shardings)(params)
 
+    def scratch_params(self) -> Any:
+        """The family's params initialised from `config.seed` (sharded)."""
+        return jax.jit(self.init_fn, out_shardings=self.param_shardings)(self.init_rng)
+
     def init_state(self) -> TrainState:
-        params = jax.jit(self.init_fn, out_shardings=self.param_shardings)(self.init_rng)
-        return self.make_state(params)
+        return self.make_state(self.scratch_params())
 
 
 def build(config: Any) -> Experiment:
@@ -145,8 +148,10 @@ def restore_or_init(exp: Experiment, ckpt: ckpt_lib.Checkpointer, train_iter: An
         return state
     truncate_metrics(workdir, 0)
     if exp.config.init_from:
-        params = ckpt_lib.load_init_params(exp.config.init_from, exp.abstract_state.params,
-                                           exp.param_shardings)
+        subtrees = tuple(exp.config.init_from_subtrees)
+        params = ckpt_lib.load_init_params(
+            exp.config.init_from, exp.abstract_state.params, exp.param_shardings, subtrees,
+            exp.scratch_params() if subtrees else None)
         return exp.make_state(params)
     return exp.init_state()
 
