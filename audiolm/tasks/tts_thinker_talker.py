@@ -26,8 +26,13 @@ Generation ends in that codec's decoder (`stream`: waveform chunks as frames com
 (the Thinker's next-token CE on the transcript; 0 = none), train_thinker (1 = the Thinker's
 params are trained with the Talker, 0 = frozen: no gradient reaches them, and
 their weight decay (`train.weight_decay`, or `train.param_groups.thinker.weight_decay`) must be
-0 so that decoupled decay does not move them either). A frozen
-Thinker may come from another run through `init_from` when the whole params tree matches.
+0 so that decoupled decay does not move them either).
+
+Qwen3-Omni's setting is a frozen Thinker that has already learnt (train_thinker=0, started from
+the main job): `--config.init_from=runs/asr_base "--config.init_from_subtrees=('aut','thinker')"`
+restores the main job's (`configs/thinker_talker.py:variant=tiny_asr`) AuT and Thinker, whose
+sizes `tts_speech` shares; the Talker, code predictor, Code2Wav (and the AuT's CTC head, unused
+here) start from the scratch init (`audiolm.train.checkpoint`, partial init).
 """
 
 from __future__ import annotations
