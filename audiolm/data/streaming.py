@@ -1,9 +1,10 @@
 """Speech + text batches streamed from disk through grain (`data.loader = "grain"`).
 
 Nothing but an index is held in memory: per utterance its audio path, transcript, speaker and
-length, read without decoding audio (lengths from the file headers via `soundfile.info`). Audio is decoded, mixed to mono, resampled and padded into
-batches inside grain worker processes (`data.loader_workers`), `data.loader_prefetch` batches
-ahead, so the memory of a run does not grow with the corpus.
+length, read without decoding audio (lengths from the file headers via `soundfile.info`). Audio
+is decoded, mixed to mono, resampled and padded into batches inside grain worker processes
+(`data.loader_workers`), `data.loader_prefetch` batches ahead, so the memory of a run does not
+grow with the corpus.
 
 Order: each source's batches follow `batching.plan_epoch` (the in-memory loader's bucketed,
 shuffled order) over its utterances; batch k of the endless stream is batch k mod n of epoch

@@ -27,6 +27,7 @@ logs are written by process 0 only.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Sequence
 
@@ -224,7 +225,7 @@ def process_rows(batch_size: int, process_index: int | None = None,
                  process_count: int | None = None) -> slice:
     """The rows [p B/P, (p+1) B/P) of a global batch of B = `batch_size` rows that process p of
     P reads (defaults: this process of `jax.process_count()`). The hosts' rows are disjoint and
-    together the whole batch; `data.loader="grain"` decodes only these (`audiolm.data.streaming`)."""
+    together the whole batch; `data.loader="grain"` decodes only these (`data.streaming`)."""
     rows = rows_per_process(batch_size, process_count)
     index = jax.process_index() if process_index is None else int(process_index)
     return slice(index * rows, (index + 1) * rows)
@@ -273,6 +274,12 @@ def process_batch_shards(mesh: Mesh) -> dict[int, tuple[int, ...]]:
     return {p: tuple(sorted(s)) for p, s in sorted(out.items())}
 
 
+@functools.lru_cache(maxsize=8)
+def _local_batch_shards(mesh: Mesh) -> int:
+    """How many batch shards this process's devices hold (once per mesh, not per step)."""
+    return len(process_batch_shards(mesh).get(jax.process_index(), ())) or 1
+
+
 def check_batch_layout(batch_size: int, mesh: Mesh, process_count: int | None = None) -> int:
     """Rows per process (`rows_per_process`) once the mesh is known to take host-local rows:
     every process holds devices of the mesh, and the batch shards (data x fsdp) of different
@@ -304,7 +311,7 @@ def shard_local_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax
     not split evenly over this process's batch shards.
     """
     sharding = batch_sharding(mesh)
-    local_shards = len(process_batch_shards(mesh).get(jax.process_index(), ())) or 1
+    local_shards = _local_batch_shards(mesh)
     out = {}
     for key, value in batch.items():
         value = np.asarray(value)
