@@ -19,8 +19,11 @@ p of P feeds only its rows [p B/P, (p+1) B/P) of each global batch of B = `data.
 (`process_rows`): `data.loader="grain"` reads just those from disk, the other iterators build
 the same global batch on every host and the rows are sliced from it (`local_batch`). The rows
 become global arrays with `jax.make_array_from_process_local_data` (`shard_local_batch`), so no
-host-to-host data traffic is needed. The batch shards (data x fsdp) of different processes must
-be disjoint, and B a multiple of P (`check_batch_layout`, at build).
+host-to-host data traffic is needed (a host's rows land on its devices' batch shards: the mesh
+order decides their place in the global array, which a mean over rows ignores). The batch shards (data x fsdp) of different processes must
+be disjoint, and B a multiple of P (`check_batch_layout`, at build). The loop's steps and the
+"loss" evaluator (`eval_step`) go through this; an evaluator that works on a batch's numpy rows
+itself sees only this host's rows of a grain batch.
 Checkpoints are written collectively by Orbax (each host writes its own shards); metrics and
 logs are written by process 0 only.
 """
