@@ -1,8 +1,8 @@
 """Host shards in the training loop: process p of P feeds only its rows [p B/P, (p+1) B/P) of
 each global batch (`parallel.process_rows`, `local_batch`, `shard_local_batch`); grain decodes
 only those rows. The 2-host cases are simulated by passing the process index / count, and proved
-by a real run of two JAX processes on CPU (`jax.distributed`, 2 fake devices each) that trains
-the toy LM through `loop.run` and assembles grain host shards into one global batch."""
+by a real run of two JAX processes on CPU (`jax.distributed`, 2 fake devices each) that train the
+toy LM on grain host shards through `loop.run`, stop and resume: the losses are one process's."""
 
 import json
 import os
@@ -12,6 +12,7 @@ import sys
 import types
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ import pytest
 from audiolm import data as data_lib
 from audiolm import parallel
 from audiolm.config import ConfigError
+from audiolm.train import metrics as metrics_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(__file__))
@@ -165,7 +167,59 @@ def test_grain_hosts_read_the_rows_the_loop_would_slice(corpus):
 
 
 # ---------------------------------------------------------------------------------------------
-# Two real JAX processes (jax.distributed on CPU)
+# Two real JAX processes (jax.distributed on CPU, 2 fake devices each)
+
+
+def speech_tokens_loss(module, params, batch, rng, config, train):
+    """The toy LM's next-token loss on tokens read off each row's audio [B, S] (every 97th
+    sample, 16 levels): a speech task as cheap to compile as the toy LM."""
+    length = int(config.model.length) + 1
+    audio = batch["audio"][:, ::97][:, :length]
+    tokens = jnp.clip(jnp.floor((audio / 0.3 + 1.0) * 8.0), 0, 15).astype(jnp.int32)
+    return toy_family.toy_loss(module, params, {"tokens": tokens}, rng, config, train)
+
+
+def register_speech_task():
+    """Task "toy_speech" (`speech_tokens_loss` on the data pipeline's batches) for the toy
+    family; idempotent."""
+    from audiolm import config as config_lib
+
+    toy_family.register()
+    if "toy_speech" not in sys.modules:
+        task = types.ModuleType("toy_speech")
+        task.EVALUATORS = ("loss",)
+        task.rules = lambda config: None
+        task.make_batches = lambda config, family, split, finite=False: data_lib.make_iterator(
+            config.data, split, train=not finite)
+        task.loss_fn = speech_tokens_loss
+        sys.modules["toy_speech"] = task
+    config_lib.TASKS["toy_speech"] = "toy_speech"
+    config_lib.PAIRS["toy_speech"] = ("toy",)
+
+
+def speech_config(manifest, steps):
+    """The toy LM on grain batches of `manifest`, mesh data=4 (2 processes x 2 devices: each
+    process holds 2 of the 4 batch shards); a constant learning rate; a checkpoint every 2
+    steps; the "loss" evaluator on the validation split at the end."""
+    register_speech_task()
+    config = toy_family.get_config(steps=steps, eval_every=100, checkpoint_every=2,
+                                   schedule="constant")  # a stop at step 2 changes nothing
+    config.task.name = "toy_speech"
+    config.task.evaluators = ("loss",)
+    config.task.final_evaluators = ()
+    config.data.update(name="manifest", manifest=manifest, loader="grain", batch_size=8,
+                       holdout_fraction=0.2, loader_workers=0)
+    config.mesh.axes.data = 4
+    return config
+
+
+def train_losses(config, workdir):
+    losses = []
+    from audiolm.train import loop
+
+    loop.run(config, workdir,
+             callbacks=[lambda s, st, m: losses.append(float(np.asarray(m["loss"])))])
+    return losses
 
 
 def _free_port():
@@ -174,77 +228,64 @@ def _free_port():
         return s.getsockname()[1]
 
 
-TOY_STEPS = 3
-
-
-def toy_config():
-    config = toy_family.get_config(steps=TOY_STEPS, eval_every=100, checkpoint_every=TOY_STEPS)
-    config.mesh.axes.data = 4  # 2 processes x 2 devices: each process holds 2 batch shards
-    return config
-
-
-def test_two_processes_train_on_their_own_rows(tmp_path, corpus):
+def test_two_processes_train_on_their_own_rows_and_resume(tmp_path, corpus):
+    """Two processes train 2 steps, stop, resume to step 4 from the checkpoint (one saved data
+    state for both hosts): the losses and the validation loss are those of one process that
+    trains 4 steps on the whole batches; the hosts read disjoint rows that make up the batch."""
     pytest.importorskip("grain")
     port = _free_port()
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
-    procs = [subprocess.Popen([sys.executable, __file__, str(p), str(port),
-                               str(tmp_path / "run"), corpus], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for p in range(2)]
+    workdir = str(tmp_path / "two")
+    procs = [subprocess.Popen([sys.executable, __file__, str(p), str(port), workdir, corpus],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for p in range(2)]
     try:
+        # Meanwhile one process, the same mesh shape on 4 of the 8 test devices, 4 steps.
+        one = str(tmp_path / "one")
+        losses = train_losses(speech_config(corpus, 4), one)
         outputs = [proc.communicate(timeout=240)[0] for proc in procs]
     finally:
         for proc in procs:
             proc.kill()
     results = []
     for proc, out in zip(procs, outputs):
-        lines = [l for l in out.splitlines() if l.startswith("RESULT ")]
+        lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
         assert proc.returncode == 0 and lines, out[-3000:]
         results.append(json.loads(lines[-1][len("RESULT "):]))
-    # One process on 4 devices of the same mesh shape: the reference losses and batch.
-    losses = []
-    from audiolm.train import loop
-
-    loop.run(toy_config(), str(tmp_path / "one"),
-             callbacks=[lambda s, st, m: losses.append(float(np.asarray(m["loss"])))])
-    assert results[0]["losses"] == results[1]["losses"]
+    assert len(losses) == 4 and results[0]["losses"] == results[1]["losses"]
     np.testing.assert_allclose(results[0]["losses"], losses, rtol=1e-6, atol=1e-6)
-    whole = next(data_lib.make_iterator(grain_config(corpus), "train"))
+    evals = [metrics_lib.read_metrics(w, "eval")[-1] for w in (workdir, one)]
+    assert evals[0]["step"] == evals[1]["step"] == 4
+    np.testing.assert_allclose(evals[0]["loss"], evals[1]["loss"], rtol=1e-6, atol=1e-6)
+    # The first batch of each host: disjoint rows that are the single process's batch.
+    data = data_lib.resolve_config(speech_config(corpus, 4).data)
+    whole = next(data_lib.make_iterator(data, "train"))
     local = [r["local"] for r in results]
-    assert not set(local[0]) & set(local[1])
+    assert len(local[0]) == len(local[1]) == 4 and not set(local[0]) & set(local[1])
     assert local[0] + local[1] == whole["index"].tolist()
     assert results[0]["global"] == results[1]["global"] == whole["index"].tolist()
-    energy = float((whole["audio"].astype(np.float64) ** 2).sum())
-    assert results[0]["energy"] == results[1]["energy"]
-    np.testing.assert_allclose(results[0]["energy"], energy, rtol=1e-5)
 
 
 def _process_main(process_id, port, workdir, manifest):
-    """One of the two processes of the test above: trains the toy LM through the loop (its
-    synthetic global batches sliced to this host's rows), then reads its grain shard of the
-    corpus and assembles the global batch; prints RESULT {json}."""
+    """One of the two processes of the test above; prints RESULT {json}."""
     jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2,
                                process_id=process_id)
     jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
-    from audiolm.train import loop
-
-    losses = []
-    config = toy_config()
-    loop.run(config, workdir,
-             callbacks=[lambda s, st, m: losses.append(float(np.asarray(m["loss"])))])
-    it = data_lib.make_iterator(grain_config(manifest), "train")  # this process's shard
+    losses = train_losses(speech_config(manifest, 2), workdir)
+    losses += train_losses(speech_config(manifest, 4), workdir)  # resumes at step 2
+    config = speech_config(manifest, 4)
+    it = data_lib.make_iterator(config.data, "train")  # this process's rows, as in the loop
     batch = next(it)
     it.close()
     mesh = parallel.make_mesh(config.mesh)
     sharded = parallel.shard_local_batch(batch, mesh)
     whole = jax.jit(lambda x: x, out_shardings=parallel.replicated(mesh))(sharded["index"])
-    energy = jax.jit(lambda a: (a.astype(np.float32) ** 2).sum())(sharded["audio"])
     print("RESULT " + json.dumps({"losses": losses, "local": batch["index"].tolist(),
-                                  "global": np.asarray(whole).tolist(),
-                                  "energy": float(energy)}), flush=True)
+                                  "global": np.asarray(whole).tolist()}), flush=True)
     jax.distributed.shutdown()
 
 
 if __name__ == "__main__":
+    sys.modules["torch"] = None  # tensorboardX imports torch when it can: seconds, not needed
     _process_main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
