@@ -5,6 +5,7 @@ by a real run of two JAX processes on CPU (`jax.distributed`, 2 fake devices eac
 toy LM on grain host shards through `loop.run`, stop and resume: the losses are one process's."""
 
 import json
+import operator
 import os
 import socket
 import subprocess
@@ -179,29 +180,27 @@ def speech_tokens_loss(module, params, batch, rng, config, train):
     return toy_family.toy_loss(module, params, {"tokens": tokens}, rng, config, train)
 
 
-def register_speech_task():
+def register_speech_task(setitem=operator.setitem):
     """Task "toy_speech" (`speech_tokens_loss` on the data pipeline's batches) for the toy
-    family; idempotent."""
+    family, entered with `setitem` (the test's monkeypatch.setitem undoes it afterwards)."""
     from audiolm import config as config_lib
 
     toy_family.register()
-    if "toy_speech" not in sys.modules:
-        task = types.ModuleType("toy_speech")
-        task.EVALUATORS = ("loss",)
-        task.rules = lambda config: None
-        task.make_batches = lambda config, family, split, finite=False: data_lib.make_iterator(
-            config.data, split, train=not finite)
-        task.loss_fn = speech_tokens_loss
-        sys.modules["toy_speech"] = task
-    config_lib.TASKS["toy_speech"] = "toy_speech"
-    config_lib.PAIRS["toy_speech"] = ("toy",)
+    task = types.ModuleType("toy_speech")
+    task.EVALUATORS = ("loss",)
+    task.rules = lambda config: None
+    task.make_batches = lambda config, family, split, finite=False: data_lib.make_iterator(
+        config.data, split, train=not finite)
+    task.loss_fn = speech_tokens_loss
+    setitem(sys.modules, "toy_speech", task)
+    setitem(config_lib.TASKS, "toy_speech", "toy_speech")
+    setitem(config_lib.PAIRS, "toy_speech", ("toy",))
 
 
 def speech_config(manifest, steps):
     """The toy LM on grain batches of `manifest`, mesh data=4 (2 processes x 2 devices: each
     process holds 2 of the 4 batch shards); a constant learning rate; a checkpoint every 2
     steps; the "loss" evaluator on the validation split at the end."""
-    register_speech_task()
     config = toy_family.get_config(steps=steps, eval_every=100, checkpoint_every=2,
                                    schedule="constant")  # a stop at step 2 changes nothing
     config.task.name = "toy_speech"
@@ -228,11 +227,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_train_on_their_own_rows_and_resume(tmp_path, corpus):
+def test_two_processes_train_on_their_own_rows_and_resume(tmp_path, corpus, monkeypatch):
     """Two processes train 2 steps, stop, resume to step 4 from the checkpoint (one saved data
     state for both hosts): the losses and the validation loss are those of one process that
     trains 4 steps on the whole batches; the hosts read disjoint rows that make up the batch."""
     pytest.importorskip("grain")
+    register_speech_task(monkeypatch.setitem)
     port = _free_port()
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
@@ -272,6 +272,7 @@ def _process_main(process_id, port, workdir, manifest):
     jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2,
                                process_id=process_id)
     jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
+    register_speech_task()
     losses = train_losses(speech_config(manifest, 2), workdir)
     losses += train_losses(speech_config(manifest, 4), workdir)  # resumes at step 2
     config = speech_config(manifest, 4)
