@@ -13,13 +13,15 @@ ctc_frames_per_token` frames per audio token), which makes the audio embeddings 
 transcript. With train.loss.spec_time_masks / spec_freq_masks > 0 the training log-mels are
 SpecAugment-masked (`audiolm.audio.features.spec_augment`).
 
-Evaluators: "loss" (validation loss / token accuracy) and "cer": greedy transcripts of the split
-(argmax, up to min(sample.max_new_tokens, data.max_text_len - 1) tokens or eos) written to
-`workdir/transcripts_<split>.jsonl` (one {"index", "speaker", "reference", "hypothesis", "cer"}
-per utterance, plus "ctc_hypothesis", the CTC head's best path, when the model has one) and
-`workdir/asr_<split>.json` (corpus CER / WER, edit counts; on the espeak set also per group:
-template / scrambled sentences, seen / unseen voices; "ctc_cer" of the CTC head), then prints a
-short summary (scores, where the transcripts are, a few example lines).
+Evaluators: "loss" (validation loss / token accuracy) and "cer": transcripts of the split (greedy,
+or the joint CTC / attention beam search of `make_joint_decoder` when task.decode_beam > 1 or
+task.decode_ctc_weight > 0; up to min(sample.max_new_tokens, data.max_text_len - 1) tokens or
+eos) written to `workdir/transcripts_<split>.jsonl` (one {"index", "speaker", "reference",
+"hypothesis", "cer"} per utterance, plus "ctc_hypothesis", the CTC head's best path, when the
+model has one) and `workdir/asr_<split>.json` (corpus CER / WER, edit counts; on the espeak set
+also per group: template / scrambled sentences, seen / unseen voices; "ctc_cer" of the CTC head;
+"decoding", in words), then prints a short summary (scores, the decoding, where the transcripts
+are, a few example lines).
 """
 
 from __future__ import annotations
