@@ -1,14 +1,16 @@
-"""Main-job CER against wall time: the tiny AuT + Thinker recogniser before and after issue 16.
+"""Main-job CER against wall time: the tiny AuT + Thinker recogniser, recipe by recipe (issue 16).
 
   python experiments/asr_cer.py --workdir=runs/asr_cer
-  taskset -c 0,1 python experiments/asr_cer.py --workdir=runs/asr_cer --recipes=after
+  taskset -c 0,1 python experiments/asr_cer.py --workdir=runs/asr_cer --recipes=ctc,after
   python experiments/asr_cer.py --workdir=/tmp/asr_cer --config.train.steps=300 --cer_every=100
 
-Recipes (both on `configs/thinker_talker.py:variant=tiny_asr`, any --config override applies to
-both):
-  before  the recipe as it was: Thinker cross-entropy only (no CTC head, no SpecAugment);
-  after   the recipe of `make main`: + auxiliary character CTC on the AuT
-          (train.loss.ctc_weight, model.aut.ctc_frames_per_token) + SpecAugment.
+Recipes (all on `configs/thinker_talker.py:variant=tiny_asr`, the same steps; any --config
+override applies to all), each one lever more than the one before:
+  before  Thinker cross-entropy only, template sentences only, greedy decoding;
+  ctc     + auxiliary character CTC on the AuT (train.loss.ctc_weight,
+          model.aut.ctc_frames_per_token) + SpecAugment;
+  after   the recipe of `make main`: + scrambled training sentences (data.train_scrambled) +
+          joint CTC / attention beam decoding (task.decode_beam, task.decode_ctc_weight).
 Each recipe trains once (`audiolm.train.loop.train`, in `<workdir>/<recipe>`); every
 `--cer_every` steps the clock is paused and the test split is transcribed greedily, so the time
 axis is the run's own wall time (data loading, steps, validation, checkpoints) without the
@@ -43,7 +45,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (one run folde
 _RECIPES = flags.DEFINE_list("recipes", ["before", "after"], "Recipes to run, in order.")
 _CER_EVERY = flags.DEFINE_integer("cer_every", 200, "Steps between test-CER measurements.")
 
-RECIPES = ("before", "after")
+RECIPES = ("before", "ctc", "after")
 COLUMNS = ("recipe", "step", "wall_minutes", "cer", "cer_template", "cer_scrambled",
            "cer_seen_voices", "cer_unseen_voices", "wer")
 
@@ -53,6 +55,10 @@ def recipe_config(config, recipe: str):
     if recipe not in RECIPES:
         raise ValueError(f"--recipes: {recipe!r} is not one of {RECIPES}")
     config = config.copy_and_resolve_references()
+    if recipe in ("before", "ctc"):
+        config.data.train_scrambled = 0.0
+        config.task.decode_beam = 1
+        config.task.decode_ctc_weight = 0.0
     if recipe == "before":
         config.model.aut.ctc_frames_per_token = 0
         loss = config.train.loss
@@ -148,6 +154,10 @@ def main(argv):
     del argv
     if _WORKDIR.value is None:
         raise app.UsageError("--workdir is required")
+    if not flags.FLAGS["verbosity"].present:  # like audiolm.main: library INFO lines on request
+        from audiolm.train.metrics import quiet_library_logs
+
+        quiet_library_logs(__file__)
     os.makedirs(_WORKDIR.value, exist_ok=True)
     rows = []
     for recipe in _RECIPES.value:
