@@ -453,6 +453,8 @@ def joint_beam_search(thinker_logits: Any, tokens: jax.Array, start: jax.Array,
                 total = total + (1 - ctc_weight) * att_new
         else:
             psi, total = jnp.zeros_like(att_new), att_new
+        # A hypothesis that does not exist yet (score -inf at the start) proposes nothing.
+        total = jnp.where(jnp.isfinite(score)[..., None], total, -jnp.inf)
         # A finished hypothesis continues once, with pad, at its own score.
         first = jnp.arange(c) == 0
         finished = done[..., None]

@@ -2,6 +2,7 @@
 CTC likelihood (optax) and a brute-force sum over frame paths, the search on constructed CTC
 posteriors, beam 1 without CTC equal to the greedy decoder, and the decode_* config rules."""
 
+import functools
 import itertools
 import math
 
@@ -97,14 +98,15 @@ def test_prefix_scores_equal_brute_force():
     assert float(psi[0, 0, 0]) == -np.inf
 
 
+@functools.partial(jax.jit, static_argnames=("max_new", "beam"))
 def _search_ctc_only(log_probs, mask, max_new, beam):
     """The joint search with a uniform Thinker and ctc_weight 1: CTC prefix beam search."""
     b, _, v = log_probs.shape
     tokens = jnp.zeros((b, max_new + 1), jnp.int32)  # bos at 0, outputs after it
     uniform = lambda tok: jnp.zeros(tok.shape + (v,), jnp.float32)  # noqa: E731
-    return np.asarray(asr.joint_beam_search(
+    return asr.joint_beam_search(
         uniform, tokens, jnp.zeros((b,), jnp.int32), log_probs, mask, max_new=max_new,
-        beam=beam, candidates=v, ctc_weight=1.0, eos_id=EOS, pad_id=BLANK))
+        beam=beam, candidates=v, ctc_weight=1.0, eos_id=EOS, pad_id=BLANK)
 
 
 def test_ctc_only_search_returns_the_most_probable_transcript():
@@ -124,24 +126,55 @@ def test_ctc_only_search_returns_the_most_probable_transcript():
     assert ids[1].tolist() == [2, EOS, BLANK, BLANK, BLANK, BLANK]
 
 
+def _brute_force_argmax(log_probs):
+    """The most probable transcript of [T, V] log-probs: every frame path's probability added to
+    the transcript it collapses to."""
+    t, v = log_probs.shape
+    totals = {}
+    for path in itertools.product(range(v), repeat=t):
+        merged = [k for i, k in enumerate(path) if i == 0 or k != path[i - 1]]
+        seq = tuple(k for k in merged if k != BLANK)
+        totals[seq] = totals.get(seq, 0.0) + math.exp(sum(log_probs[i, k]
+                                                          for i, k in enumerate(path)))
+    return list(max(totals, key=totals.get))
+
+
 def test_ctc_only_search_finds_the_brute_force_argmax():
-    rng = np.random.default_rng(2)
     t, v = 4, 4  # labels 2, 3; eos (1) never emitted by the head
-    logits = rng.standard_normal((t, v)).astype(np.float32) * 1.5
-    logits[:, EOS] = -30.0
-    log_probs = np.asarray(jax.nn.log_softmax(jnp.asarray(logits)), np.float64)
-    best, best_lp = None, -np.inf
-    for n in range(t + 1):
-        for labels in itertools.product((2, 3), repeat=n):
-            total = sum(math.exp(sum(log_probs[i, k] for i, k in enumerate(p)))
-                        for p in itertools.product(range(v), repeat=t)
-                        if [k for k in [k for i, k in enumerate(p) if i == 0 or k != p[i - 1]]
-                            if k != BLANK] == list(labels))
-            if total > 0 and math.log(total) > best_lp:
-                best, best_lp = list(labels), math.log(total)
-    ids = _search_ctc_only(jnp.asarray(log_probs[None], jnp.float32),
-                           jnp.ones((1, t), bool), max_new=t + 1, beam=8)
-    assert ids[0, :len(best) + 1].tolist() == best + [EOS]
+    greedy_misses = 0
+    for seed in range(8):
+        logits = np.random.default_rng(seed).standard_normal((t, v)).astype(np.float32) * 1.5
+        logits[:, EOS] = -30.0
+        log_probs = np.asarray(jax.nn.log_softmax(jnp.asarray(logits)), np.float64)
+        best = _brute_force_argmax(log_probs)
+        found = {beam: _search_ctc_only(jnp.asarray(log_probs[None], jnp.float32),
+                                        jnp.ones((1, t), bool), max_new=t + 1, beam=beam)[0]
+                 for beam in (1, 8)}
+        found = {beam: np.asarray(ids) for beam, ids in found.items()}
+        assert found[8][:len(best) + 1].tolist() == best + [EOS], seed
+        greedy_misses += found[1][:len(best) + 1].tolist() != best + [EOS]
+    assert greedy_misses >= 2  # the beam is what finds them (seeds 3, 6, 7)
+
+
+def test_wider_beam_finds_the_likelier_sentence():
+    """A Thinker whose greedy path is not its most probable sentence: after bos, A 0.6 / B 0.4;
+    after A, eos 0.5 / C 0.5 (A eos: 0.3); after B, eos 1.0 (B eos: 0.4)."""
+    a, b_, c = 2, 3, 4
+    table = np.full((5, 5), -30.0, np.float32)
+    table[0, a], table[0, b_] = math.log(0.6), math.log(0.4)
+    table[a, EOS], table[a, c] = math.log(0.5), math.log(0.5)
+    table[b_, EOS] = table[c, EOS] = table[EOS, BLANK] = 0.0
+    table = jnp.asarray(table)
+    tokens = jnp.zeros((1, 5), jnp.int32)  # bos (0) at 0; logits[p] reads tokens[p]
+
+    def search(beam):
+        return np.asarray(asr.joint_beam_search(
+            lambda tok: table[tok], tokens, jnp.zeros((1,), jnp.int32), None, None, max_new=4,
+            beam=beam, candidates=3, ctc_weight=0.0, eos_id=EOS, pad_id=BLANK))[0].tolist()
+
+    assert search(1)[0] == a  # greedy: A, then a sentence of probability 0.3
+    assert search(2) == [b_, EOS, BLANK, BLANK]
+    assert search(4) == [b_, EOS, BLANK, BLANK]
 
 
 @pytest.fixture(scope="module")
