@@ -548,9 +548,9 @@ def decoding_name(config: Any) -> str:
     """How `transcribe` decodes under config.task's decode_* fields, in words."""
     beam, ctc_weight, candidates = decode_options(config)
     if beam == 1 and ctc_weight == 0:
-        return "greedy"
-    return (f"joint CTC/attention beam search (beam {beam}, CTC weight {ctc_weight:g}, "
-            f"{candidates} candidates per beam)")
+        return "greedy decoding"
+    return (f"joint CTC/attention beam search: beam {beam}, CTC weight {ctc_weight:g}, "
+            f"{candidates} candidates per beam")
 
 
 def transcribe(config: Any, module: Any, params: Any, split: str = "test",
@@ -622,10 +622,10 @@ def group_scores(rows: Sequence[dict[str, Any]], config: Any, split: str) -> dic
 
 
 def summary(split: str, scores: dict[str, float], rows: Sequence[dict[str, Any]],
-            transcripts: str, examples: int = 3, decoding: str = "greedy") -> str:
+            transcripts: str, examples: int = 3, decoding: str = "greedy decoding") -> str:
     """The few lines a person reads at the end of a run: scores, groups, where, examples."""
     lines = [f"{split} CER {scores['cer']:.3f}  WER {scores['wer']:.3f}  over "
-             f"{int(scores['utterances'])} utterances ({decoding} decoding)"]
+             f"{int(scores['utterances'])} utterances ({decoding})"]
     groups = [k[4:] for k in scores if k.startswith("cer_")]
     if groups:
         lines.append("  " + "  ".join(f"{g} {scores['cer_' + g]:.3f}" for g in groups)
