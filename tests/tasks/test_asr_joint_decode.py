@@ -248,7 +248,8 @@ def test_ctc_weight_needs_the_ctc_head():
         if key in config.task:
             del config.task[key]
     config_lib.validate(config)  # no decode fields: greedy
-    assert asr.decode_options(config) == (1, 0.0, 8) and asr.decoding_name(config) == "greedy decoding"
+    assert asr.decode_options(config) == (1, 0.0, 8)
+    assert asr.decoding_name(config) == "greedy decoding"
     config.task.update(decode_beam=4, decode_ctc_weight=0.3, decode_candidates=8)
     with pytest.raises(ConfigError, match=r"task\.decode_ctc_weight=0\.3: needs a CTC head: "
                                           r"model\.aut\.ctc_frames_per_token=0"):
