@@ -293,10 +293,8 @@ MAX_CODEBOOKS = 64
 TOP_LEVEL_KEYS = ("model", "task", "data", "train", "sample", "mesh", "seed", "init_from",
                   "init_from_subtrees")
 TASK_SCHEMA = {"name": "", "evaluators": None, "final_evaluators": None}
-# Optional task fields, checked by the tasks that read them: `codec` (the codec whose codes a
-# speech task models, `audiolm.tasks.speech_codes`); `decode_beam`, `decode_ctc_weight`,
-# `decode_candidates` (the asr task's test-time decoding, `audiolm.tasks.asr.DECODE_DEFAULTS`).
-TASK_OPTIONAL = ("codec", "decode_beam", "decode_ctc_weight", "decode_candidates")
+# A task module may declare OPTIONAL_FIELDS: task-section keys beyond TASK_SCHEMA that it reads
+# and checks (the asr decode_* fields, the speech tasks' `codec`).
 
 TRAIN_SCHEMA = {
     "steps": 0, "optimizer": "", "learning_rate": 0.0, "schedule": "", "warmup_steps": 0,
@@ -483,11 +481,16 @@ def _validate_data(config: Any) -> None:
 
 def _validate_task(config: Any) -> Any:
     """config.task: a known task that can train model.family, with evaluators it supports."""
-    present = [k for k in TASK_OPTIONAL if k in get_path(config, "task")]
-    check_schema(config, "task", {**TASK_SCHEMA, **dict.fromkeys(present)})
+    section = get_path(config, "task")
+    require(hasattr(section, "keys") and "name" in section, "task", section,
+            "must be a section with a name")
     name = check_choice(config, "task.name", tuple(TASKS))
-    check_pair(name, config.model.family)
     task = task_module(name)
+    # beyond TASK_SCHEMA, a task section may hold the fields its task declares (and only those:
+    # any other key is an unknown field, not silently ignored)
+    present = [k for k in getattr(task, "OPTIONAL_FIELDS", ()) if k in section]
+    check_schema(config, "task", {**TASK_SCHEMA, **dict.fromkeys(present)})
+    check_pair(name, config.model.family)
     for key in ("evaluators", "final_evaluators"):
         names = get_path(config, f"task.{key}")
         require(isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names),

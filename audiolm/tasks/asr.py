@@ -55,6 +55,7 @@ LOSS_SCHEMA = dict(text_weight=0.0, text_input_noise=0.0, ctc_weight=0.0, spec_t
 # CTC prefix score in the joint score, attention candidates per beam (`make_joint_decoder`).
 # beam 1 with ctc weight 0 is the greedy decoder.
 DECODE_DEFAULTS = dict(decode_beam=1, decode_ctc_weight=0.0, decode_candidates=8)
+OPTIONAL_FIELDS = tuple(DECODE_DEFAULTS)  # task.decode_*: absent = greedy
 
 
 def rules(config: Any) -> None:

@@ -41,6 +41,7 @@ from audiolm.tasks.base import EvalContext
 
 NAME = "stt"
 EVALUATORS = ("loss", "stt_cer")
+OPTIONAL_FIELDS = ("codec",)  # task.codec: the codec whose codes it models
 
 
 def rules(config: Any) -> None:

@@ -58,6 +58,7 @@ from audiolm.tasks.base import EvalContext
 
 NAME = "tts"
 EVALUATORS = ("loss", "speech")
+OPTIONAL_FIELDS = ("codec",)  # task.codec: the codec whose codes it models
 
 # config.model.family -> the module that trains and samples tts for it (imported by name: each
 # family's module pulls in only its own model code).

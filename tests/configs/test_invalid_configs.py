@@ -212,6 +212,7 @@ CASES = [
     ("tt", SET("data.tokenizer", "sentencepiece"), "data.spm_path", "must name a sentencepiece"),
     ("tt", SET("data.holdout_fraction", 0.5), "data.holdout_fraction", "must be in [0, 0.5)"),
     ("tt", SET("data.train_scrambled", 1.5), "data.train_scrambled", "must be a fraction in [0, 1]"),
+    ("moshi", SET("task.decode_beam", 4), "task.decode_beam", "is not a known field"),
     ("tt", SET("data.name", "manifest"), "data.manifest", "must name a JSONL manifest"),
     # family, fusion, conditioning
     ("tt", SET("model.family", "transformer"), "model.family", "must be one of"),
