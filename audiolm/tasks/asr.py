@@ -245,6 +245,24 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
             "utterances": float(len(refs))}
 
 
+def decoder_prompt(module: Any, model_config: Any, params: Any, audio: jax.Array,
+                   audio_mask: jax.Array, bos_id: int, text_len: int):
+    """What both test decoders start from: (tokens [B, L] in the training layout with a text of
+    [bos] only, start [B] = each row's bos position, AuT embeddings [B, N, D] and their mask
+    [B, N]); the AuT runs once."""
+    b, samples = audio.shape
+    feats, frame_lengths = tt.features_from_batch(model_config,
+                                                  {"audio": audio, "audio_mask": audio_mask})
+    audio_lengths = jnp.sum(audio_mask, axis=1)
+    text = jnp.zeros((b, text_len), jnp.int32).at[:, 0].set(bos_id)
+    text_mask = jnp.zeros((b, text_len), bool).at[:, 0].set(True)
+    tokens, _ = tt.asr_sequence(model_config, audio_lengths, text, text_mask, samples)
+    start = tt.audio_token_count(model_config, audio_lengths.astype(jnp.int32)) + 2  # bos
+    embeds, embed_mask = module.apply({"params": params}, feats, frame_lengths,
+                                      method=lambda m, f, n: m.aut(f, n))
+    return tokens, start, embeds, embed_mask
+
+
 def make_greedy_decoder(module: Any, config: Any, max_new: int, bos_id: int):
     """Returns jitted `decode(params, audio [B, S], audio_mask [B, S]) -> ids [B, max_new]`.
 
@@ -259,17 +277,10 @@ def make_greedy_decoder(module: Any, config: Any, max_new: int, bos_id: int):
     text_len = max_new + 1
 
     def decode(params, audio, audio_mask):
-        b, samples = audio.shape
-        feats, frame_lengths = tt.features_from_batch(model_config,
-                                                      {"audio": audio, "audio_mask": audio_mask})
-        audio_lengths = jnp.sum(audio_mask, axis=1)
-        text = jnp.zeros((b, text_len), jnp.int32).at[:, 0].set(bos_id)
-        text_mask = jnp.zeros((b, text_len), bool).at[:, 0].set(True)
-        tokens, _ = tt.asr_sequence(model_config, audio_lengths, text, text_mask, samples)
-        start = tt.audio_token_count(model_config, audio_lengths.astype(jnp.int32)) + 2  # bos
+        tokens, start, embeds, _ = decoder_prompt(module, model_config, params, audio,
+                                                  audio_mask, bos_id, text_len)
+        b = audio.shape[0]
         rows = jnp.arange(b)
-        embeds, _ = module.apply({"params": params}, feats, frame_lengths,
-                                 method=lambda m, f, n: m.aut(f, n))
 
         def cond(carry):
             i, _, done = carry
@@ -509,16 +520,8 @@ def make_joint_decoder(module: Any, config: Any, max_new: int, bos_id: int, beam
     text_len = max_new + 1
 
     def decode(params, audio, audio_mask):
-        b, samples = audio.shape
-        feats, frame_lengths = tt.features_from_batch(model_config,
-                                                      {"audio": audio, "audio_mask": audio_mask})
-        audio_lengths = jnp.sum(audio_mask, axis=1)
-        text = jnp.zeros((b, text_len), jnp.int32).at[:, 0].set(bos_id)
-        text_mask = jnp.zeros((b, text_len), bool).at[:, 0].set(True)
-        tokens, _ = tt.asr_sequence(model_config, audio_lengths, text, text_mask, samples)
-        start = tt.audio_token_count(model_config, audio_lengths.astype(jnp.int32)) + 2  # bos
-        embeds, embed_mask = module.apply({"params": params}, feats, frame_lengths,
-                                          method=lambda m, f, n: m.aut(f, n))
+        tokens, start, embeds, embed_mask = decoder_prompt(module, model_config, params, audio,
+                                                           audio_mask, bos_id, text_len)
         ctc_log_probs = ctc_mask = None
         if ctc_weight > 0:
             ctc_logits, ctc_mask = module.apply({"params": params}, embeds, embed_mask,
