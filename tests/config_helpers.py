@@ -26,3 +26,15 @@ def assert_rule(config, fields, match):
         config_lib.get_path(config, section)[key] = value
     with pytest.raises(config_lib.ConfigError, match=match):
         config_lib.validate(config)
+
+
+def small_asr(config):
+    """The main job's asr config with a smaller AuT and Thinker (same layout, levers and data):
+    fast compiles."""
+    m = config.model
+    m.aut.update(hidden_size=32, num_layers=1, num_heads=2, ffn_hidden=64, conv_channels=8,
+                 output_dim=32)
+    m.thinker.update(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16,
+                     ffn_hidden=64, moe_hidden=32)
+    m.talker.thinker_hidden_size = 32
+    return config

@@ -17,24 +17,13 @@ from audiolm.audio import features as features_lib
 from audiolm.config import ConfigError
 from audiolm.presets.experiment import load_experiment_config
 from audiolm.tasks import asr
-from tests.config_helpers import set_field
+from tests.config_helpers import set_field, small_asr
 
 
 def _recipe(**data):
     config = load_experiment_config("configs/thinker_talker.py", "variant=tiny_asr")
     for key, value in data.items():
         config.data[key] = value
-    return config
-
-
-def _small(config):
-    """The recipe with a smaller AuT and Thinker (same layout, levers and data): fast compiles."""
-    m = config.model
-    m.aut.update(hidden_size=32, num_layers=1, num_heads=2, ffn_hidden=64, conv_channels=8,
-                 output_dim=32)
-    m.thinker.update(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16,
-                     ffn_hidden=64, moe_hidden=32)
-    m.talker.thinker_hidden_size = 32
     return config
 
 
@@ -210,7 +199,7 @@ def test_recipe_learns_and_scores_groups(tmp_path, capsys):
     config = _recipe(num_train=8, num_validation=2, num_test=4, num_speakers=8, batch_size=4,
                      cache_dir=str(tmp_path / "cache"), num_workers=1)
     config.sample.max_new_tokens = 4
-    _small(config)
+    small_asr(config)
     config_lib.validate(config)
     assert config.train.loss.ctc_weight > 0 and config.train.loss.spec_time_masks > 0
     module = tt.build(config.model)
@@ -256,7 +245,7 @@ def test_greedy_decoder_matches_full_forward_argmax():
     """The decoder (AuT once, Thinker per step) writes the argmax of the full model's logits."""
     from audiolm.models import thinker_talker as tt
 
-    config = _small(_recipe())
+    config = small_asr(_recipe())
     module = tt.build(config.model)
     params = tt.init_params(config.model, jax.random.PRNGKey(3))
     full = jax.jit(lambda p, t, f, n: module.apply({"params": p}, t, f, n)["logits"])

@@ -16,24 +16,13 @@ from audiolm import config as config_lib
 from audiolm.config import ConfigError
 from audiolm.presets.experiment import load_experiment_config
 from audiolm.tasks import asr
-from tests.config_helpers import set_field
+from tests.config_helpers import set_field, small_asr
 
 BLANK, EOS = 0, 1  # the test vocabularies' blank (pad) and eos ids
 
 
 def _recipe():
     return load_experiment_config("configs/thinker_talker.py", "variant=tiny_asr")
-
-
-def _small(config):
-    """The recipe with a smaller AuT and Thinker (fast compiles), as in test_asr."""
-    m = config.model
-    m.aut.update(hidden_size=32, num_layers=1, num_heads=2, ffn_hidden=64, conv_channels=8,
-                 output_dim=32)
-    m.thinker.update(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16,
-                     ffn_hidden=64, moe_hidden=32)
-    m.talker.thinker_hidden_size = 32
-    return config
 
 
 def _prefix_state(log_probs, mask, labels):
@@ -181,7 +170,7 @@ def test_wider_beam_finds_the_likelier_sentence():
 def tiny_model():
     from audiolm.models import thinker_talker as tt
 
-    config = _small(_recipe())
+    config = small_asr(_recipe())
     module = tt.build(config.model)
     params = tt.init_params(config.model, jax.random.PRNGKey(3))
     rng = np.random.default_rng(0)
