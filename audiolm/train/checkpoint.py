@@ -65,22 +65,28 @@ def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     return {_key_str(p): tuple(getattr(x, "shape", np.shape(x))) for p, x in leaves}
 
 
-def check_params_match(expected: Any, found: Any, source: str) -> None:
-    """Raises CheckpointMismatchError if `found` (params or metadata) differs from `expected`."""
-    want, got = _flat_shapes(expected), _flat_shapes(found)
-    missing = sorted(set(want) - set(got))
-    extra = sorted(set(got) - set(want))
+def leaf_differences(want: dict[str, Any], got: dict[str, Any], differs: str
+                     ) -> tuple[list[str], str | None]:
+    """(phrases naming the leaves missing from `got`, extra in it, or whose spec differs (at most
+    three of each), the first such leaf); ([], None) when `want` == `got`."""
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
-    if not (missing or extra or wrong):
-        return
     parts = []
     if missing:
         parts.append(f"{len(missing)} params of the config are absent (e.g. {missing[:3]})")
     if extra:
         parts.append(f"{len(extra)} params are not in the config's model (e.g. {extra[:3]})")
     if wrong:
-        parts.append("shapes differ: " + ", ".join(
+        parts.append(f"{differs}: " + ", ".join(
             f"{k}: checkpoint {got[k]} vs config {want[k]}" for k in wrong[:3]))
+    return parts, next(iter(missing + extra + wrong), None)
+
+
+def check_params_match(expected: Any, found: Any, source: str) -> None:
+    """Raises CheckpointMismatchError if `found` (params or metadata) differs from `expected`."""
+    parts, _ = leaf_differences(_flat_shapes(expected), _flat_shapes(found), "shapes differ")
+    if not parts:
+        return
     raise CheckpointMismatchError(
         f"checkpoint {source} was written for another model config: " + "; ".join(parts)
         + ". Use a fresh --workdir, or the config the checkpoint was trained with "
@@ -493,20 +499,10 @@ def _check_subtrees(model: Any, found: Any, subtrees: tuple[str, ...], source: s
                 "in both the checkpoint and the config's model") from None
     want = _leaf_specs(_select(model, subtrees), dtypes)
     got = _leaf_specs(_select(found, subtrees), dtypes)
-    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-    wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
-    if not (missing or extra or wrong):
+    parts, first = leaf_differences(want, got, "shape" + ("/dtype" if dtypes else "") + " differs")
+    if not parts:
         return
-    subtree = next(s for s in subtrees if _under((missing + extra + wrong)[0], s))
-    what = "shape" + ("/dtype" if dtypes else "")
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} params of the config are absent (e.g. {missing[:3]})")
-    if extra:
-        parts.append(f"{len(extra)} params are not in the config's model (e.g. {extra[:3]})")
-    if wrong:
-        parts.append(f"{what} differs: " + ", ".join(
-            f"{k}: checkpoint {got[k]} vs config {want[k]}" for k in wrong[:3]))
+    subtree = next(s for s in subtrees if _under(first, s))
     raise CheckpointMismatchError(
         f"init_from={source}: init_from_subtrees {subtree!r} differs from the config's model: "
         + "; ".join(parts) + ". Each listed subtree must have the same parameters, shapes and "
