@@ -42,7 +42,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(_ROOT, "configs", "thinker_talker.py") + ":variant=tiny_asr",
     "Experiment config file (+:arg); the main job by default.", lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (one run folder per recipe).")
-_RECIPES = flags.DEFINE_list("recipes", ["before", "after"], "Recipes to run, in order.")
+_RECIPES = flags.DEFINE_list("recipes", ["before", "ctc", "after"], "Recipes to run, in order.")
 _CER_EVERY = flags.DEFINE_integer("cer_every", 200, "Steps between test-CER measurements.")
 
 RECIPES = ("before", "ctc", "after")
