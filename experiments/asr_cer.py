@@ -38,12 +38,6 @@ if _ROOT not in sys.path:
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_ROOT, "configs", "thinker_talker.py") + ":variant=tiny_asr",
-    "Experiment config file (+:arg); the main job by default.", lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (one run folder per recipe).")
-_RECIPES = flags.DEFINE_list("recipes", ["before", "ctc", "after"], "Recipes to run, in order.")
-_CER_EVERY = flags.DEFINE_integer("cer_every", 200, "Steps between test-CER measurements.")
 
 RECIPES = ("before", "ctc", "after")
 COLUMNS = ("recipe", "step", "wall_minutes", "cer", "cer_template", "cer_scrambled",
@@ -150,6 +144,18 @@ def write_results(rows: list[dict], workdir: str) -> None:
     plt.close(fig)
 
 
+def define_flags() -> None:
+    """The script's flags, defined when it runs (importing it for RECIPES / recipe_config, as the
+    tests do, defines none that could clash with another module's --config)."""
+    global _CONFIG, _WORKDIR, _RECIPES, _CER_EVERY
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", os.path.join(_ROOT, "configs", "thinker_talker.py") + ":variant=tiny_asr",
+        "Experiment config file (+:arg); the main job by default.", lock_config=False)
+    _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (one run folder per recipe).")
+    _RECIPES = flags.DEFINE_list("recipes", ["before", "ctc", "after"], "Recipes to run, in order.")
+    _CER_EVERY = flags.DEFINE_integer("cer_every", 200, "Steps between test-CER measurements.")
+
+
 def main(argv):
     del argv
     if _WORKDIR.value is None:
@@ -174,4 +180,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
