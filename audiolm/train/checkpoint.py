@@ -327,8 +327,13 @@ def last_good_step(ckpt: "Checkpointer", loss_of_params: Callable[[Any], Any],
 def restore_params(directory: str, step: int, target: Any, manager: Any = None) -> Any:
     """The params of checkpoint `directory/step`, restored into `target` (ShapeDtypeStructs
     with shardings). Raises CheckpointMismatchError / CheckpointCorruptError."""
-    where = f"{directory}/{step}"
-    check_params_match(target, saved_params_metadata(directory, step), where)
+    check_params_match(target, saved_params_metadata(directory, step), f"{directory}/{step}")
+    return _restore_params_subset(directory, step, target, manager)
+
+
+def _restore_params_subset(directory: str, step: int, target: Any, manager: Any = None) -> Any:
+    """The params of checkpoint `directory/step` that `target` names (all or some subtrees;
+    Orbax partial restore), restored into `target`'s shapes and shardings."""
     own = manager is None
     if own:
         manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
@@ -338,8 +343,8 @@ def restore_params(directory: str, step: int, target: Any, manager: Any = None) 
                 item={"params": target},
                 restore_args={"params": ocp.checkpoint_utils.construct_restore_args(target)},
                 partial_restore=True)))
-    except Exception as e:
-        raise CheckpointCorruptError(f"checkpoint {where} is incomplete or corrupt "
+    except Exception as e:  # Orbax/tensorstore raise many types for damaged files
+        raise CheckpointCorruptError(f"checkpoint {directory}/{step} is incomplete or corrupt "
                                      f"({type(e).__name__}: {_first_line(e)})") from e
     finally:
         if own:
@@ -518,18 +523,7 @@ def _load_init_subtrees(init_from: str, subtrees: tuple[str, ...], abstract_para
         _check_subtrees(abstract_params, saved_params_metadata(directory, step), subtrees,
                         init_from, dtypes=True)
         target = _select(_sharded_target(abstract_params, shardings), subtrees)
-        manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
-        try:
-            restored = manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(
-                    item={"params": target},
-                    restore_args={"params": ocp.checkpoint_utils.construct_restore_args(target)},
-                    partial_restore=True)))["state"]["params"]
-        except Exception as e:  # Orbax/tensorstore raise many types for damaged files
-            raise CheckpointCorruptError(f"checkpoint {directory}/{step} is incomplete or "
-                                         f"corrupt ({type(e).__name__}: {_first_line(e)})") from e
-        finally:
-            manager.close()
+        restored = _restore_params_subset(directory, step, target)
     else:
         where = f"pretrained model {init_from}"
         imported = _load_pretrained(init_from)
