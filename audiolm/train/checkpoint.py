@@ -15,7 +15,7 @@ Where the starting point comes from (`restore_or_init`), in this order:
      step folder) or a pretrained model directory read by `audiolm.importers.load_pretrained`
      (Hugging Face / Kyutai files): params only; step, optimizer and data start fresh. With
      `config.init_from_subtrees` (e.g. ('aut', 'thinker')) only those subtrees come from it
-     (an Orbax partial restore) and the rest from the scratch init of 3 (same seed);
+     (an Orbax partial restore) and the rest from the scratch init of config.seed;
   3. scratch: the family's `init_params`.
 A checkpoint (or pretrained model) whose parameter tree or shapes differ from the config's model
 raises `CheckpointMismatchError` naming the first differing parameters (with subtrees: only theirs
@@ -60,9 +60,14 @@ def _key_str(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {_key_str(p): tuple(getattr(x, "shape", np.shape(x))) for p, x in leaves}
+def _leaf_specs(tree: Any, dtypes: bool = False) -> dict[str, tuple]:
+    """{'/'-joined key: shape, or (shape, dtype name) with `dtypes`} of a params / metadata
+    tree's leaves."""
+    def spec(x):
+        shape = tuple(getattr(x, "shape", np.shape(x)))
+        return (shape, np.dtype(x.dtype).name) if dtypes else shape
+
+    return {_key_str(p): spec(x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def leaf_differences(want: dict[str, Any], got: dict[str, Any], differs: str
@@ -84,7 +89,7 @@ def leaf_differences(want: dict[str, Any], got: dict[str, Any], differs: str
 
 def check_params_match(expected: Any, found: Any, source: str) -> None:
     """Raises CheckpointMismatchError if `found` (params or metadata) differs from `expected`."""
-    parts, _ = leaf_differences(_flat_shapes(expected), _flat_shapes(found), "shapes differ")
+    parts, _ = leaf_differences(_leaf_specs(expected), _leaf_specs(found), "shapes differ")
     if not parts:
         return
     raise CheckpointMismatchError(
@@ -471,13 +476,6 @@ def _select(tree: Any, subtrees: tuple[str, ...]) -> dict:
             where = where.setdefault(part, {})
         where[last] = _node(tree, path)
     return out
-
-
-def _leaf_specs(tree: Any, dtypes: bool) -> dict[str, tuple]:
-    """{'/'-joined key: (shape,) or (shape, dtype)} of a params / metadata tree's leaves."""
-    return {_key_str(p): (tuple(getattr(x, "shape", np.shape(x))),)
-            + ((np.dtype(x.dtype).name,) if dtypes else ())
-            for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _check_subtrees(model: Any, found: Any, subtrees: tuple[str, ...], source: str,
