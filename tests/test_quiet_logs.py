@@ -17,6 +17,7 @@ def _record(path, level=std_logging.INFO):
 def _filters_after(argv):
     handler = logging.get_absl_handler()
     before = list(handler.filters)
+    verbosity = logging.get_verbosity()  # parsing the flags sets absl's level; put it back after
     flags.FLAGS.unparse_flags()
     flags.FLAGS(argv)
     try:
@@ -26,6 +27,7 @@ def _filters_after(argv):
         for f in handler.filters[len(before):]:
             handler.removeFilter(f)
         flags.FLAGS.unparse_flags()
+        logging.set_verbosity(verbosity)
 
 
 def test_library_info_dropped_by_default():

@@ -98,7 +98,7 @@ def test_tts_starts_from_the_asr_runs_aut_and_thinker(asr_run, tts, tmp_path):
 def test_a_slash_joined_path_restores_that_subtree_only(asr_run, tts, caplog):
     _, asr_dir, asr_params = asr_run
     subtrees = ("thinker/layers_1", "aut/conv1")
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         params = _load(tts, asr_dir, subtrees)
     _assert_from(params, subtrees, asr_params, tts[1].params)
     assert (f"initialised params thinker/layers_1, aut/conv1 from {asr_dir}/checkpoints step 2; "
