@@ -93,6 +93,11 @@ class Experiment:
         return self.make_state(self.scratch_params())
 
 
+def init_rngs(config: Any) -> tuple[Any, Any]:
+    """(the params' init key, the train state's key), both from `config.seed`."""
+    return tuple(jax.random.split(jax.random.PRNGKey(int(config.seed))))
+
+
 def build(config: Any) -> Experiment:
     """Validates `config` and builds module, task, mesh, optimizer and the sharded state."""
     config_lib.validate(config)
@@ -106,7 +111,7 @@ def build(config: Any) -> Experiment:
     module = family.build(config.model, dtype=jnp.dtype(config.train.dtype))
     tx = optim.make_optimizer(config.train)
     lr_schedule = optim.learning_rate_schedule(config.train)
-    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(int(config.seed)))
+    init_rng, state_rng = init_rngs(config)
     init_fn = functools.partial(family.init_params, config.model)
     abstract_params, param_shardings = sharded_abstract_params(init_fn, init_rng, mesh, rules)
     make = jax.jit(lambda p: TrainState.create(p, tx, state_rng))

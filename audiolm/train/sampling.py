@@ -2,7 +2,9 @@
 
 Params come from, in this order: the latest checkpoint in `workdir/checkpoints` (params only),
 else `config.init_from` (a checkpoint directory, or a pretrained model directory read by
-`audiolm.importers.load_pretrained`), else a ConfigError naming `init_from`. Both go through
+`audiolm.importers.load_pretrained`; with `init_from_subtrees`, only those subtrees, the rest
+from the scratch init of `config.seed`, as training starts), else a ConfigError naming
+`init_from`. Both go through
 `audiolm.train.checkpoint` (the trainer's restore: shapes checked against the config's model,
 params sharded over the config's mesh). Then the task's `write_samples(module, params, config,
 workdir)` writes into `workdir/samples/` and returns a summary, which is printed and written to
@@ -40,15 +42,17 @@ def load_params(config: Any, workdir: str) -> tuple[Any, Any, str]:
     module = family.build(config.model)
     mesh = parallel.make_mesh(config.mesh)
     rules = parallel.logical_rules(config.mesh)
-    abstract, shardings = loop.sharded_abstract_params(
-        functools.partial(family.init_params, config.model),
-        jax.random.PRNGKey(int(config.seed)), mesh, rules)
+    init_fn = functools.partial(family.init_params, config.model)
+    rng, _ = loop.init_rngs(config)  # the scratch params of training
+    abstract, shardings = loop.sharded_abstract_params(init_fn, rng, mesh, rules)
     if _has_checkpoint(workdir):
         source = os.path.abspath(os.path.join(workdir, "checkpoints"))
         params = ckpt_lib.load_init_params(workdir, abstract, shardings)
     elif config.init_from:
         source = str(config.init_from)
-        params = ckpt_lib.load_init_params(source, abstract, shardings)
+        subtrees = tuple(config.init_from_subtrees)
+        scratch = jax.jit(init_fn, out_shardings=shardings)(rng) if subtrees else None
+        params = ckpt_lib.load_init_params(source, abstract, shardings, subtrees, scratch)
     else:
         raise ConfigError(
             f"init_from={config.init_from!r}: --mode=sample needs trained or imported params, but "

@@ -207,3 +207,15 @@ def test_default_is_the_whole_tree():
     config = _tts_config()
     assert tuple(config.init_from_subtrees) == ()
     config_lib.validate(config)
+
+
+def test_sample_mode_loads_the_subtrees_as_training_starts(asr_run, tts, tmp_path):
+    """--mode=sample without a workdir checkpoint: the named subtrees from init_from, the rest
+    from the same scratch init as the first training step."""
+    from audiolm.train import sampling
+
+    _, asr_dir, asr_params = asr_run
+    subtrees = ("aut", "thinker")
+    _, params, source = sampling.load_params(_tts_config(asr_dir, subtrees), str(tmp_path))
+    assert source == asr_dir
+    _assert_from(jax.device_get(params), subtrees, asr_params, tts[1].params)
