@@ -10,6 +10,9 @@ Original / reconstructed WAV pairs of test utterances from a trained run:
 Decoded by a Code2Wav (Qwen3-Omni's decoder) instead of the SEANet mirror (tiny | speech):
   python -m audiolm.main --config=configs/codec.py:variant=tiny,decoder=code2wav \
       --workdir=/tmp/codec_tiny_c2w
+Decoded by a Vocos-style inverse-STFT decoder instead of the SEANet decoder (tiny | speech):
+  python -m audiolm.main --config=configs/codec.py:variant=speech,decoder=istft \
+      --workdir=runs/codec_istft
 Describe Kyutai's Mimi (parameters; nothing is allocated):
   python -m audiolm.main --config=configs/codec.py:variant=mimi --mode=describe
 
@@ -21,7 +24,8 @@ arg: variant=<preset of audiolm.presets.codec> (tiny | speech | mimi | tiny_mimi
 (0 = the variant's default), adversarial=<bool> (default False: no discriminator).
 `audiolm.presets.codec` documents every field of `config.model`;
 the task is "codec" (`audiolm.tasks.codec`: the loss weights below). decoder=seanet (default) |
-code2wav (tiny, speech: the Code2Wav of `audiolm.presets.codec.CODE2WAV_DECODERS`).
+code2wav (tiny, speech: the Code2Wav of `audiolm.presets.codec.CODE2WAV_DECODERS`) | istft (tiny,
+speech: `audiolm.presets.codec.ISTFT_DECODERS`).
 """
 
 from __future__ import annotations
@@ -61,8 +65,12 @@ def get_config(arg=None):
     if arg.decoder == "code2wav":  # the preset's Code2Wav (tiny, speech) replaces SEANet's
         config.model = spec_to_section(presets.with_code2wav(presets.SPECS[arg.variant],
                                                              arg.variant))
+    elif arg.decoder == "istft":  # the preset's iSTFT decoder (tiny, speech) replaces SEANet's
+        config.model = spec_to_section(presets.with_istft(presets.SPECS[arg.variant],
+                                                          arg.variant))
     elif arg.decoder != "seanet":
-        raise ValueError(f"config arg decoder={arg.decoder!r}: expected 'seanet' or 'code2wav'")
+        raise ValueError(f"config arg decoder={arg.decoder!r}: expected 'seanet', 'code2wav' "
+                         "or 'istft'")
     rate = int(config.model.sample_rate)
     config.task.name = "codec"
     config.task.evaluators = ("loss", "codec")

@@ -78,8 +78,8 @@ from audiolm.config import (MAX_CODEBOOKS, check_float, check_int, check_schema,
 from audiolm.nn.compile import fast_jit
 from audiolm.models.discriminator import MultiScaleSTFTDiscriminator
 from audiolm.nn.params import default_kernel_init, partitioned
-from audiolm.presets.codec import (CodecSpec, CodecTransformerSpec, QuantizerSpec, SEANetSpec,
-                                   bitrate, frame_rate, hop_length)
+from audiolm.presets.codec import (CodecSpec, CodecTransformerSpec, ISTFTSpec, QuantizerSpec,
+                                   SEANetSpec, bitrate, frame_rate, hop_length)
 
 FAMILY = "codec"
 __all__ = ["Codec", "CodecSpec", "bitrate", "frame_rate", "hop_length", "build", "init_params",
@@ -91,10 +91,13 @@ def spec_of(model_config: Any) -> CodecSpec:
     """The `CodecSpec` of `config.model` (schema-checked; a spec passes through)."""
     if isinstance(model_config, CodecSpec):
         return model_config
-    section = model_config.get("code2wav") if hasattr(model_config, "get") else None
+    get = model_config.get if hasattr(model_config, "get") else lambda key: None
+    c2w, istft = get("code2wav"), get("istft")
     return config_lib.spec_from_section(
         CodecSpec, {"model": model_config}, "model",
-        code2wav=None if section is None else code2wav_lib.spec_of(section))
+        code2wav=None if c2w is None else code2wav_lib.spec_of(c2w),
+        istft=None if istft is None else config_lib.spec_from_section(
+            ISTFTSpec, {"model": model_config}, "model.istft"))
 
 
 def num_frames(spec: CodecSpec, samples: int) -> int:
@@ -225,6 +228,114 @@ class SEANetDecoder(nn.Module):
         x = st.conv(anl.CausalConv1d(1, c.last_kernel_size, name="conv_out", **kw),
                     jax.nn.elu(x), "conv_out", c.last_kernel_size)
         return x[..., 0], st.new
+
+
+# Causal inverse STFT (decoder "istft")
+
+MAX_LOG_MAGNITUDE = math.log(1e2)  # clip of the predicted log-magnitude: exp never overflows
+# Initial log-magnitude bias: ~n_fft/2 bins of magnitude m and random phase synthesise a frame
+# of RMS ~ m * sqrt(n_fft), so e^-6 starts near speech level instead of tens of full scales.
+LOG_MAGNITUDE_INIT = -6.0
+NORM_FLOOR = 0.1  # floor on the summed squared windows (only bites at a stream's first samples)
+
+
+def hann_window(n_fft: int) -> jax.Array:
+    """Periodic Hann window [n_fft] (its squares overlap-add to a constant at hop n_fft / 4)."""
+    return 0.5 - 0.5 * jnp.cos(2.0 * jnp.pi * jnp.arange(n_fft) / n_fft)
+
+
+def overlap_add(frames: jax.Array, hop: int, start: Any = 0,
+                tail: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Causal windowed overlap-add of time-domain frames.
+
+    frames [B, T, n_fft] (n_fft = r * hop): frame t is the window of samples [t * hop, t * hop +
+    n_fft) of the [B, T * hop] grid, so sample s sees only frames t <= s / hop (causal). Each
+    frame is multiplied by the Hann window; every sample is divided by the sum of the squared
+    windows of the frames that cover it, counted from the stream's first frame (`start`: the
+    absolute index of frames[:, 0], an int or a traced scalar), floored at NORM_FLOOR: exact
+    inversion of a Hann-windowed analysis STFT everywhere that sum is >= NORM_FLOOR, the first
+    samples of a stream included. tail [B, n_fft - hop]: the windowed sums that earlier frames
+    left past their grid (None: zeros, the start of a stream). Returns (wav [B, T * hop], the
+    new tail [B, n_fft - hop], unnormalised).
+    """
+    b, t, n_fft = frames.shape
+    r = n_fft // hop
+    if n_fft % hop or r < 1:
+        raise ValueError(f"overlap_add: frame length {n_fft} must be a multiple of hop={hop}")
+    window = hann_window(n_fft)
+    chunks = (frames.astype(jnp.float32) * window).reshape(b, t, r, hop)
+    # Block j (samples [j * hop, (j + 1) * hop)) sums chunk i of frame j - i.
+    acc = sum(jnp.pad(chunks[:, :, i], ((0, 0), (i, r - 1 - i), (0, 0))) for i in range(r))
+    if tail is not None and r > 1:
+        acc = acc.at[:, :r - 1].add(tail.reshape(b, r - 1, hop).astype(jnp.float32))
+    # Squared-window sum of block j: chunks 0..min(j, r - 1) (frames before the first are none).
+    covered = jnp.cumsum(jnp.square(window).reshape(r, hop), axis=0)
+    block = jnp.minimum(jnp.asarray(start, jnp.int32) + jnp.arange(t), r - 1)
+    norm = jnp.maximum(covered[block], NORM_FLOOR)
+    wav = (acc[:, :t] / norm).reshape(b, t * hop)
+    return wav, acc[:, t:].reshape(b, (r - 1) * hop)
+
+
+class ISTFTDecoder(nn.Module):
+    """Vocos-style decoder: latent [B, T, D] at the encoder rate -> wav [B, T * hop].
+
+    Causal conv (kernel, D -> width), LayerNorm, `num_blocks` causal ConvNeXt blocks
+    (`anl.ConvNeXtBlock`: depthwise conv, LayerNorm, GELU MLP, LayerScale 1 / num_blocks,
+    residual), LayerNorm, then per frame a linear head to log-magnitude (clipped at
+    MAX_LOG_MAGNITUDE, exp) and phase (an angle) of n_fft // 2 + 1 bins; inverse real FFT
+    (unnormalised sum, so a magnitude is about a quarter of a sinusoid's amplitude) and the
+    causal `overlap_add`: frame t covers samples [t * hop, t * hop + n_fft).
+
+    Why frame t starts (not ends) at its own hop: any later placement would make samples
+    depend on later frames (overlap-add lookahead of n_fft - hop samples), breaking the
+    codec's causal grid and streaming. The price: the part of frame t past (t + 1) * hop is
+    predicted from what frame t has seen; with n_fft = 2 * hop half of each hop's window
+    weight comes from the frame that ends in it, with 4 * hop under a twentieth.
+
+    `(x, state=None) -> (wav, state)`: state a dict streams: the convs' kept frames
+    (`Stream`), `tail` [B, n_fft - hop] (the overlap-add left past the last output) and
+    `frames` (frames decoded so far: the normaliser at a stream's start).
+    Params `conv_in`, `norm_in`, `block_{i}`, `norm_out`, `magnitude`, `phase`.
+    """
+    spec: ISTFTSpec
+    hop: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, state: dict | None = None):
+        c = self.spec
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        st = Stream(state)
+        x = st.conv(anl.CausalConv1d(c.width, c.kernel, name="conv_in", **kw), x, "conv_in",
+                    c.kernel)
+        x = anl.LayerNorm(eps=1e-6, name="norm_in", **kw)(x)
+        for i in range(c.num_blocks):
+            # The block is pointwise but for its depthwise conv: streamed as a conv of `kernel`.
+            block = anl.ConvNeXtBlock(c.width, c.kernel, c.mlp_ratio,
+                                      layer_scale_init=1.0 / c.num_blocks, name=f"block_{i}",
+                                      **kw)
+            x = st.conv(block, x, f"block_{i}", c.kernel)
+        x = anl.LayerNorm(eps=1e-6, name="norm_out", **kw)(x).astype(jnp.float32)
+        bins = c.n_fft // 2 + 1
+
+        def head(name, bias):
+            return nn.Dense(bins, dtype=jnp.float32, param_dtype=self.param_dtype, name=name,
+                            kernel_init=partitioned(default_kernel_init, ("embed", None)),
+                            bias_init=partitioned(nn.initializers.constant(bias), (None,)))(x)
+
+        magnitude = jnp.exp(jnp.minimum(head("magnitude", LOG_MAGNITUDE_INIT),
+                                        MAX_LOG_MAGNITUDE))
+        phase = head("phase", 0.0)
+        spectrum = jax.lax.complex(magnitude * jnp.cos(phase), magnitude * jnp.sin(phase))
+        frames = jnp.fft.irfft(spectrum, n=c.n_fft, axis=-1, norm="forward")
+        start = 0 if state is None else jnp.asarray(state.get("frames", 0), jnp.int32)
+        wav, tail = overlap_add(frames, self.hop, start,
+                                None if state is None else state.get("tail"))
+        if st.new is not None:
+            st.new["tail"] = tail
+            st.new["frames"] = start + x.shape[1]
+        return wav.astype(self.dtype), st.new
 
 
 class CodecTransformer(nn.Module):
@@ -606,7 +717,10 @@ class Codec(nn.Module):
         if c.decoder == "code2wav":  # Code2Wav replaces upsampler, transformer and SEANet
             self.code2wav = code2wav_lib.Code2Wav(c.code2wav, **kw)
         else:
-            self.decoder = SEANetDecoder(c.seanet, **kw)
+            if c.decoder == "istft":  # replaces the SEANet decoder only
+                self.istft_decoder = ISTFTDecoder(c.istft, math.prod(c.seanet.ratios), **kw)
+            else:
+                self.decoder = SEANetDecoder(c.seanet, **kw)
             if c.transformer.num_layers:
                 self.decoder_transformer = CodecTransformer(c.transformer, **kw)
             if c.downsample_stride > 1:
@@ -648,6 +762,8 @@ class Codec(nn.Module):
             x = self.upsample(x)
         if self.spec.transformer.num_layers:
             x, _ = self.decoder_transformer(x)
+        if self.spec.decoder == "istft":
+            return self.istft_decoder(x)[0]
         return self.decoder(x)[0]
 
     def encode(self, wav: jax.Array, num_codebooks: int | None = None) -> jax.Array:
@@ -687,13 +803,13 @@ class Codec(nn.Module):
         return self.quantizer.encode(x, num_codebooks), new
 
     def decode_step(self, codes: jax.Array, state: dict):
-        """The next frames of a stream (decoder "seanet"): codes [B, k, n], state
-        (`init_stream`'s "decode": {"frames", "upsample", "decoder_transformer", "decoder"})
-        -> (wav [B, n * hop], state)."""
-        if self.spec.decoder != "seanet":
+        """The next frames of a stream (decoder "seanet" or "istft"): codes [B, k, n], state
+        (`init_stream`'s "decode": {"frames", "upsample", "decoder_transformer", "decoder" or
+        "istft_decoder"}) -> (wav [B, n * hop], state)."""
+        if self.spec.decoder == "code2wav":
             raise ValueError(f"Codec.decode_step: model.decoder={self.spec.decoder!r}; this "
-                             "method streams the SEANet decoder (module-level `decode_step` "
-                             "streams both)")
+                             "method streams the SEANet and iSTFT decoders (module-level "
+                             "`decode_step` streams all three)")
         check_codes(codes, self.spec)
         st = Stream(state)
         x = self.quantizer.decode(jnp.asarray(codes, jnp.int32)).astype(self.dtype)
@@ -701,7 +817,10 @@ class Codec(nn.Module):
             x = st.layer(self.upsample, x, "upsample", 1, self.spec.downsample_stride)
         if self.spec.transformer.num_layers:
             x = st.module(self.decoder_transformer, x, "decoder_transformer")
-        wav = st.module(self.decoder, x, "decoder")
+        if self.spec.decoder == "istft":
+            wav = st.module(self.istft_decoder, x, "istft_decoder")
+        else:
+            wav = st.module(self.decoder, x, "decoder")
         st.new["frames"] = jnp.asarray(state.get("frames", 0), jnp.int32) + codes.shape[2]
         return wav, st.new
 
@@ -947,7 +1066,8 @@ def describe_params(model_config: Any) -> dict[str, dict[str, int]]:
         jax.random.PRNGKey(0))
     side = {"encoder": ("encoder", "encoder_transformer", "downsample"),
             "quantizer": ("quantizer",),
-            "decoder": ("upsample", "decoder_transformer", "decoder", "code2wav")}
+            "decoder": ("upsample", "decoder_transformer", "decoder", "code2wav",
+                        "istft_decoder")}
     if spec.discriminator.n_ffts:
         side["discriminator"] = ("discriminator",)
     counted = _drop_leaves(shapes, ("cluster_usage", "initialized"))
@@ -990,15 +1110,35 @@ def _check_ints(config: Any, path: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-DECODERS = ("seanet", "code2wav")
+DECODERS = ("seanet", "code2wav", "istft")
+
+
+def istft_rules(config: Any) -> None:
+    """The `model.istft` section of decoder "istft": positive sizes, n_fft a multiple of the
+    encoder hop prod(model.seanet.ratios) (the frames' rate)."""
+    c = "model.istft"
+    section = get_path(config, c)
+    require(hasattr(section, "keys"), c, section,
+            "must be an ISTFTSpec section (audiolm.presets.codec.ISTFT_DECODERS) when "
+            "model.decoder='istft'")
+    check_schema(config, c, config_lib.spec_schema(ISTFTSpec))
+    for key in ("width", "num_blocks", "kernel", "mlp_ratio"):
+        check_int(config, f"{c}.{key}", lo=1)
+    hop = math.prod(config.model.seanet.ratios)
+    n_fft = check_int(config, f"{c}.n_fft", lo=1)
+    require(n_fft % hop == 0, f"{c}.n_fft", n_fft,
+            f"must be a multiple of the encoder hop prod(model.seanet.ratios="
+            f"{tuple(config.model.seanet.ratios)}) = {hop} (one STFT frame per encoder frame)")
 
 
 def decoder_rules(config: Any) -> None:
-    """model.decoder and, for "code2wav", the `model.code2wav` section: a valid Code2Wav whose
-    hidden_size is the latent width, whose total upsampling is the codec's hop and whose
-    codebooks and sample rate are the codec's."""
+    """model.decoder and its section: for "istft" `istft_rules`; for "code2wav" the
+    `model.code2wav` section: a valid Code2Wav whose hidden_size is the latent width, whose
+    total upsampling is the codec's hop and whose codebooks and sample rate are the codec's."""
     decoder = config_lib.check_choice(config, "model.decoder", DECODERS)
     section = get_path(config, "model.code2wav")
+    if decoder == "istft":
+        istft_rules(config)
     if decoder != "code2wav":
         return
     c = "model.code2wav"

@@ -108,6 +108,19 @@ class DiscriminatorSpec:
 
 
 @_spec
+class ISTFTSpec:
+    """`model.istft`: the Vocos-style decoder of `decoder="istft"` (`audiolm.models.codec.
+    ISTFTDecoder`): at the encoder rate (hop = prod(seanet.ratios) samples per frame), a causal
+    conv from seanet.dimension to `width`, `num_blocks` causal ConvNeXt blocks, a linear head
+    to the log-magnitude and phase of n_fft // 2 + 1 bins, then a causal inverse STFT."""
+    width: int  # channels of the ConvNeXt blocks
+    num_blocks: int  # ConvNeXt blocks (causal depthwise conv, LayerNorm, MLP, residual)
+    kernel: int = 7  # depthwise conv kernel of each block (and of the input conv)
+    mlp_ratio: int = 3  # MLP hidden width = mlp_ratio * width
+    n_fft: int  # STFT window in samples: a multiple of the hop prod(seanet.ratios)
+
+
+@_spec
 class CodecSpec:
     """`config.model` of the codec family."""
     family: str = "codec"
@@ -122,8 +135,12 @@ class CodecSpec:
     # "code2wav": Qwen3-Omni's Code2Wav (`model.code2wav`, a `Code2WavSpec`) decodes the
     # quantized latent: its hidden_size = seanet.dimension, its total upsampling = hop_length,
     # its codebook count and size = the quantizer's (`audiolm.models.codec` says why).
+    # "istft": a Vocos-style decoder (`model.istft`, an `ISTFTSpec`) predicts STFT magnitude
+    # and phase at the encoder rate and synthesises by a causal inverse STFT, in place of the
+    # SEANet decoder only (the upsampler and the decoder transformer stay).
     decoder: str = "seanet"
     code2wav: Code2WavSpec | None = None  # decoder "code2wav" only
+    istft: ISTFTSpec | None = None  # decoder "istft" only
 
 
 def hop_length(spec: CodecSpec) -> int:
@@ -207,6 +224,23 @@ def with_code2wav(spec: CodecSpec, name: str) -> CodecSpec:
         raise ValueError(f"with_code2wav: name={name!r}: expected one of "
                          f"{sorted(CODE2WAV_DECODERS)}")
     return dataclasses.replace(spec, decoder="code2wav", code2wav=CODE2WAV_DECODERS[name])
+
+
+# iSTFT decoders (`decoder="istft"`) sized for the codecs above: `with_istft(TINY, "tiny")`,
+# `with_istft(SPEECH_16K, "speech")` (configs/codec.py `decoder=istft`). n_fft = 2 hops: the
+# causal overlap-add synthesises each hop from the frame that ends in it and the one before
+# (`audiolm.models.codec.ISTFTDecoder` says why more overlap costs quality here).
+ISTFT_DECODERS = {
+    "tiny": ISTFTSpec(width=32, num_blocks=2, kernel=7, mlp_ratio=2, n_fft=128),  # hop 64
+    "speech": ISTFTSpec(width=256, num_blocks=6, kernel=7, mlp_ratio=3, n_fft=640),  # hop 320
+}
+
+
+def with_istft(spec: CodecSpec, name: str) -> CodecSpec:
+    """`spec` decoded by the iSTFT decoder `ISTFT_DECODERS[name]` instead of its SEANet mirror."""
+    if name not in ISTFT_DECODERS:
+        raise ValueError(f"with_istft: name={name!r}: expected one of {sorted(ISTFT_DECODERS)}")
+    return dataclasses.replace(spec, decoder="istft", istft=ISTFT_DECODERS[name])
 
 
 SPECS = {"tiny": TINY, "speech": SPEECH_16K, "mimi": MIMI, "tiny_mimi": TINY_MIMI}
