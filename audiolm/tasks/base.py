@@ -93,3 +93,8 @@ class Task(Protocol):
     # the train step (jitted, after the optimizer update) overwrites those leaves with it, so any
     # optimizer drift on them is discarded (their gradients must be zero: stop_gradient in the
     # forward). metrics: scalars added to the step's metrics.
+
+    # Optional (a task without it starts from the family's init): the scratch params adapted to
+    # the task (e.g. embeddings from a codec's codebooks); called once, before training, on a
+    # fresh run only (a resumed run or init_from's subtrees keep their own values).
+    #   init_params(params, config) -> params

@@ -8,6 +8,8 @@
                               logged as such)
     task.codec.num_codebooks  codebooks used, 1..the codec's
     task.codec.seed           init seed of the random codec (ignored with a workdir)
+    task.codec.init_embeddings  start the model's audio code embeddings from the codec's own
+                              codebooks (`codebook_embeddings`) instead of random rows
 
 `load_codec(config)` -> (module, params, spec). `codes_for_split(config, split)` -> {utterance
 index: int32 [K, T]}: every utterance of the split encoded once and kept in an `ArrayCache`
@@ -39,6 +41,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -51,17 +54,18 @@ from audiolm.presets import codec as codec_presets
 from audiolm.presets import experiment
 
 FORMAT_VERSION = 1  # bump when the encoding procedure changes (invalidates cached codes)
-CODEC_SCHEMA = dict(config="", workdir="", num_codebooks=0, seed=0)
+CODEC_SCHEMA = dict(config="", workdir="", num_codebooks=0, seed=0, init_embeddings=False)
 ENCODE_BATCH = 8  # utterances per codec call while filling the cache
 
 log = logging.getLogger("audiolm.tasks")
 
 
-def codec_section(config: str, num_codebooks: int, workdir: str = "",
-                  seed: int = 0) -> ml_collections.ConfigDict:
+def codec_section(config: str, num_codebooks: int, workdir: str = "", seed: int = 0,
+                  init_embeddings: bool = False) -> ml_collections.ConfigDict:
     """The `config.task.codec` section (module docstring)."""
     return ml_collections.ConfigDict(dict(config=config, workdir=workdir,
-                                          num_codebooks=num_codebooks, seed=seed))
+                                          num_codebooks=num_codebooks, seed=seed,
+                                          init_embeddings=init_embeddings))
 
 
 @functools.lru_cache(maxsize=8)
@@ -122,6 +126,8 @@ def check_section(config: Any) -> None:
     check_int(config, "task.codec.num_codebooks", lo=max(q.num_semantic, 1),
               hi=q.num_codebooks)
     check_int(config, "task.codec.seed", lo=0)
+    flag = config.task.codec.init_embeddings
+    require(isinstance(flag, bool), "task.codec.init_embeddings", flag, "must be a bool")
     workdir = check_str(config, "task.codec.workdir")
     if workdir:
         require(_checkpoint_dir(workdir) is not None, "task.codec.workdir", workdir,
@@ -230,6 +236,50 @@ def _load_codec(config: Any) -> tuple[Any, Any, codec_presets.CodecSpec]:
     target = jax.eval_shape(lambda r: codec_lib.init_params(model, r), jax.random.PRNGKey(0))
     params = _restore_params(directory, target, f"task.codec.workdir={section.workdir!r}")
     return module, params, spec
+
+
+def codebook_embeddings(config: Any, table: Any) -> np.ndarray:
+    """The codec's codebooks as a model's audio code embeddings: `table` [K, V, W] (K =
+    task.codec.num_codebooks, V >= the codebook size) -> a copy whose first codebook_size rows
+    of codebook k are (decode of code v at level k, every other level at code 0) - decode(all
+    codes 0), a [D] latent, times one random [D, W] projection (seeded by task.codec.seed),
+    scaled to the RMS of `table`'s rows. Summed over codebooks the rows give P(latent(codes) -
+    latent(0)) exactly (the residual VQ decode is a sum of per-level vectors through a linear
+    projection), so the model starts reading a linear view of the codec's quantized latent, in
+    which similar sounds are near, instead of one unrelated random row per code."""
+    module, params, spec = load_codec(config)
+    table = np.asarray(table, np.float32)
+    k, card = num_codebooks(config), spec.quantizer.codebook_size
+    if table.ndim != 3 or table.shape[0] != k or table.shape[1] < card:
+        raise ValueError(f"codebook_embeddings: table shape {table.shape} must be [K={k}, "
+                         f"V >= {card}, W]")
+    codes = np.zeros((k, card, k, 1), np.int32)  # [level, code, codebooks, frame]
+    for level in range(k):
+        codes[level, :, level, 0] = np.arange(card)
+    latent = module.apply({"params": params}, jnp.asarray(codes.reshape(k * card, k, 1)),
+                          method=lambda m, c: m.quantizer.decode(c))  # [k * card, 1, D]
+    base = module.apply({"params": params}, jnp.zeros((1, k, 1), jnp.int32),
+                        method=lambda m, c: m.quantizer.decode(c))
+    rows = np.asarray(latent - base, np.float32).reshape(k, card, -1)
+    rng = np.random.default_rng(int(config.task.codec.seed))
+    proj = rng.standard_normal((rows.shape[-1], table.shape[2])).astype(np.float32)
+    rows = rows @ proj
+    rms = lambda x: float(np.sqrt(np.mean(np.square(x))))
+    out = table.copy()
+    out[:, :card] = rows * (rms(table[:, :card]) / max(rms(rows), 1e-12))
+    return out
+
+
+def init_moshi_embeddings(params: Any, config: Any) -> Any:
+    """The Moshi family's scratch params with `audio_emb` from the codec's codebooks when
+    `task.codec.init_embeddings` (`codebook_embeddings`); otherwise `params` unchanged."""
+    if not config.task.codec.init_embeddings:
+        return params
+    table = params["audio_emb"]["embedding"]
+    new = jnp.asarray(codebook_embeddings(config, jax.device_get(table)), table.dtype)
+    emb = {**params["audio_emb"], "embedding": jax.device_put(new, table.sharding)}
+    log.info("audio_emb: initialised from the codec's codebooks (task.codec.init_embeddings)")
+    return {**params, "audio_emb": emb}
 
 
 def params_digest(params: Any) -> str:

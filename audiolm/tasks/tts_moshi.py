@@ -182,6 +182,11 @@ def stream_codes(config: Any, batch: Mapping[str, np.ndarray], tokenizer: Any) -
     return np.concatenate([text, audio], axis=1)
 
 
+def init_params(params: Any, config: Any) -> Any:
+    """The tts hook: `audio_emb` from the codec's codebooks when task.codec.init_embeddings."""
+    return speech_codes.init_moshi_embeddings(params, config)
+
+
 def make_batches(config: Any, family: Any, split: str, finite: bool = False
                  ) -> speech_codes.MappedBatches:
     """`speech_codes` batches in the Moshi layout: {"codes" [B, 1+K, T], and with a speaker

@@ -86,8 +86,11 @@ class Experiment:
                        out_shardings=self.state_shardings)(params)
 
     def scratch_params(self) -> Any:
-        """The family's params initialised from `config.seed` (sharded)."""
-        return jax.jit(self.init_fn, out_shardings=self.param_shardings)(self.init_rng)
+        """The family's params initialised from `config.seed` (sharded), through the task's
+        optional `init_params` hook."""
+        params = jax.jit(self.init_fn, out_shardings=self.param_shardings)(self.init_rng)
+        adapt = getattr(self.task, "init_params", None)
+        return params if adapt is None else adapt(params, self.config)
 
     def init_state(self) -> TrainState:
         return self.make_state(self.scratch_params())
