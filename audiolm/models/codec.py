@@ -1,5 +1,5 @@
 """Neural audio codec (family "codec"): causal SEANet encoder, residual VQ, mirror decoder (or
-Code2Wav), offline and streaming.
+Code2Wav, or an inverse-STFT decoder), offline and streaming.
 
 waveform [B, S] -> pad right to a multiple of hop_length -> SEANet encoder (causal conv,
 per stage: residual blocks then ELU + strided conv of kernel 2r, channels doubled; ELU + last
@@ -27,7 +27,11 @@ optimizer never moves (zero gradient) and that `learn_quantizer` rewrites after 
 (through the codec task's `update_buffers` hook): k-means init on the first batch, EMA
 updates, dead-code restarts.
 
-Decoder (`model.decoder`): "seanet", the mirror above, or "code2wav": Qwen3-Omni's Code2Wav
+Decoder (`model.decoder`): "seanet", the mirror above; "istft" (`ISTFTDecoder`, `model.istft`,
+param subtree `istft_decoder`): in place of the SEANet decoder only, Vocos-style causal ConvNeXt
+blocks at the encoder rate predict each frame's STFT magnitude and phase, synthesised by a
+causal inverse STFT (`overlap_add`): no upsampling convs at the sample rate, so a training step
+costs a fraction of the mirror's; or "code2wav": Qwen3-Omni's Code2Wav
 (`audiolm.models.code2wav`, param subtree `code2wav`) replaces the upsampler, the decoder
 transformer and the SEANet decoder, fed the quantized latent [B, T, D] in place of its own code
 embedding (`Code2Wav(embeddings=...)`; D = its hidden_size, hop = its total upsampling). Why the
@@ -44,7 +48,8 @@ Streaming (`init_stream`, `encode_step`, `decode_step`; names as `code2wav.init_
 causal conv keeps its last (kernel - 1) * dilation + 1 - stride input frames (`Stream`), each
 transposed conv its last input frame, each transformer layer its ring KV cache of `context`
 slots, the downsampler its last `stride` encoder frames (the first frame repeated at the start,
-as offline); the state is a fixed-shape pytree. The Code2Wav decoder streams as
+as offline), the iSTFT decoder its overlap-add tail (n_fft - hop samples) and its frame count;
+the state is a fixed-shape pytree. The Code2Wav decoder streams as
 `code2wav.stream_step` does: the last receptive_field frames of latent are decoded again beside
 the new ones.
 
@@ -54,7 +59,8 @@ Config: `audiolm.presets.codec.CodecSpec` (every field with its comment), preset
 (`layers_{i}`), `downsample` (`conv`), `upsample` (`conv`), `quantizer` (`semantic`,
 `acoustic` or `rvq`: `input_proj` [D, d], `output_proj` [d, D], `codebooks` [L, K, d] or the
 buffers `embedding_sum` [L, K, d], `cluster_usage` [L, K], `initialized` []),
-`decoder` (`conv_in`, `up_{i}`, `res_{i}_{j}`, `conv_out`); with `model.discriminator.n_ffts`
+`decoder` (`conv_in`, `up_{i}`, `res_{i}_{j}`, `conv_out`) or `istft_decoder` (`conv_in`,
+`norm_in`, `block_{i}`, `norm_out`, `magnitude`, `phase`); with `model.discriminator.n_ffts`
 set, `discriminator` (`scale_{k}`: `audiolm.models.discriminator`), used by adversarial training
 only (`Codec.discriminate`).
 """
@@ -698,7 +704,7 @@ class Codec(nn.Module):
         "codebook" [B, T, N], "latent" [B, T, D]}: training forward, `active` codebooks
         (quantizer dropout; default all).
       encode_step(wav [B, n * hop], state, num_codebooks) -> (codes [B, k, n], state)
-      decode_step(codes [B, k, n], state) -> (wav [B, n * hop], state)   (decoder "seanet")
+      decode_step(codes [B, k, n], state) -> (wav [B, n * hop], state)   (not "code2wav")
         streaming, state from `init_stream` (module level: the jitted entry points).
     """
     spec: CodecSpec
@@ -945,7 +951,7 @@ def init_stream(module: Codec, batch: int) -> dict[str, Any]:
     """Empty streaming state of `batch` streams: {"encode": ..., "decode": ...}, the state of
     `encode_step` and of `decode_step` (each reads and returns its own part).
 
-    Seanet decoder: both parts are fixed-shape pytrees (one compile per chunk size).
+    Seanet and istft decoders: both parts are fixed-shape pytrees (one compile per chunk size).
     Code2Wav decoder ("decode" {"frames", "context"}): its decode step re-decodes the last
     `code2wav.receptive_field` frames of quantized latent beside the new ones, as
     `code2wav.stream_step` does with codes; shapes vary while that context fills.

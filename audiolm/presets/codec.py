@@ -2,8 +2,10 @@
 
 `CodecSpec` holds `model.sample_rate`, `model.seanet` (`SEANetSpec`), `model.transformer`
 (`CodecTransformerSpec`), `model.downsample_stride`, `model.quantizer` (`QuantizerSpec`) and
-`model.discriminator` (`DiscriminatorSpec`, adversarial training only); the family
-(`audiolm.models.codec`) derives the section schema from them and builds its module from the spec.
+`model.discriminator` (`DiscriminatorSpec`, adversarial training only), `model.decoder` with
+`model.code2wav` (`Code2WavSpec`) or `model.istft` (`ISTFTSpec`) for the other decoders; the
+family (`audiolm.models.codec`) derives the section schema from them and builds its module from
+the spec.
 Frame rate = sample_rate / prod(seanet.ratios) / downsample_stride.
 
 Presets (the one place these sizes are written; `PRESETS` maps the names to `config.model`):
@@ -24,6 +26,9 @@ Presets (the one place these sizes are written; `PRESETS` maps the names to `con
     2.0 kbps), one transformer layer; EMA codebooks with k-means init and dead-code restarts
     (lower mel loss than the codebook loss at every logged step of a 50-step run, and no collapse
     of codebook 0: perplexity 18 against 4 at step 50).
+  * `ISTFT_DECODERS` / `with_istft(spec, name)`: Vocos-style inverse-STFT decoders for TINY and
+    SPEECH_16K (`decoder="istft"`, `model.istft`); `CODE2WAV_DECODERS` / `with_code2wav`:
+    Code2Wav decoders for them.
 """
 
 from __future__ import annotations
