@@ -52,6 +52,7 @@ def _main(argv):
         raise app.UsageError(f"--workdir is required for --mode={_MODE.value}")
     from audiolm.parallel import runtime
 
+    runtime.keep_host_memory()  # before any computation: XLA:CPU scratch stays mapped
     runtime.initialize_distributed()  # before any computation; a no-op on one host
     runtime.enable_compilation_cache(config.train.compilation_cache_dir)
     if _MODE.value in ("train", "eval"):

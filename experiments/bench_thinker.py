@@ -85,7 +85,9 @@ def setup_threads(threads: int) -> str:
     --xla_cpu_multi_thread_eigen=false (measured: ~1.9 CPU-seconds per second on the Thinker),
     so in a fresh process (jax not imported yet) the process is pinned to `threads` cores
     before any pool starts: every thread, torch's and XLA's, inherits the mask. Imported
-    already (tests): torch threads are set, nothing is pinned."""
+    already (tests): torch threads are set, nothing is pinned. In a fresh process glibc's
+    malloc also keeps freed memory (`audiolm.parallel.runtime.keep_host_memory`, as
+    `audiolm.main` does)."""
     os.environ.setdefault("NO_TORCH_COMPILE", "1")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     how = "default threads"
@@ -99,13 +101,19 @@ def setup_threads(threads: int) -> str:
             how = f"process pinned to CPU core(s) {cores}"
     if _ROOT not in sys.path:
         sys.path.insert(0, _ROOT)
+    fresh = "jax" not in sys.modules
+    from audiolm.parallel import runtime
+
+    # As in audiolm.main: XLA:CPU's scratch memory stays mapped between runs (torch allocates
+    # through the same malloc). Only in a fresh process (threads take their arena early).
+    kept = fresh and runtime.keep_host_memory()
     import torch
 
     if threads > 0:
         torch.set_num_threads(threads)
         if how == "default threads":
             how = f"torch {threads} thread(s), XLA unpinned"
-    return how
+    return how + ("; host memory kept (runtime.keep_host_memory)" if kept else "")
 
 
 def config_dict(size: str, layers: int = 0, audio_output: bool = False,
