@@ -240,8 +240,9 @@ class SEANetDecoder(nn.Module):
 
 MAX_LOG_MAGNITUDE = math.log(1e2)  # clip of the predicted log-magnitude: exp never overflows
 # Initial log-magnitude bias: ~n_fft/2 bins of magnitude m and random phase synthesise a frame
-# of RMS ~ m * sqrt(n_fft), so e^-6 starts near speech level instead of tens of full scales.
-LOG_MAGNITUDE_INIT = -6.0
+# of RMS ~ m * sqrt(n_fft): at 0 a fresh decoder would output tens of full scales; at -7 the
+# speech preset starts at RMS ~0.07, speech level.
+LOG_MAGNITUDE_INIT = -7.0
 NORM_FLOOR = 0.1  # floor on the summed squared windows (only bites at a stream's first samples)
 
 
