@@ -233,8 +233,8 @@ def with_code2wav(spec: CodecSpec, name: str) -> CodecSpec:
 
 # iSTFT decoders (`decoder="istft"`) sized for the codecs above: `with_istft(TINY, "tiny")`,
 # `with_istft(SPEECH_16K, "speech")` (configs/codec.py `decoder=istft`). n_fft = 2 hops: the
-# causal overlap-add synthesises each hop from the frame that ends in it and the one before
-# (`audiolm.models.codec.ISTFTDecoder` says why more overlap costs quality here).
+# causal overlap-add synthesises each hop from the frame that starts in it and the one before,
+# so half its weight comes from a frame that has seen it (`audiolm.models.codec.ISTFTDecoder`).
 ISTFT_DECODERS = {
     "tiny": ISTFTSpec(width=32, num_blocks=2, kernel=7, mlp_ratio=2, n_fft=128),  # hop 64
     "speech": ISTFTSpec(width=256, num_blocks=6, kernel=7, mlp_ratio=3, n_fft=640),  # hop 320
