@@ -232,8 +232,8 @@ def _for_each_tile(group_sizes, tile: int, carry, body):
     return jax.lax.fori_loop(0, group_sizes.shape[0], group, carry)
 
 
-def _tiles_forward(xs, group_sizes, wi_gate, wi_up, wo, act, tile):
-    """Forward of `tiled_swiglu` -> (y [M, D], residuals)."""
+def _tiles_forward(xs, group_sizes, wi_gate, wi_up, wo, act, tile, residuals=True):
+    """Forward of `tiled_swiglu` -> (y [M, D], residuals or None)."""
     m, d = xs.shape
     h = wi_gate.shape[2]
     # A group's last tile reads and writes up to tile - 1 rows past its end: rows of the next
@@ -241,16 +241,16 @@ def _tiles_forward(xs, group_sizes, wi_gate, wi_up, wo, act, tile):
     xp = jnp.concatenate([xs, jnp.zeros((tile, d), xs.dtype)])
 
     def body(e, r, end, carry):
-        y, gate, up = carry
         x = jax.lax.dynamic_slice_in_dim(xp, r, tile)
         g = x @ wi_gate[e]
         u = x @ wi_up[e]
         put = lambda a, v: jax.lax.dynamic_update_slice_in_dim(a, v, r, 0)  # noqa: E731
-        return put(y, (act(g) * u) @ wo[e]), put(gate, g), put(up, u)
+        return tuple(put(a, v) for a, v in zip(carry, ((act(g) * u) @ wo[e], g, u)))
 
-    rows = lambda n: jnp.zeros((m + tile, n), xs.dtype)  # noqa: E731
-    y, gate, up = _for_each_tile(group_sizes, tile, (rows(d), rows(h), rows(h)), body)
-    return y[:m], (xp, group_sizes, wi_gate, wi_up, wo, gate, up)
+    # The gate and up activations are kept only for the backward (not in decoding).
+    rows = [jnp.zeros((m + tile, n), xs.dtype) for n in ((d, h, h) if residuals else (d,))]
+    y, *kept = _for_each_tile(group_sizes, tile, tuple(rows), body)
+    return y[:m], ((xp, group_sizes, wi_gate, wi_up, wo, *kept) if residuals else None)
 
 
 def _tiles_backward(act, tile, res, dy):
@@ -294,7 +294,7 @@ def tiled_swiglu(xs, group_sizes, wi_gate, wi_up, wo, act, tile: int):
     expert's slot in place, where autodiff of a gather-based version emits gathers and
     scatter-adds of whole weight copies. Residuals: the gate and up activations [M, h].
     """
-    return _tiles_forward(xs, group_sizes, wi_gate, wi_up, wo, act, tile)[0]
+    return _tiles_forward(xs, group_sizes, wi_gate, wi_up, wo, act, tile, False)[0]
 
 
 tiled_swiglu.defvjp(lambda *a: _tiles_forward(*a), _tiles_backward)
