@@ -116,6 +116,8 @@ def speech_config(config: ml_collections.ConfigDict, variant: str, codec_workdir
         config.sample.num_samples = 4
     else:
         config.train.loss.audio_weight = 0.0  # no depformer: text only
+        config.train.loss.audio_time_masks = 0  # SpecAugment-style time masks on the codes
+        config.train.loss.audio_time_width = 0
         config.task.evaluators = ("loss",)
         config.task.final_evaluators = ("stt_cer",)
     config.train.learning_rate = 1e-3 if not tiny else 3e-3

@@ -149,6 +149,23 @@ def log_mel_from_config(waveform: jax.Array, audio_cfg: Any,
                    f_min=audio_cfg.f_min, f_max=audio_cfg.f_max, lengths=lengths)
 
 
+def random_spans(key: jax.Array, count: int, max_width: int, limit: jax.Array,
+                 size: int) -> jax.Array:
+    """Per row, the union of `count` random spans of w ~ U{0..max_width} positions placed inside
+    [0, limit): limit [B] int -> [B, size] bool (all False when count or max_width is 0)."""
+    b = limit.shape[0]
+    if count == 0 or max_width == 0:
+        return jnp.zeros((b, size), bool)
+    w_key, s_key = jax.random.split(key)
+    width = jax.random.randint(w_key, (b, count), 0, max_width + 1)
+    width = jnp.minimum(width, limit[:, None])
+    start = jnp.floor(jax.random.uniform(s_key, (b, count))
+                      * (limit[:, None] - width + 1)).astype(jnp.int32)
+    pos = jnp.arange(size)[None, None, :]
+    hit = (pos >= start[..., None]) & (pos < (start + width)[..., None])
+    return jnp.any(hit, axis=1)
+
+
 def spec_augment(features: jax.Array, frame_lengths: jax.Array, rng: jax.Array, *,
                  time_masks: int, time_width: int, freq_masks: int,
                  freq_width: int) -> jax.Array:
@@ -160,22 +177,8 @@ def spec_augment(features: jax.Array, frame_lengths: jax.Array, rng: jax.Array, 
     """
     b, f, m = features.shape
     t_key, f_key = jax.random.split(rng)
-
-    def spans(key, count, max_width, limit, size):
-        """[B, size] bool: union of `count` random spans of width <= max_width in [0, limit)."""
-        if count == 0 or max_width == 0:
-            return jnp.zeros((b, size), bool)
-        w_key, s_key = jax.random.split(key)
-        width = jax.random.randint(w_key, (b, count), 0, max_width + 1)
-        width = jnp.minimum(width, limit[:, None])
-        start = jnp.floor(jax.random.uniform(s_key, (b, count))
-                          * (limit[:, None] - width + 1)).astype(jnp.int32)
-        pos = jnp.arange(size)[None, None, :]
-        hit = (pos >= start[..., None]) & (pos < (start + width)[..., None])
-        return jnp.any(hit, axis=1)
-
     lengths = jnp.asarray(frame_lengths, jnp.int32)
-    time = spans(t_key, time_masks, time_width, lengths, f)
-    freq = spans(f_key, freq_masks, freq_width, jnp.full((b,), m, jnp.int32), m)
+    time = random_spans(t_key, time_masks, time_width, lengths, f)
+    freq = random_spans(f_key, freq_masks, freq_width, jnp.full((b,), m, jnp.int32), m)
     masked = time[:, :, None] | freq[:, None, :]
     return jnp.where(masked, jnp.zeros((), features.dtype), features)

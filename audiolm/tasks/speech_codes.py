@@ -126,8 +126,6 @@ def check_section(config: Any) -> None:
     check_int(config, "task.codec.num_codebooks", lo=max(q.num_semantic, 1),
               hi=q.num_codebooks)
     check_int(config, "task.codec.seed", lo=0)
-    flag = config.task.codec.init_embeddings
-    require(isinstance(flag, bool), "task.codec.init_embeddings", flag, "must be a bool")
     workdir = check_str(config, "task.codec.workdir")
     if workdir:
         require(_checkpoint_dir(workdir) is not None, "task.codec.workdir", workdir,

@@ -11,7 +11,9 @@ Every batch is extended by d frames of absent audio (-1), so the last d text fra
 utterance are learnt too (the streaming flush).
 
 Loss: the text CE of the codes task's delayed-stream loss (`audiolm.tasks.codes.moshi_loss`,
-train.loss.text_weight; no audio term without a depformer).
+train.loss.text_weight; no audio term without a depformer). In training,
+train.loss.audio_time_masks spans of up to audio_time_width frames of the audio are made absent
+(`mask_audio`, SpecAugment's time masks on codes).
 
 Evaluators: "loss" and "stt_cer" (the name "cer" is the asr task's): greedy transcripts of the
 split decoded frame by frame through the model's streaming step (`MoshiLM.step`, ring KV cache)
@@ -33,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm import data as data_lib
-from audiolm.config import check_float, check_schema, require
+from audiolm.audio import features
+from audiolm.config import check_float, check_int, check_schema, require
 from audiolm.models import moshi as moshi_lib
 from audiolm.tasks import asr, evaluators, speech_codes, tts_moshi
 from audiolm.tasks import codes as codes_task
@@ -42,6 +45,8 @@ from audiolm.tasks.base import EvalContext
 NAME = "stt"
 EVALUATORS = ("loss", "stt_cer")
 OPTIONAL_FIELDS = ("codec",)  # task.codec: the codec whose codes it models
+# the Moshi stream loss, plus time masks on the audio (`mask_audio`; 0 = none)
+LOSS_SCHEMA = dict(codes_task.MOSHI_LOSS_SCHEMA, audio_time_masks=0, audio_time_width=0)
 
 
 def rules(config: Any) -> None:
@@ -60,9 +65,11 @@ def rules(config: Any) -> None:
             "stt decodes frame by frame; 'concat' is text-first")
     require(not len(m.conditioners), "model.conditioners", sorted(m.conditioners.keys()),
             "stt provides no condition: must be empty")
-    check_schema(config, "train.loss", codes_task.MOSHI_LOSS_SCHEMA)
+    check_schema(config, "train.loss", LOSS_SCHEMA)
     for key in codes_task.MOSHI_LOSS_SCHEMA:
         check_float(config, f"train.loss.{key}", lo=0.0)
+    for key in ("audio_time_masks", "audio_time_width"):
+        check_int(config, f"train.loss.{key}", lo=0)
 
 
 def delay_frames(config: Any) -> int:
@@ -97,7 +104,25 @@ def make_batches(config: Any, family: Any, split: str, finite: bool = False):
                                       flush)
 
 
+def mask_audio(codes: jax.Array, rng: jax.Array, masks: int, width: int) -> jax.Array:
+    """Time masking of the audio streams (SpecAugment on codes; training only): `masks` spans of
+    up to `width` frames inside each row's audio become absent (-1, an exact zero embedding),
+    so the text must come from the context around them. codes [B, 1+K, T] -> the same."""
+    audio = codes[:, 1:]
+    lengths = jnp.sum(audio[:, 0] >= 0, axis=-1).astype(jnp.int32)
+    hit = features.random_spans(rng, masks, width, lengths, codes.shape[2])  # [B, T]
+    audio = jnp.where(hit[:, None, :], moshi_lib.ZERO_TOKEN, audio)
+    return jnp.concatenate([codes[:, :1], audio], axis=1)
+
+
 def loss_fn(module: Any, params: Any, batch: Any, rng: jax.Array, config: Any, train: bool):
+    """The text CE of the delayed streams, the audio time-masked in training
+    (train.loss.audio_time_masks spans of up to audio_time_width frames)."""
+    w = config.train.loss
+    if train and w.audio_time_masks and w.audio_time_width:
+        codes = mask_audio(jnp.asarray(batch["codes"]), rng, int(w.audio_time_masks),
+                           int(w.audio_time_width))
+        batch = {**batch, "codes": codes}
     return codes_task.moshi_loss(module, params, batch, rng, config, train)
 
 

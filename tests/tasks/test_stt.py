@@ -101,3 +101,27 @@ def test_stream_text_reads_words_between_pads():
 ])
 def test_bad_fields_are_named(reference_run, fields, match):
     assert_rule(reference_run[0].copy_and_resolve_references(), fields, match)
+
+
+def test_audio_time_masks_blank_spans_inside_each_rows_audio_only():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 50, (6, 1 + 3, 40)).astype(np.int32)
+    lengths = np.array([40, 30, 12, 5, 1, 0])
+    for row, n in enumerate(lengths):
+        codes[row, 1:, n:] = moshi_lib.ZERO_TOKEN  # absent past the row's audio
+    out = np.asarray(stt.mask_audio(jnp.asarray(codes), jax.random.PRNGKey(3), 2, 8))
+    np.testing.assert_array_equal(out[:, 0], codes[:, 0])  # the text stream is never masked
+    hit = (out[:, 1:] != codes[:, 1:])
+    assert hit.any()
+    assert np.all(out[:, 1:][hit] == moshi_lib.ZERO_TOKEN)
+    assert np.all(hit == hit[:, :1])  # a masked frame is masked in every codebook
+    frames = hit[:, 0]
+    for row, n in enumerate(lengths):
+        assert not frames[row, n:].any() and frames[row].sum() <= 2 * 8
+    identity = stt.mask_audio(jnp.asarray(codes), jax.random.PRNGKey(3), 0, 8)
+    np.testing.assert_array_equal(np.asarray(identity), codes)
+
+
+def test_audio_time_mask_fields_are_validated(tmp_path):
+    config = tiny_config(str(tmp_path))
+    assert_rule(config, {"train.loss.audio_time_masks": -1}, "train.loss.audio_time_masks")
