@@ -218,18 +218,26 @@ def tile_rows(num_rows: int, num_experts: int, max_tile: int = 32) -> int:
 
 def _for_each_tile(group_sizes, tile: int, carry, body):
     """carry = body(e, r, end, carry) for each tile start r = start_e, start_e + tile, ... <
-    end_e of each group e, groups in order (group e holds rows [start_e, end_e))."""
+    end_e of each non-empty group e, groups in order (group e holds rows [start_e, end_e)).
+
+    Empty groups are skipped rather than visited (decoding one token with top-k of E experts
+    leaves most groups empty; a visit costs a copy of the expert's weights)."""
     ends = jnp.cumsum(group_sizes)
     starts = ends - group_sizes
+    groups = jnp.argsort(group_sizes == 0, stable=True)  # non-empty first, in order
 
-    def group(e, carry):
+    def group(state):
+        i, carry = state
+        e = groups[i]
+
         def step(state):
             r, carry = state
             return r + tile, body(e, r, ends[e], carry)
 
-        return jax.lax.while_loop(lambda s: s[0] < ends[e], step, (starts[e], carry))[1]
+        return i + 1, jax.lax.while_loop(lambda s: s[0] < ends[e], step, (starts[e], carry))[1]
 
-    return jax.lax.fori_loop(0, group_sizes.shape[0], group, carry)
+    return jax.lax.while_loop(lambda s: s[0] < jnp.sum(group_sizes > 0), group,
+                              (jnp.zeros((), jnp.int32), carry))[1]
 
 
 def _tiles_forward(xs, group_sizes, wi_gate, wi_up, wo, act, tile, residuals=True):
