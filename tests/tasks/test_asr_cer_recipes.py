@@ -25,7 +25,7 @@ def _get(config, path):
 def test_recipes_add_their_levers_in_order():
     main = load_experiment_config("configs/thinker_talker.py", "variant=tiny_asr")
     levers = {}
-    for recipe in asr_cer.RECIPES:
+    for recipe in asr_cer.RECIPES["asr"]:
         config = asr_cer.recipe_config(main, recipe)
         config_lib.validate(config)
         levers[recipe] = {p: _get(config, p) for p in LEVERS}
