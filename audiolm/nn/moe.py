@@ -216,12 +216,14 @@ def tile_rows(num_rows: int, num_experts: int, max_tile: int = 32) -> int:
     return tile
 
 
-def _for_each_tile(group_sizes, tile: int, carry, body):
-    """carry = body(e, r, end, carry) for each tile start r = start_e, start_e + tile, ... <
-    end_e of each non-empty group e, groups in order (group e holds rows [start_e, end_e)).
+def _for_each_tile(group_sizes, tile: int, weights, carry, body):
+    """carry = body(e, ws, r, end, carry) for each tile start r = start_e, start_e + tile, ...
+    < end_e of each non-empty group e, groups in order (group e holds rows [start_e, end_e));
+    ws = the e-th slices of `weights`.
 
-    Empty groups are skipped rather than visited (decoding one token with top-k of E experts
-    leaves most groups empty; a visit costs a copy of the expert's weights)."""
+    Empty groups are skipped (decoding one token uses top-k of E experts) and the weights are
+    sliced once per group, not per tile: XLA:CPU copies a dynamic slice (3 x 128 KB per row
+    when decoding with tiles of one row)."""
     ends = jnp.cumsum(group_sizes)
     starts = ends - group_sizes
     groups = jnp.argsort(group_sizes == 0, stable=True)  # non-empty first, in order
@@ -229,10 +231,11 @@ def _for_each_tile(group_sizes, tile: int, carry, body):
     def group(state):
         i, carry = state
         e = groups[i]
+        ws = [jax.lax.dynamic_index_in_dim(w, e, keepdims=False) for w in weights]
 
         def step(state):
             r, carry = state
-            return r + tile, body(e, r, ends[e], carry)
+            return r + tile, body(e, ws, r, ends[e], carry)
 
         return i + 1, jax.lax.while_loop(lambda s: s[0] < ends[e], step, (starts[e], carry))[1]
 
@@ -248,16 +251,17 @@ def _tiles_forward(xs, group_sizes, wi_gate, wi_up, wo, act, tile, residuals=Tru
     # groups, rewritten when their turn comes (groups run in order), or these padding rows.
     xp = jnp.concatenate([xs, jnp.zeros((tile, d), xs.dtype)])
 
-    def body(e, r, end, carry):
+    def body(e, ws, r, end, carry):
+        w_gate, w_up, w_out = ws
         x = jax.lax.dynamic_slice_in_dim(xp, r, tile)
-        g = x @ wi_gate[e]
-        u = x @ wi_up[e]
+        g = x @ w_gate
+        u = x @ w_up
         put = lambda a, v: jax.lax.dynamic_update_slice_in_dim(a, v, r, 0)  # noqa: E731
-        return tuple(put(a, v) for a, v in zip(carry, ((act(g) * u) @ wo[e], g, u)))
+        return tuple(put(a, v) for a, v in zip(carry, ((act(g) * u) @ w_out, g, u)))
 
     # The gate and up activations are kept only for the backward (not in decoding).
     rows = [jnp.zeros((m + tile, n), xs.dtype) for n in ((d, h, h) if residuals else (d,))]
-    y, *kept = _for_each_tile(group_sizes, tile, tuple(rows), body)
+    y, *kept = _for_each_tile(group_sizes, tile, (wi_gate, wi_up, wo), tuple(rows), body)
     return y[:m], ((xp, group_sizes, wi_gate, wi_up, wo, *kept) if residuals else None)
 
 
@@ -266,8 +270,8 @@ def _tiles_backward(act, tile, res, dy):
     m, d = dy.shape
     dyp = jnp.concatenate([dy, jnp.zeros((tile, d), dy.dtype)])
 
-    def body(e, r, end, carry):
-        dx, dw_gate, dw_up, dwo = carry
+    def body(e, ws, r, end, carry):
+        (w_gate, w_up, w_out), (dx, dw_gate, dw_up, dwo) = ws, carry
         # Rows past the group's end belong to other experts: a zero cotangent keeps them out
         # of this expert's weight gradients (their dx is rewritten by their own group).
         mine = (r + jnp.arange(tile) < end)[:, None]
@@ -275,18 +279,19 @@ def _tiles_backward(act, tile, res, dy):
         x = jax.lax.dynamic_slice_in_dim(xp, r, tile)
         a, act_vjp = jax.vjp(act, jax.lax.dynamic_slice_in_dim(gate, r, tile))
         u = jax.lax.dynamic_slice_in_dim(up, r, tile)
-        g_hid = g_out @ wo[e].T
+        g_hid = g_out @ w_out.T
         g_up = g_hid * a
         (g_gate,) = act_vjp(g_hid * u)
         dx = jax.lax.dynamic_update_slice_in_dim(
-            dx, g_gate @ wi_gate[e].T + g_up @ wi_up[e].T, r, 0)
+            dx, g_gate @ w_gate.T + g_up @ w_up.T, r, 0)
         add = lambda dw, a, b: dw.at[e].add((a.T @ b).astype(dw.dtype))  # noqa: E731
         return (dx, add(dw_gate, x, g_gate), add(dw_up, x, g_up), add(dwo, a * u, g_out))
 
     # Weight gradients accumulate over a group's tiles in float32 (bfloat16 compute).
     zeros = (jnp.zeros_like(xp),) + tuple(jnp.zeros(w.shape, jnp.float32)
                                           for w in (wi_gate, wi_up, wo))
-    dx, dw_gate, dw_up, dwo = _for_each_tile(group_sizes, tile, zeros, body)
+    dx, dw_gate, dw_up, dwo = _for_each_tile(group_sizes, tile, (wi_gate, wi_up, wo), zeros,
+                                             body)
     return (dx[:m], None) + tuple(dw.astype(w.dtype) for dw, w in
                                   zip((dw_gate, dw_up, dwo), (wi_gate, wi_up, wo)))
 
