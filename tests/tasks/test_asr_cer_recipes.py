@@ -34,3 +34,22 @@ def test_recipes_add_their_levers_in_order():
     assert {p for p, v in levers["ctc"].items() if _on(p, v)} == set(LEVERS[:4])
     assert all(_on(p, v) for p, v in levers["after"].items())  # the main job uses every lever
     assert levers["after"] == {p: _get(main, p) for p in LEVERS}
+
+
+STT_LEVERS = ("task.codec.init_embeddings", "train.loss.audio_time_masks",
+              "train.loss.audio_time_width")
+
+
+def test_stt_recipes_add_their_levers_in_order():
+    # a random codec (no codec run in a clean checkout): the recipes only change config fields
+    stt = load_experiment_config("configs/moshi.py", "variant=stt_speech,codec_workdir=")
+    levers = {}
+    for recipe in asr_cer.RECIPES["stt"]:
+        config = asr_cer.recipe_config(stt, recipe)
+        config_lib.validate(config)
+        levers[recipe] = {p: _get(config, p) for p in STT_LEVERS}
+        assert config.train.steps == stt.train.steps and config.data == stt.data
+    assert not any(levers["before"].values())
+    assert [p for p, v in levers["codebooks"].items() if v] == [STT_LEVERS[0]]
+    assert all(levers["after"].values())
+    assert levers["after"] == {p: _get(stt, p) for p in STT_LEVERS}
