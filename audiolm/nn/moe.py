@@ -21,7 +21,7 @@ from audiolm.nn.params import Dtype, constrain, partitioned
 DISPATCHES = ("dropless", "capacity", "tiles", "ragged_dot", "gmm")
 # Fastest grouped matmul per backend, fwd and fwd+bwd (experiments/bench_train.py --moe-sweep).
 # XLA:CPU lowers ragged_dot to a dense matmul per expert with masking (E times the FLOPs), so
-# padded tiles win there; GPU/TPU have native ragged_dot kernels.
+# a loop over row tiles per expert wins there; GPU/TPU have native ragged_dot kernels.
 DEFAULT_GROUPED = {"cpu": "tiles", "gpu": "ragged_dot", "tpu": "ragged_dot"}
 
 
@@ -79,7 +79,7 @@ class MoE(nn.Module):
     [D, 1]. Expert i computes wo_i^T (act(wi_gate_i^T x) * wi_up_i^T x).
 
     dispatch "dropless": assignments sorted by expert, grouped matmuls (`grouped_swiglu`:
-    `jax.lax.ragged_dot` on GPU/TPU, padded tiles on CPU; static shapes, N*k rows).
+    `jax.lax.ragged_dot` on GPU/TPU, a loop over row tiles on CPU; static shapes, N*k rows).
     "capacity": one-hot einsum dispatch into [E, C] slots; an assignment beyond its expert's
     capacity is dropped (contributes 0). Slots are filled by choice rank first (all first
     choices before second choices), then token order.
