@@ -22,14 +22,23 @@ def _get(config, path):
     return config
 
 
+def _recipe_levers(base, paths):
+    """{recipe: {lever path: value}} of every recipe of `base`'s task; each recipe's config is
+    valid and keeps the base's steps and data (compared at the same budget, on the same set)."""
+    levers = {}
+    for recipe in asr_cer.RECIPES[base.task.name]:
+        config = asr_cer.recipe_config(base, recipe)
+        config_lib.validate(config)
+        levers[recipe] = {p: _get(config, p) for p in paths}
+        assert config.train.steps == base.train.steps
+        assert {k: v for k, v in config.data.items() if k != "train_scrambled"} == \
+            {k: v for k, v in base.data.items() if k != "train_scrambled"}
+    return levers
+
+
 def test_recipes_add_their_levers_in_order():
     main = load_experiment_config("configs/thinker_talker.py", "variant=tiny_asr")
-    levers = {}
-    for recipe in asr_cer.RECIPES["asr"]:
-        config = asr_cer.recipe_config(main, recipe)
-        config_lib.validate(config)
-        levers[recipe] = {p: _get(config, p) for p in LEVERS}
-        assert config.train.steps == main.train.steps  # compared at the main job's budget
+    levers = _recipe_levers(main, LEVERS)
     assert not any(_on(p, v) for p, v in levers["before"].items())
     assert {p for p, v in levers["ctc"].items() if _on(p, v)} == set(LEVERS[:4])
     assert all(_on(p, v) for p, v in levers["after"].items())  # the main job uses every lever
@@ -43,12 +52,9 @@ STT_LEVERS = ("task.codec.init_embeddings", "train.loss.audio_time_masks",
 def test_stt_recipes_add_their_levers_in_order():
     # a random codec (no codec run in a clean checkout): the recipes only change config fields
     stt = load_experiment_config("configs/moshi.py", "variant=stt_speech,codec_workdir=")
-    levers = {}
-    for recipe in asr_cer.RECIPES["stt"]:
-        config = asr_cer.recipe_config(stt, recipe)
-        config_lib.validate(config)
-        levers[recipe] = {p: _get(config, p) for p in STT_LEVERS}
-        assert config.train.steps == stt.train.steps and config.data == stt.data
+    levers = _recipe_levers(stt, STT_LEVERS + ("data.train_scrambled",))
+    assert all(levers[r]["data.train_scrambled"] == 0.5 for r in levers)  # the same set
+    levers = {r: {p: levers[r][p] for p in STT_LEVERS} for r in levers}
     assert not any(levers["before"].values())
     assert [p for p, v in levers["codebooks"].items() if v] == [STT_LEVERS[0]]
     assert all(levers["after"].values())
