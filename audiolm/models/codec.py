@@ -778,9 +778,14 @@ class Codec(nn.Module):
             x = self.upsample(x)
         if self.spec.transformer.num_layers:
             x, _ = self.decoder_transformer(x)
+        return self._waveform_decoder()[0](x)[0]
+
+    def _waveform_decoder(self) -> tuple[Any, str]:
+        """(module, param subtree name) of the last decoder stage, SEANet or iSTFT: the
+        latent at the encoder rate [B, T', D] -> wav [B, T' * prod(seanet.ratios)]."""
         if self.spec.decoder == "istft":
-            return self.istft_decoder(x)[0]
-        return self.decoder(x)[0]
+            return self.istft_decoder, "istft_decoder"
+        return self.decoder, "decoder"
 
     def encode(self, wav: jax.Array, num_codebooks: int | None = None) -> jax.Array:
         q = self.spec.quantizer
@@ -833,10 +838,8 @@ class Codec(nn.Module):
             x = st.layer(self.upsample, x, "upsample", 1, self.spec.downsample_stride)
         if self.spec.transformer.num_layers:
             x = st.module(self.decoder_transformer, x, "decoder_transformer")
-        if self.spec.decoder == "istft":
-            wav = st.module(self.istft_decoder, x, "istft_decoder")
-        else:
-            wav = st.module(self.decoder, x, "decoder")
+        decoder, name = self._waveform_decoder()
+        wav = st.module(decoder, x, name)
         st.new["frames"] = jnp.asarray(state.get("frames", 0), jnp.int32) + codes.shape[2]
         return wav, st.new
 

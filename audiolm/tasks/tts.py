@@ -81,8 +81,9 @@ def rules(config: Any) -> None:
     """The codec section and the speech set (`speech_codes.check_section`), then the family's
     tts rules."""
     speech_codes.check_section(config)
-    family_tts(config).rules(config)
-    require(not config.task.codec.init_embeddings or hasattr(family_tts(config), "init_params"),
+    family = family_tts(config)
+    family.rules(config)
+    require(not config.task.codec.init_embeddings or hasattr(family, "init_params"),
             "task.codec.init_embeddings", True,
             f"family {config.model.family!r} does not start its embeddings from the codec's "
             "codebooks (the moshi family does); set it False")
